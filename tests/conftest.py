@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("WATTPROF_FIXTURES", REPO.parent / "shared" / "fixtures"))
+H100 = FIXTURES / "nvidia-h100"
+H100_GPM = FIXTURES / "nvidia-h100-gpm"
+H100_SERVE = FIXTURES / "nvidia-h100-serve"
+NEURON = FIXTURES / "aws-neuron"
+
+
+def fixture_dir(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.fail(f"fixture directory {path} missing: tests need the project's shared/fixtures "
+                    "(set WATTPROF_FIXTURES to its path)")
+    return path
+
+
+def phases(path: Path) -> dict[str, dict]:
+    return {p["phase"]: p for p in json.loads((path / "phases.json").read_text())}
+
+
+def wattprof(*args: str, env: dict | None = None, cwd: str | Path | None = None,
+             timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI in a real subprocess, as a user would."""
+    full_env = dict(os.environ)
+    full_env.pop("WATTPROF_RUN_DIR", None)
+    if env:
+        full_env.update(env)
+    p = subprocess.run([sys.executable, "-m", "wattprof", *args], capture_output=True, text=True, env=full_env,
+                       cwd=cwd, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"wattprof {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture
+def h100() -> Path:
+    return fixture_dir(H100)
+
+
+@pytest.fixture
+def h100_gpm() -> Path:
+    return fixture_dir(H100_GPM)
+
+
+@pytest.fixture
+def h100_serve() -> Path:
+    return fixture_dir(H100_SERVE)
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WATTPROF_RUN_DIR", raising=False)
+    monkeypatch.delenv("WATTPROF_RUN_ID", raising=False)

@@ -1,0 +1,382 @@
+"""The ``nvidia-smi-csv`` format: ``nvidia-smi --query-gpu=FIELDS --format=csv[,noheader][,nounits]``.
+
+One line per GPU per period (``-lms N`` / ``-l N``), values separated by ``", "``. With a header the
+first line names the fields (``power.draw [W]``); without one the caller must pass the
+``--query-gpu`` field list. With units, values carry `` W``, `` MHz``, `` MiB``, `` %``; unsupported
+values print as ``[N/A]``, ``[Not Supported]`` (read as NaN).
+
+``timestamp`` (``YYYY/MM/DD HH:MM:SS.mmm``) is the local time of the machine that ran nvidia-smi,
+without a zone. ``utc_offset_h`` says which zone it was: the printed time is UTC + offset hours
+(0: the machine ran in UTC, as the H100 fixtures did). ``index`` gives the device ``gpu:<index>``;
+without it GPUs are numbered by first appearance of their ``uuid``. ``name``, ``uuid`` and the power
+limit go to the devices table. Fields wattprof has no column for are ignored.
+
+:func:`parse_csv` reads a file; :class:`LineParser` reads a live stream line by line. Both run
+the same conversion code (:class:`_Layout`), so they give identical values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..schema import DEVICE, METRICS, T
+
+_MIB = 1024.0 * 1024.0
+_TS_FORMAT = "%Y/%m/%d %H:%M:%S.%f"
+_TS_RE = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$")
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_HEX_RE = re.compile(r"^0[xX][0-9a-fA-F]+$")
+_HEADER_UNIT_RE = re.compile(r"^(?P<name>[^\[\]]*?)\s*\[(?P<unit>[^\[\]]*)\]$")
+_MISSING = frozenset({"N/A", "Not Supported", "Unknown Error"})
+
+TIMESTAMP = "timestamp"
+INDEX = "index"
+#: Identity fields (name -> key in the devices table).
+IDENTITY: dict[str, str] = {"uuid": "uuid", "gpu_uuid": "uuid", "name": "name", "gpu_name": "name"}
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How one nvidia-smi field becomes one schema column."""
+
+    column: str
+    #: Units nvidia-smi prints after the value (None: a bare number).
+    unit: str | None = None
+    #: Factor from nvidia-smi's unit to the schema column's unit.
+    scale: float = 1.0
+    #: Hexadecimal bitmask (``0x0000000000000004``) instead of a decimal number.
+    hex: bool = False
+
+    def convert(self, raw: str) -> float:
+        """One printed value -> float in the schema unit; NaN when nvidia-smi says not available."""
+        text = raw.strip()
+        if _is_missing(text):
+            return math.nan
+        number, _, unit = text.partition(" ")
+        unit = unit.strip()
+        if unit and unit != self.unit:
+            raise ValueError(f"unit {unit!r}, expected {self.unit or 'none'}")
+        if self.hex:
+            if not _HEX_RE.match(number):
+                raise ValueError("expected a hexadecimal bitmask like 0x0000000000000004")
+            return float(int(number, 16))
+        if not _NUMBER_RE.match(number):
+            raise ValueError(f"expected a number{' in ' + self.unit if self.unit else ''} or [N/A]")
+        return float(number) * self.scale
+
+
+# Order matters: where several fields feed one column, the first listed wins (when not NaN).
+_SPECS: dict[str, _Spec] = {
+    "power.draw.instant": _Spec("power_w", "W"),
+    "gpu.power.draw.instant": _Spec("power_w", "W"),
+    "power.draw.average": _Spec("power_avg_w", "W"),
+    "gpu.power.draw.average": _Spec("power_avg_w", "W"),
+    # power.draw is the 1 s trailing average on Ampere and newer (instantaneous on older GPUs).
+    "power.draw": _Spec("power_avg_w", "W"),
+    "enforced.power.limit": _Spec("power_limit_w", "W"),
+    "gpu.power.current_limit": _Spec("power_limit_w", "W"),
+    "power.limit": _Spec("power_limit_w", "W"),
+    "gpu.power.requested_limit": _Spec("power_limit_w", "W"),
+    "utilization.gpu": _Spec("util_pct", "%"),
+    "utilization.memory": _Spec("mem_util_pct", "%"),
+    "memory.used": _Spec("mem_used_bytes", "MiB", _MIB),
+    "memory.total": _Spec("mem_total_bytes", "MiB", _MIB),
+    "clocks.current.sm": _Spec("sm_clock_mhz", "MHz"),
+    "clocks.sm": _Spec("sm_clock_mhz", "MHz"),
+    "clocks.current.memory": _Spec("mem_clock_mhz", "MHz"),
+    "clocks.mem": _Spec("mem_clock_mhz", "MHz"),
+    "temperature.gpu": _Spec("temp_c", "C"),
+    "clocks_event_reasons.active": _Spec("throttle_reasons", hex=True),
+    "clocks_throttle_reasons.active": _Spec("throttle_reasons", hex=True),
+}
+# nvidia-smi (driver 580) has no energy-counter query field: energy_j never comes from this format.
+
+#: nvidia-smi field name -> wattprof schema column (fields not listed are ignored).
+FIELD_MAP: dict[str, str] = {name: spec.column for name, spec in _SPECS.items()}
+_POWER_COLUMNS = ("power_w", "power_avg_w")
+_KNOWN = frozenset(_SPECS) | frozenset(IDENTITY) | {TIMESTAMP, INDEX}
+
+
+@dataclass
+class ParseResult:
+    """What :func:`parse_csv` returns."""
+
+    #: Columns ``t``, ``device`` and schema metric columns (float64), sorted by ``t``.
+    samples: pd.DataFrame
+    #: ``{"gpu:0": {"name": ..., "uuid": ..., "power_limit_w": ...}}`` (keys where known).
+    devices: dict[str, dict]
+    #: Things skipped on purpose (a truncated last line), one line each, for the user.
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+def _is_missing(text: str) -> bool:
+    return text in _MISSING or (text.startswith("[") and text.endswith("]"))
+
+
+def _split(line: str) -> list[str]:
+    return [v.strip() for v in line.split(",")]
+
+
+def _header_name(token: str) -> tuple[str, str | None]:
+    """``power.draw [W]`` -> (``power.draw``, ``W``); ``index`` -> (``index``, None)."""
+    m = _HEADER_UNIT_RE.match(token.strip())
+    if m:
+        return m["name"].strip(), m["unit"].strip()
+    return token.strip(), None
+
+
+def _is_header(values: Sequence[str]) -> bool:
+    return any(_header_name(v)[0] in _KNOWN for v in values)
+
+
+def _to_unix(stamps: np.ndarray, utc_offset_h: float) -> np.ndarray:
+    """nvidia-smi timestamps -> Unix seconds (float64); NaN where unparseable."""
+    dt = pd.to_datetime(pd.Series(stamps, dtype=object), format=_TS_FORMAT, errors="coerce")
+    bad = dt.isna().to_numpy()
+    us = dt.to_numpy(dtype="datetime64[us]").astype(np.int64)
+    out = (us - round(utc_offset_h * 3600e6)) / 1e6
+    out[bad] = np.nan
+    return out
+
+
+def _first_bad_line(values: np.ndarray, bad_value: str, lines: np.ndarray) -> int:
+    return int(lines[np.flatnonzero(values == bad_value)[0]])
+
+
+# --- the shared conversion ----------------------------------------------------------------------
+
+class _Layout:
+    """A field list, checked, and the conversion of columns of printed values to schema arrays."""
+
+    def __init__(self, fields: Sequence[str], path: str | None, utc_offset_h: float) -> None:
+        self.fields = [f.strip() for f in fields]
+        self.path = path
+        self.utc_offset_h = float(utc_offset_h)
+        self._check()
+        #: schema column -> positions of its source fields, preferred first.
+        self.sources: dict[str, list[int]] = {}
+        order = list(_SPECS)
+        mapped = sorted((order.index(f), i) for i, f in enumerate(self.fields) if f in _SPECS)
+        for _, i in mapped:
+            self.sources.setdefault(_SPECS[self.fields[i]].column, []).append(i)
+        self.columns = [c for c in METRICS if c in self.sources]
+        self._uuid_order: dict[str, int] = {}
+
+    def _check(self) -> None:
+        expected = (f"{TIMESTAMP!r} and a power field "
+                    "(power.draw, power.draw.average or power.draw.instant)")
+        if TIMESTAMP not in self.fields:
+            raise InputError(f"no 'timestamp' field in {self.fields}; expected {expected}",
+                             path=self.path, line=1)
+        if not any(FIELD_MAP.get(f) in _POWER_COLUMNS for f in self.fields):
+            raise InputError(f"no power field in {self.fields}; expected {expected}",
+                             path=self.path, line=1)
+
+    def check_units(self, units: Sequence[str | None]) -> None:
+        """Header units (``[W]``) must be the ones the conversion expects."""
+        for name, unit in zip(self.fields, units, strict=True):
+            spec = _SPECS.get(name)
+            if spec is not None and unit is not None and unit != spec.unit:
+                raise InputError(f"field {name} is in [{unit}], expected [{spec.unit}]",
+                                 path=self.path, line=1)
+
+    def convert(self, rows: list[list[str]], lines: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows of printed values (file order) -> ``t``, ``device``, metric and identity arrays."""
+        cols = np.array(rows, dtype=object).reshape(len(rows), len(self.fields)).T
+        out: dict[str, np.ndarray] = {T: self._times(cols, lines), DEVICE: self._devices(cols, lines)}
+        for column in self.columns:
+            merged: np.ndarray | None = None
+            for i in self.sources[column]:
+                values = self._metric(i, cols[i], lines)
+                merged = values if merged is None else np.where(np.isnan(merged), values, merged)
+            assert merged is not None
+            out[column] = merged
+        for i, name in enumerate(self.fields):
+            key = IDENTITY.get(name)
+            if key is not None and key not in out:
+                out[key] = cols[i]
+        return out
+
+    def _times(self, cols: np.ndarray, lines: np.ndarray) -> np.ndarray:
+        stamps = cols[self.fields.index(TIMESTAMP)]
+        t = _to_unix(stamps, self.utc_offset_h)
+        bad = np.flatnonzero(np.isnan(t))
+        if len(bad):
+            raise InputError(f"timestamp {stamps[bad[0]]!r} is not YYYY/MM/DD HH:MM:SS.mmm",
+                             path=self.path, line=int(lines[bad[0]]))
+        return t
+
+    def _metric(self, i: int, values: np.ndarray, lines: np.ndarray) -> np.ndarray:
+        """Convert once per distinct value (fast on long captures), then spread to the rows."""
+        spec, name = _SPECS[self.fields[i]], self.fields[i]
+        table: dict[str, float] = {}
+        for v in pd.unique(values):
+            try:
+                table[v] = spec.convert(v)
+            except ValueError as e:
+                raise InputError(f"{name} is {v!r}: {e}", path=self.path,
+                                 line=_first_bad_line(values, v, lines)) from None
+        return np.fromiter((table[v] for v in values), dtype=np.float64, count=len(values))
+
+    def _devices(self, cols: np.ndarray, lines: np.ndarray) -> np.ndarray:
+        if INDEX in self.fields:
+            values = cols[self.fields.index(INDEX)]
+            for v in pd.unique(values):
+                if not v.isdigit():
+                    raise InputError(f"index is {v!r}, expected a GPU index (0, 1, ...)",
+                                     path=self.path, line=_first_bad_line(values, v, lines))
+            return np.array([f"gpu:{int(v)}" for v in values], dtype=object)
+        uuid_at = next((i for i, f in enumerate(self.fields) if IDENTITY.get(f) == "uuid"), None)
+        if uuid_at is None:
+            return np.full(len(lines), "gpu:0", dtype=object)
+        for u in pd.unique(cols[uuid_at]):
+            self._uuid_order.setdefault(u, len(self._uuid_order))
+        return np.array([f"gpu:{self._uuid_order[u]}" for u in cols[uuid_at]], dtype=object)
+
+
+def _collect_devices(devices: dict[str, dict], arrays: dict[str, np.ndarray]) -> None:
+    """Fill ``devices`` with the first known name, uuid and power limit of each device."""
+    dev = arrays[DEVICE]
+    for d in pd.unique(dev):
+        entry = devices.setdefault(d, {})
+        rows = np.flatnonzero(dev == d)
+        for key in ("name", "uuid"):
+            if key in arrays and key not in entry:
+                known = [v for v in arrays[key][rows] if not _is_missing(v)]
+                if known:
+                    entry[key] = known[0]
+        if "power_limit_w" in arrays and "power_limit_w" not in entry:
+            limits = arrays["power_limit_w"][rows]
+            limits = limits[~np.isnan(limits)]
+            if len(limits):
+                entry["power_limit_w"] = float(limits[0])
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+class LineParser:
+    """Parse nvidia-smi CSV one line at a time (a live ``nvidia-smi ... -lms 100`` stdout).
+
+    ``fields`` is the ``--query-gpu`` list, in order. Header lines and blank lines give None.
+    Line numbers in errors count the lines given to :meth:`parse`. :attr:`devices` collects
+    name, uuid and power limit per device as lines arrive.
+    """
+
+    def __init__(self, fields: Sequence[str], utc_offset_h: float = 0.0, *,
+                 source: str | None = None) -> None:
+        self._layout = _Layout(fields, source, utc_offset_h)
+        self.fields = self._layout.fields
+        self.source = source
+        self.devices: dict[str, dict] = {}
+        self._line = 0
+
+    def parse(self, line: str) -> dict | None:
+        self._line += 1
+        text = line.strip()
+        if not text:
+            return None
+        values = _split(text)
+        if _is_header(values):
+            return None
+        _check_count(values, len(self.fields), self.source, self._line)
+        arrays = self._layout.convert([values], np.array([self._line]))
+        _collect_devices(self.devices, arrays)
+        sample = {T: float(arrays[T][0]), DEVICE: str(arrays[DEVICE][0])}
+        sample.update({c: float(arrays[c][0]) for c in self._layout.columns})
+        return sample
+
+
+def _check_count(values: Sequence[str], n: int, path: str | None, line: int) -> None:
+    if len(values) != n:
+        raise InputError(f"{len(values)} values but {n} fields "
+                         "(expected one value per --query-gpu field, in order)", path=path, line=line)
+
+
+def _read_lines(p: Path) -> list[tuple[int, str]]:
+    if not p.is_file():
+        raise InputError("file not found (expected nvidia-smi --query-gpu CSV output)", path=str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text (expected nvidia-smi --query-gpu CSV output)",
+                         path=str(p)) from None
+    return [(n, s.strip()) for n, s in enumerate(text.splitlines(), 1) if s.strip()]
+
+
+def _layout_for(first: list[str], fields: Sequence[str] | None, path: str,
+                utc_offset_h: float, warnings: list[str]) -> tuple[_Layout, bool]:
+    """The layout from the header line, or from ``fields`` when the file has none."""
+    if _is_header(first):
+        names, units = zip(*(_header_name(v) for v in first), strict=True)
+        layout = _Layout(names, path, utc_offset_h)
+        layout.check_units(units)
+        if fields is not None and [f.strip() for f in fields] != list(names):
+            warnings.append(f"{path}: the header's fields differ from the fields given; "
+                            "used the header's")
+        return layout, True
+    if fields is None:
+        raise InputError("no header line (nvidia-smi ran with --format=csv,noheader): pass --fields "
+                         "with the --query-gpu field list", path=path, line=1)
+    return _Layout(fields, path, utc_offset_h), False
+
+
+def parse_csv(path: str | Path, *, fields: list[str] | None = None,
+              utc_offset_h: float = 0.0) -> ParseResult:
+    """Read a ``nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]`` file."""
+    p = Path(path)
+    lines = _read_lines(p)
+    if not lines:
+        raise InputError("empty file (expected nvidia-smi --query-gpu CSV output)", path=str(p))
+    warnings: list[str] = []
+    layout, has_header = _layout_for(_split(lines[0][1]), fields, str(p), utc_offset_h, warnings)
+    rows, numbers = _data_rows(lines[1:] if has_header else lines, len(layout.fields), str(p), warnings)
+    if not rows:
+        raise InputError("no samples in file (expected nvidia-smi --query-gpu CSV lines)", path=str(p))
+    arrays = layout.convert(rows, np.array(numbers))
+    devices: dict[str, dict] = {}
+    _collect_devices(devices, arrays)
+    samples = pd.DataFrame({c: arrays[c] for c in (T, DEVICE, *layout.columns)})
+    samples = samples.astype({c: "float64" for c in (T, *layout.columns)})
+    samples = samples.sort_values([T, DEVICE], kind="stable").reset_index(drop=True)
+    return ParseResult(samples, devices, warnings)
+
+
+def _data_rows(lines: list[tuple[int, str]], n: int, path: str,
+               warnings: list[str]) -> tuple[list[list[str]], list[int]]:
+    rows, numbers = [], []
+    for k, (number, text) in enumerate(lines):
+        values = _split(text)
+        if _is_header(values):
+            continue
+        if len(values) < n and k == len(lines) - 1:
+            warnings.append(f"{path}:{number}: last line has {len(values)} of {n} values "
+                            "(cut off when nvidia-smi stopped); skipped")
+            continue
+        _check_count(values, n, path, number)
+        rows.append(values)
+        numbers.append(number)
+    return rows, numbers
+
+
+def sniff(path: str | Path) -> bool:
+    """True if the file looks like nvidia-smi --query-gpu CSV (with or without a header)."""
+    try:
+        with Path(path).open(encoding="utf-8") as f:
+            head = f.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    first = next((s.strip() for s in head.splitlines() if s.strip()), "")
+    values = _split(first)
+    if _is_header(values):
+        return TIMESTAMP in (_header_name(v)[0] for v in values)
+    return len(values) > 1 and any(_TS_RE.match(v) for v in values)
