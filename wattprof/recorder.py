@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import SYSTEM_CLOCK, Clock
-from .collectors.base import Collector
+from .collectors.base import Collector, RemoteCollector
 from .errors import DeviceLostError, WattprofError
 from .run import RunWriter, SampleStream
 
@@ -58,11 +58,13 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._t_start: float | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self, *, background: bool = True) -> None:
         """Open the collectors and start the sampling thread (``background=False``: the caller
         drives the loop with :meth:`sample_once` and :meth:`flush`, e.g. to replay a log)."""
+        self._t_start = self.clock.time()
         for c in self.collectors:
             try:
                 devices = c.open()
@@ -85,6 +87,7 @@ class Recorder:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._fetch_remote()
         self.flush()
         for slot in self._slots:
             try:
@@ -150,6 +153,23 @@ class Recorder:
                 slot.buffer.extend(rows)
             self.stats.samples += len(rows)
         self.stats.ticks += 1
+
+    def _fetch_remote(self) -> None:
+        """Remote collectors (CloudWatch, ...) are read once, for the whole run, when it stops."""
+        t1 = self.clock.time()
+        for slot in self._slots:
+            if not isinstance(slot.collector, RemoteCollector) or slot.disabled or self._t_start is None:
+                continue
+            try:
+                rows = slot.collector.fetch(self._t_start, t1)
+            except Exception as e:  # noqa: BLE001 - isolate any collector; recorded as an event
+                self.writer.event("collector_error", f"{slot.collector.name}: fetch failed: {type(e).__name__}: {e}",
+                                  source=slot.collector.name)
+                continue
+            with self._lock:
+                slot.buffer.extend(rows)
+            self.stats.samples += len(rows)
+            slot.disabled = True  # fetched once
 
     def flush(self) -> None:
         """Append every buffered sample to the run (one record batch per source, fsynced)."""

@@ -80,6 +80,18 @@ class Collector(ABC):
         return __version__
 
 
+class RemoteCollector(Collector):
+    """A collector whose data is read after the fact from a remote store (e.g. CloudWatch): the
+    recorder calls :meth:`fetch` once when the run stops, for the run's whole time window."""
+
+    def read(self) -> list[dict[str, Any]]:
+        return []
+
+    @abstractmethod
+    def fetch(self, t0: float, t1: float) -> list[dict[str, Any]]:
+        """Samples (dicts with ``t``, ``device`` and metrics) for the wall-clock window [t0, t1]."""
+
+
 @dataclass(frozen=True)
 class CollectorSpec:
     name: str

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from .. import schema
 from ..analysis import align as align_mod
 from ..analysis import energy as energy_mod
 from ..run import Run
-from .model import DeviceReport, IdleReport, LabelReport, Report
+from .model import CarbonReport, DeviceReport, IdleReport, LabelReport, Report, Segment, Series, WastedEnergy
+
+if TYPE_CHECKING:
+    from ..analysis.carbon import CarbonContext
+
+NO_LOCATION = ("no location known: CO2 not computed (pass --region aws:REGION, --country ISO3[/REGION] "
+               "or --intensity G_PER_KWH)")
 
 
 def _num(x: float | None) -> float | None:
@@ -20,7 +28,10 @@ def _num(x: float | None) -> float | None:
     return None if math.isnan(x) else x
 
 
-def build_report(run: Run) -> Report:
+def build_report(run: Run, *, carbon: CarbonContext | None = None, bottlenecks: bool = True,
+                 timeline_points: int = 1500) -> Report:
+    """The report of ``run``: energy by device, label and token; bottlenecks; CO2 when ``carbon``
+    (from :func:`wattprof.analysis.carbon.resolve_intensity`) is given."""
     samples = run.samples
     steps = run.steps
     meta = run.meta
@@ -79,6 +90,20 @@ def build_report(run: Run) -> Report:
     host = next((d for d in devices if d.kind == "host"), None)
     if host is not None and host in chosen:
         host = None
+    segments = [Segment(str(r.label), float(r.t_start), float(r.t_end))
+                for r in align_mod.label_segments(steps).itertuples(index=False)]
+    bt: list[dict] = []
+    wasted = None
+    if bottlenecks:
+        bt = _bottlenecks(samples, steps, run.devices, segments, by_label, idle, a.t_first, a.t_last)
+        host_bound = sum(lr.energy_j for lr in by_label.values()
+                         if (lr.bottleneck or {}).get("verdict") == "host-bound")
+        total_w = idle.energy_j + host_bound
+        energy = float(sum(d.energy_j for d in chosen))
+        wasted = WastedEnergy(idle_j=idle.energy_j, host_bound_j=host_bound, total_j=total_w,
+                              share=total_w / energy if energy > 0 else 0.0)
+    carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
+        if carbon is not None else None
     return Report(
         run={"id": meta.get("id"), "name": run.name, "path": str(run.path), "status": run.status,
              "tags": meta.get("tags", {}), "command": meta.get("command"), "started_at": meta.get("started_at"),
@@ -87,4 +112,79 @@ def build_report(run: Run) -> Report:
         estimated=estimated, duration_s=float(duration) if not pd.isna(duration) else 0.0,
         tokens=tokens, j_per_token=j_per_token, steps=len(steps), devices=devices, by_label=by_label, idle=idle,
         host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
+        wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else NO_LOCATION,
+        timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
+        segments=segments, bottleneck_timeline=bt,
     )
+
+
+def _gpu_samples(samples: pd.DataFrame) -> pd.DataFrame:
+    if samples.empty:
+        return samples
+    return samples[samples[schema.DEVICE].map(schema.device_kind) == "gpu"]
+
+
+def _bottlenecks(samples: pd.DataFrame, steps: pd.DataFrame, devices: dict[str, dict], segments: list[Segment],
+                 by_label: dict[str, LabelReport], idle: IdleReport, t_first: float, t_last: float) -> list[dict]:
+    """Fill each label's (and idle's) verdict; return the verdicts of the run's time windows."""
+    from ..analysis import bottleneck
+
+    gpu = _gpu_samples(samples)
+    if gpu.empty or "util_pct" not in gpu.columns:
+        return []
+    limits = {d: float(i["power_limit_w"]) for d, i in devices.items() if i.get("power_limit_w")}
+    if segments:
+        windows = pd.DataFrame([{"label": s.label, "t_start": s.t_start, "t_end": s.t_end} for s in segments])
+        for label, v in bottleneck.classify_windows(gpu, windows, limits, steps).items():
+            if label in by_label:
+                by_label[label].bottleneck = v.to_dict()
+    # idle: the gaps of the run that no label's span covers
+    s0, s1 = align_mod.merge_intervals(np.array([s.t_start for s in segments]), np.array([s.t_end for s in segments]))
+    edges = np.concatenate([[t_first], np.ravel(np.column_stack([s0, s1])), [t_last]])
+    g0, g1 = np.clip(edges[0::2], t_first, t_last), np.clip(edges[1::2], t_first, t_last)
+    keep = g1 - g0 > 0
+    if keep.any():
+        w = pd.DataFrame({"label": "idle", "t_start": g0[keep], "t_end": g1[keep]})
+        v = bottleneck.classify_windows(gpu, w, limits).get("idle")
+        idle.bottleneck = v.to_dict() if v is not None else None
+    window = max(5.0, (t_last - t_first) / 60.0) if math.isfinite(t_last - t_first) else 5.0
+    return [{"t_start": a, "t_end": b, "verdict": v.verdict, "modifiers": list(v.modifiers)}
+            for a, b, v in bottleneck.classify_timeline(gpu, limits, window_s=window)]
+
+
+def _carbon(ctx: CarbonContext, energy_j: float, by_label: dict[str, LabelReport], j_per_token: float | None,
+            tokens: float | None) -> CarbonReport:
+    from ..analysis import carbon as c
+
+    total = c.carbon_for(energy_j, ctx)
+    per_mtok = None
+    if j_per_token is not None and tokens:
+        per_mtok = c.co2_g(j_per_token * 1e6, ctx)
+    return CarbonReport(
+        basis=ctx.intensity.basis, location=ctx.intensity.location, intensity_g_per_kwh=ctx.intensity.g_per_kwh,
+        intensity_source=ctx.intensity.source, intensity_year=ctx.intensity.year, pue=ctx.pue,
+        pue_source=ctx.pue_source, energy_kwh=total.energy_kwh, facility_kwh=total.facility_kwh,
+        g_co2e=total.g_co2e, g_co2e_per_million_tokens=per_mtok,
+        by_label_g_co2e={k: c.co2_g(v.energy_j, ctx) for k, v in by_label.items()},
+        car_km=total.car_km, car_miles=total.car_miles,
+    )
+
+
+def _series(samples: pd.DataFrame, device: DeviceReport, points: int) -> Series:
+    dev = samples[samples[schema.DEVICE] == device.device]
+    col = next((c for c in ("power_w", "power_avg_w", "power_est_w") if c in dev.columns and dev[c].notna().any()),
+               None)
+    if col is None:
+        return Series(device.device, [], [], "none", device.power_limit_w)
+    d = dev[[schema.T, col]].dropna()
+    t = d[schema.T].to_numpy(float)
+    v = d[col].to_numpy(float)
+    if len(t) > points:  # mean per time bin: keeps energy-relevant shape, bounded size
+        span = t[-1] - t[0]
+        b = np.minimum(((t - t[0]) / span * points).astype(int), points - 1)
+        n = np.bincount(b, minlength=points)
+        ok = n > 0
+        t = (np.bincount(b, weights=t, minlength=points)[ok] / n[ok])
+        v = (np.bincount(b, weights=v, minlength=points)[ok] / n[ok])
+    return Series(device.device, [round(float(x), 3) for x in t], [round(float(x), 2) for x in v], col,
+                  device.power_limit_w)

@@ -49,6 +49,56 @@ class IdleReport:
     energy_j: float
     duration_s: float
     mean_power_w: float | None
+    bottleneck: dict[str, Any] | None = None
+
+
+@dataclass
+class WastedEnergy:
+    """Energy spent while the accelerators waited: idle time, and labels judged host-bound."""
+
+    idle_j: float
+    host_bound_j: float
+    total_j: float
+    share: float  # of the run's energy
+
+
+@dataclass
+class CarbonReport:
+    """CO2e of the run: energy (boundary of the report) x PUE x grid intensity, location-based."""
+
+    basis: str
+    location: str
+    intensity_g_per_kwh: float
+    intensity_source: str
+    intensity_year: str | None
+    pue: float
+    pue_source: str
+    energy_kwh: float
+    facility_kwh: float
+    g_co2e: float
+    g_co2e_per_million_tokens: float | None
+    by_label_g_co2e: dict[str, float]
+    car_km: float
+    car_miles: float
+    equivalent_source: str = "EPA-420-F-23-014: about 400 g CO2 per passenger-car mile"
+
+
+@dataclass
+class Series:
+    """A power time series for plots (downsampled; ``t`` in Unix seconds)."""
+
+    device: str
+    t: list[float]
+    power_w: list[float]
+    power_column: str
+    power_limit_w: float | None
+
+
+@dataclass
+class Segment:
+    label: str
+    t_start: float
+    t_end: float
 
 
 @dataclass
@@ -69,6 +119,12 @@ class Report:
     flags: list[str]
     warnings: list[str]
     events: int
+    wasted: WastedEnergy | None = None
+    carbon: CarbonReport | None = None
+    carbon_note: str | None = None  # why there is no CO2 figure
+    timeline: list[Series] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+    bottleneck_timeline: list[dict[str, Any]] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=lambda: dict(UNITS))
     schema_version: int = 1
 
@@ -79,4 +135,5 @@ class Report:
 UNITS = {
     "energy_j": "joules", "duration_s": "seconds", "j_per_token": "joules per token",
     "power_w": "watts", "t_first": "Unix seconds", "t_last": "Unix seconds", "tokens": "count",
+    "g_co2e": "grams CO2-equivalent", "kwh": "kilowatt-hours",
 }
