@@ -153,6 +153,9 @@ class Profile:
         if self.recorder is not None and self.writer is not None:
             self.recorder.stop()
             self.writer.finalize(status=status, exit_code=exit_code, ended_at=self.clock.time())
+            from .history import try_write_summary
+
+            try_write_summary(self.writer.path)
         if not self.joined:
             for var, old in self._saved_env.items():
                 if old is None:

@@ -156,6 +156,9 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
     finally:
         recorder.stop()
         writer.finalize(status=status, exit_code=rc)
+    from .history import try_write_summary
+
+    try_write_summary(run_dir)
     if not quiet:
         try:
             click.echo(text.render(build_report(Run.open(run_dir))), err=True)
@@ -209,27 +212,43 @@ def _child_in_foreground_group() -> bool:
 @main.command(name="import")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--samples", "samples", type=click.Path(dir_okay=False), help="Samples file to add.")
-@click.option("--samples-format", type=click.Choice(["auto", "nvml-trace-csv"]), default="auto",
-              show_default=True, help="Format of --samples.")
-@click.option("--steps", "steps", type=click.Path(dir_okay=False), help="Steps log to add (JSON lines).")
-@click.option("--steps-format", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+@click.option("--samples-format", type=click.Choice(["auto", "nvml-trace-csv", "nvidia-smi-csv", "gpm-csv"]),
+              default="auto", show_default=True, help="Format of --samples (auto: from the file's header).")
+@click.option("--fields", help="nvidia-smi CSV without a header: the --query-gpu field list it was made with "
+              "(comma-separated, e.g. timestamp,index,power.draw,utilization.gpu).")
+@click.option("--utc-offset", type=float, default=0.0, show_default=True, metavar="HOURS",
+              help="Time zone of printed timestamps (nvidia-smi CSV, vLLM `date`): local time = UTC + HOURS.")
+@click.option("--device", default="gpu:0", show_default=True, help="Device the gpm-csv samples belong to.")
+@click.option("--steps", "steps", type=click.Path(dir_okay=False),
+              help="Steps log to add: JSON lines, or a `vllm bench serve --save-result` JSON.")
+@click.option("--steps-format", type=click.Choice(["auto", "jsonl", "vllm-bench"]), default="auto",
+              show_default=True)
+@click.option("--label", help="Label for the imported steps (vllm-bench default: serve).")
 @click.option("--name", "-n", help="Run name when creating a new run.")
 @click.option("--report/--no-report", "show", default=False, help="Print the text report afterwards.")
 @_guard
-def import_(run_dir: str, samples: str | None, samples_format: str, steps: str | None, steps_format: str,
-            name: str | None, show: bool) -> None:
+def import_(run_dir: str, samples: str | None, samples_format: str, fields: str | None, utc_offset: float,
+            device: str, steps: str | None, steps_format: str, label: str | None, name: str | None,
+            show: bool) -> None:
     """Create (or extend) RUN_DIR from existing logs: a samples file and/or a steps log.
 
-    Repeatable on the same run to add another source. Steps JSONL: one object per line with
-    `t_start`, `t_end` (Unix seconds), optional `tokens`, `step`, and a label under `label`,
-    `phase` or `kind`.
+    Samples: an NVML trace CSV, an nvidia-smi --query-gpu CSV (with or without header/units;
+    `[N/A]` become missing) or a GPM CSV. Steps: JSON lines with `t_start`, `t_end` (Unix
+    seconds), optional `tokens`, `step`, and a label under `label`, `phase` or `kind`; or the JSON
+    of `vllm bench serve --save-result [--save-detailed]` (one step per request when detailed,
+    its clock aligned to the run's GPU activity; else one window). Import samples first.
+    Repeatable on the same run to add another source.
 
     \b
-    Example:
+    Examples:
       wattprof import runs/h100 --samples nvml_samples_10ms.csv --steps steps.jsonl --report
+      wattprof import runs/job --samples nvidia-smi.csv --steps steps.jsonl
+      wattprof import runs/job --samples smi.csv --fields timestamp,index,power.draw,utilization.gpu
+      wattprof import runs/serve --samples nvml.csv --steps vllm_result.json
     """
     from .importer import (
         SAMPLE_FORMATS,
+        ImportOptions,
         describe,
         detect_samples_format,
         import_samples,
@@ -247,12 +266,14 @@ def import_(run_dir: str, samples: str | None, samples_format: str, steps: str |
     if samples:
         fmt = detect_samples_format(Path(samples)) if samples_format == "auto" else samples_format
         assert fmt in SAMPLE_FORMATS
+    opts = ImportOptions(fields=[f.strip() for f in fields.split(",")] if fields else None,
+                         utc_offset_h=utc_offset, device=device, label=label)
     writer = open_or_create(Path(run_dir), name=name)
     if samples:
-        r = import_samples(writer, samples, fmt)
+        r = import_samples(writer, samples, fmt, opts)
         click.echo(f"imported samples {describe(r)}", err=True)
     if steps:
-        r = import_steps(writer, steps, steps_format)
+        r = import_steps(writer, steps, None if steps_format == "auto" else steps_format, opts)
         click.echo(f"imported steps {describe(r)}", err=True)
     if show:
         _print_report(run_dir, "text", None)
@@ -261,12 +282,34 @@ def import_(run_dir: str, samples: str | None, samples_format: str, steps: str |
 # ---- report -----------------------------------------------------------------------------------------
 
 
-def _print_report(run_dir: str, fmt: str, output: str | None) -> None:
+def _carbon_context(region: str | None, country: str | None, intensity: float | None,
+                    pue: float | None) -> tuple[Any, str | None]:
+    """(carbon context or None, note): an unknown location is reported, never a silent default,
+    and the energy report still goes out."""
+    from .analysis.carbon import resolve_intensity
+
+    if pue is not None and region is None and country is None and intensity is None:
+        raise InputError("--pue needs a location: --region, --country or --intensity")
+    try:
+        return resolve_intensity(region=region, country=country, intensity_g_per_kwh=intensity, pue=pue), None
+    except InputError as e:
+        click.echo(f"wattprof: warning: {e}; CO2 not computed, energy reported", err=True)
+        return None, f"CO2 not computed: {e}"
+
+
+def _print_report(run_dir: str, fmt: str | None, output: str | None, carbon: tuple[Any, str | None] = (None, None)
+                  ) -> None:
     from .reports import RENDERERS
     from .reports.build import build_report
     from .run import Run
 
-    rendered = RENDERERS[fmt](build_report(Run.open(run_dir)))
+    if fmt is None:
+        ext = Path(output).suffix.lower().lstrip(".") if output else ""
+        fmt = {"md": "markdown", "markdown": "markdown", "html": "html", "htm": "html", "json": "json"}.get(ext, "text")
+    if fmt not in RENDERERS:
+        raise InputError(f"unknown report format '{fmt}' (known: {', '.join(RENDERERS)})")
+    ctx, note = carbon
+    rendered = RENDERERS[fmt](build_report(Run.open(run_dir), carbon=ctx, carbon_note=note))
     if output:
         Path(output).write_text(rendered, encoding="utf-8")
         click.echo(f"wattprof: wrote {output}", err=True)
@@ -274,20 +317,154 @@ def _print_report(run_dir: str, fmt: str, output: str | None) -> None:
         click.echo(rendered, nl=False)
 
 
+def carbon_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--region / --country / --intensity / --pue, shared by the commands that report CO2."""
+    for opt in reversed([
+        click.option("--region", metavar="aws:REGION", help="Cloud region for the grid carbon intensity, e.g. "
+                     "aws:us-east-1 (PUE default 1.15, AWS-reported)."),
+        click.option("--country", metavar="ISO3[/REGION]", help="Country (and sub-region) for the intensity, e.g. "
+                     "FRA, USA/virginia, CAN/quebec (codecarbon's offline data; PUE default 1.0)."),
+        click.option("--intensity", type=click.FloatRange(min=0), metavar="G_PER_KWH",
+                     help="Grid intensity to use, in g CO2e per kWh."),
+        click.option("--pue", type=click.FloatRange(min=1.0), help="Power usage effectiveness of the facility."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "-f", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "-f", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default=None,
+              help="Output format (default: from -o's extension, else text).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@carbon_options
 @_guard
-def report(run_dir: str, fmt: str, output: str | None) -> None:
-    """Report a run: energy, per label (J/token), idle, per device, with sources and boundary.
+def report(run_dir: str, fmt: str | None, output: str | None, region: str | None, country: str | None,
+           intensity: float | None, pue: float | None) -> None:
+    """Report a run: energy per device, label and token, idle and wasted energy, bottlenecks,
+    and CO2 when a location is given. Every figure names its source and boundary.
 
     \b
     Examples:
       wattprof report wattprof-runs/20261123-101500-train
+      wattprof report RUN --region aws:us-east-1
+      wattprof report RUN --format markdown > energy.md      # paste into a pull request
+      wattprof report RUN -o report.html --country FRA       # one self-contained file with plots
       wattprof report RUN --format json -o report.json
     """
-    _print_report(run_dir, fmt, output)
+    _print_report(run_dir, fmt, output, _carbon_context(region, country, intensity, pue))
+
+
+# ---- compare / nightly -------------------------------------------------------------------------------------
+
+
+def _format_for(fmt: str | None, output: str | None) -> str:
+    if fmt:
+        return fmt
+    ext = Path(output).suffix.lower().lstrip(".") if output else ""
+    return {"md": "markdown", "markdown": "markdown", "html": "html", "htm": "html", "json": "json"}.get(ext, "text")
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"wattprof: wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("run_a", type=click.Path())
+@click.argument("run_b", type=click.Path())
+@click.option("--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json"]), default=None)
+@click.option("--output", "-o", type=click.Path(dir_okay=False))
+@carbon_options
+@_guard
+def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region: str | None, country: str | None,
+            intensity: float | None, pue: float | None) -> None:
+    """Compare two runs side by side: totals and per label energy, J/token, power, duration,
+    bottleneck verdicts (and CO2 with a location), with B's change against A in percent.
+
+    \b
+    Examples:
+      wattprof compare runs/monday runs/tuesday
+      wattprof compare runs/a runs/b --format markdown --region aws:us-east-1
+    """
+    from .analysis import nightly
+    from .history import load_summary
+    from .reports import nightly as render
+
+    a, b = load_summary(run_a), load_summary(run_b)
+    sections = nightly.compare(a, b)
+    ctx, _ = _carbon_context(region, country, intensity, pue)
+    if ctx is not None:
+        from .analysis.carbon import co2_g
+
+        ga, gb = co2_g(a.energy_j, ctx), co2_g(b.energy_j, ctx)
+        sections["totals"].append(nightly.Side("co2e_g", ga, gb, 100 * (gb / ga - 1) if ga else None))
+    f = _format_for(fmt, output)
+    text = render.compare_json(a.name, b.name, sections) if f == "json" else \
+        render.compare_text(a.name, b.name, sections, markdown=f == "markdown")
+    _emit(text, output)
+
+
+EXIT_REGRESSION = 1
+EXIT_NOTHING = 3
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--benchmark", "-b", "benchmarks", multiple=True, help="Only these benchmarks (repeatable; "
+              "a run's benchmark is its tag benchmark=, else its name).")
+@click.option("--baseline", default="last", show_default=True, metavar="last|median:N|RUN",
+              help="What the latest run is compared with.")
+@click.option("--threshold", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="PCT",
+              help="Smallest change in percent that can be a regression (the noise may raise the bar).")
+@click.option("--metric", type=click.Choice(["j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step"]),
+              default="j_per_token", show_default=True)
+@click.option("--label", help="Judge one label's metric instead of the run's.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="report.html | .md | .json (else text).")
+@click.option("--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json", "html"]), default=None)
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 when any benchmark regressed.")
+@_guard
+def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, threshold: float, metric: str,
+            label: str | None, output: str | None, fmt: str | None, fail_on_regression: bool) -> None:
+    """Judge each benchmark's latest run against its baseline; report trends and regressions.
+
+    RUNS are run directories or directories holding runs. Exit status: 0 ok, 1 regression (with
+    --fail-on-regression), 2 usage error, 3 nothing to compare.
+
+    \b
+    Examples:
+      wattprof nightly /data/wattprof-runs --fail-on-regression -o nightly.html
+      wattprof nightly runs/ --benchmark llama-8b --baseline median:7 --threshold 3
+    """
+    from .analysis import nightly as nl
+    from .history import load_history, load_summary
+    from .reports.nightly import NIGHTLY_RENDERERS
+
+    warnings: list[str] = []
+    history = load_history(list(runs), warnings=warnings)
+    for w in warnings:
+        click.echo(f"wattprof: warning: {w}", err=True)
+    groups = nl.group(history)
+    if benchmarks:
+        unknown = [b for b in benchmarks if b not in groups]
+        for b in unknown:
+            warnings.append(f"no runs of benchmark {b!r}")
+        groups = {k: v for k, v in groups.items() if k in benchmarks}
+    named = None
+    if nl.parse_baseline(baseline)[0] == "run":
+        named = load_summary(baseline)
+    results = [r for v in groups.values()
+               if (r := nl.evaluate(v, baseline=baseline, threshold_pct=threshold, metric=metric, label=label,
+                                    named=named)) is not None]
+    if not results:
+        click.echo("wattprof: nothing to compare (each benchmark needs a latest run and a baseline)", err=True)
+        sys.exit(EXIT_NOTHING)
+    _emit(NIGHTLY_RENDERERS[_format_for(fmt, output)](results, warnings), output)
+    if fail_on_regression and any(r.change.verdict == "regression" for r in results):
+        sys.exit(EXIT_REGRESSION)
 
 
 # ---- collectors ---------------------------------------------------------------------------------------

@@ -50,22 +50,69 @@ def _nvml_trace_samples(path: Path) -> tuple[pd.DataFrame, dict[str, dict], list
     return pd.DataFrame(rows), devices, []
 
 
-SampleReader = Callable[[Path], tuple[pd.DataFrame, dict[str, dict], list[str]]]
+@dataclass
+class ImportOptions:
+    """Options of format readers (CLI: --fields, --utc-offset, --device, --label)."""
+
+    fields: list[str] | None = None
+    utc_offset_h: float = 0.0
+    device: str = "gpu:0"
+    label: str | None = None
+
+
+def _nvidia_smi_samples(path: Path, opts: ImportOptions) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
+    from .formats.nvidia_smi_csv import parse_csv
+
+    r = parse_csv(path, fields=opts.fields, utc_offset_h=opts.utc_offset_h)
+    for info in r.devices.values():
+        info.setdefault("kind", "gpu")
+        info["power_source"] = (f"measured: nvidia-smi power readings imported from {path.name} "
+                                "(power.draw = 1 s trailing mean; power.draw.instant where logged); no energy counter")
+    return r.samples, r.devices, list(r.warnings)
+
+
+def _gpm_samples(path: Path, opts: ImportOptions) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
+    from .formats.gpm_csv import read_gpm_csv
+
+    df = read_gpm_csv(path, device=opts.device)
+    return df, {d: {"gpm": f"imported from {path.name}"} for d in df["device"].unique()}, []
+
+
+SampleReader = Callable[[Path, ImportOptions], tuple[pd.DataFrame, dict[str, dict], list[str]]]
 
 SAMPLE_FORMATS: dict[str, SampleReader] = {
-    "nvml-trace-csv": _nvml_trace_samples,
+    "nvml-trace-csv": lambda p, o: _nvml_trace_samples(p),
+    "nvidia-smi-csv": _nvidia_smi_samples,
+    "gpm-csv": _gpm_samples,
 }
-STEP_FORMATS = ("jsonl",)
+STEP_FORMATS = ("jsonl", "vllm-bench")
 
 
 def detect_samples_format(path: Path) -> str:
+    from .formats import gpm_csv, nvidia_smi_csv
+
     with path.open(errors="replace") as f:
         head = f.readline()
     cols = head.strip().split(",")
+    found = []
     if "t" in cols and "energy_mj" in cols:
-        return "nvml-trace-csv"
-    raise InputError("cannot tell the samples format from the header; pass --samples-format "
-                     f"({', '.join(SAMPLE_FORMATS)})", path=str(path), line=1)
+        found.append("nvml-trace-csv")
+    if gpm_csv.sniff(path):
+        found.append("gpm-csv")
+    if nvidia_smi_csv.sniff(path):
+        found.append("nvidia-smi-csv")
+    if len(found) == 1:
+        return found[0]
+    why = "matches several formats" if found else "cannot tell the samples format from the header"
+    raise InputError(f"{why}; pass --samples-format ({', '.join(SAMPLE_FORMATS)})", path=str(path), line=1)
+
+
+def detect_steps_format(path: Path) -> str:
+    from .formats import vllm_bench
+
+    if path.suffix == ".json" and vllm_bench.sniff(path):
+        return "vllm-bench"
+    return "jsonl"
 
 
 def open_or_create(run_dir: Path, name: str | None = None) -> RunWriter:
@@ -78,42 +125,90 @@ def open_or_create(run_dir: Path, name: str | None = None) -> RunWriter:
     return w
 
 
-def import_samples(writer: RunWriter, path: str | Path, fmt: str | None = None) -> ImportResult:
+def import_samples(writer: RunWriter, path: str | Path, fmt: str | None = None,
+                   opts: ImportOptions | None = None) -> ImportResult:
     p = Path(path)
     if not p.is_file():
         raise InputError("file not found (expected a samples file)", path=str(p))
     fmt = fmt or detect_samples_format(p)
     if fmt not in SAMPLE_FORMATS:
         raise InputError(f"unknown samples format '{fmt}' (known: {', '.join(SAMPLE_FORMATS)})")
-    df, devices, notes = SAMPLE_FORMATS[fmt](p)
+    df, devices, notes = SAMPLE_FORMATS[fmt](p, opts or ImportOptions())
     if df.empty:
         raise InputError("no samples in file", path=str(p))
     writer.add_devices(devices)
     key = writer.add_source(f"import-{fmt}", {"kind": "import", "format": fmt, "file": os.path.abspath(p),
-                                              "devices": sorted(devices), "rows": len(df)})
+                                              "devices": sorted(devices), "rows": len(df), "caveats": notes})
     writer.write_samples_frame(key, df)
     t0, t1 = float(df[schema.T].min()), float(df[schema.T].max())
     _widen_time_range(writer, t0, t1)
     return ImportResult(key, len(df), t0, t1, notes)
 
 
-def import_steps(writer: RunWriter, path: str | Path, fmt: str | None = None) -> ImportResult:
+def _vllm_steps(path: Path, writer: RunWriter, opts: ImportOptions) -> tuple[pd.DataFrame, list[str], dict]:
+    """Requests of a vLLM bench result as steps on the wall clock; the perf_counter->wall offset
+    comes from ``date`` and, when the run has GPU samples, is refined from their activity."""
+    from .formats.vllm_bench import read_vllm_bench
+
+    bench = read_vllm_bench(path, utc_offset_h=opts.utc_offset_h)
+    label = opts.label or "serve"
+    notes = list(bench.caveats)
+    info: dict = {"detailed": bench.detailed}
+    if not bench.detailed:
+        steps = bench.steps(label=label)
+        return steps, notes, info
+    from .analysis.clock_offset import refine_offset
+    from .run import Run
+
+    coarse = bench.coarse_offset
+    info.update(offset_s=coarse, offset_uncertainty_s=bench.coarse_uncertainty, offset_method="date")
+    samples = Run.open(writer.path).samples
+    if not samples.empty:
+        est = refine_offset(bench.steps(offset=0.0, label=label), samples, coarse, bounds=bench.offset_bounds,
+                            coarse_uncertainty_s=bench.coarse_uncertainty)
+        info.update(offset_s=est.offset_s, offset_uncertainty_s=est.uncertainty_s, offset_method=est.method,
+                    offset_score=est.score)
+        if est.method != "date":  # refined: the advice to refine no longer applies
+            notes = [n for n in notes if "refine it against GPU activity" not in n]
+        if est.note:
+            notes.append(est.note)
+    else:
+        notes.append("no samples in the run yet: clock offset from `date` only (import samples first to refine it "
+                     "from GPU activity)")
+    notes.append(f"request times: perf_counter + {info['offset_s']:.3f} s (+/- {info['offset_uncertainty_s']:.2f} s, "
+                 f"{info['offset_method']})")
+    return bench.steps(offset=info["offset_s"], label=label), notes, info
+
+
+def import_steps(writer: RunWriter, path: str | Path, fmt: str | None = None,
+                 opts: ImportOptions | None = None) -> ImportResult:
     from .formats.steps_jsonl import read_steps_jsonl
 
     p = Path(path)
-    fmt = fmt or "jsonl"
+    if not p.is_file():
+        raise InputError("file not found (expected a steps file)", path=str(p))
+    opts = opts or ImportOptions()
+    fmt = fmt or detect_steps_format(p)
     if fmt not in STEP_FORMATS:
         raise InputError(f"unknown steps format '{fmt}' (known: {', '.join(STEP_FORMATS)})")
-    steps = read_steps_jsonl(p)
+    notes: list[str] = []
+    extra: dict = {}
+    if fmt == "vllm-bench":
+        steps, notes, extra = _vllm_steps(p, writer, opts)
+    else:
+        steps = read_steps_jsonl(p)
+        if opts.label:
+            steps["label"] = opts.label
     key = writer.add_source(f"import-steps-{fmt}", {"kind": "import", "format": f"steps-{fmt}",
-                                                   "file": os.path.abspath(p), "rows": len(steps)})
+                                                   "file": os.path.abspath(p), "rows": len(steps),
+                                                   "caveats": notes, **extra})
     out = JsonlAppender(writer.path / f"steps-{key}.jsonl")
     try:
         for rec in steps.to_dict("records"):
             out.append({k: v for k, v in rec.items() if not _missing(v)})
     finally:
         out.close()
-    return ImportResult(key, len(steps), float(steps["t_start"].min()), float(steps["t_end"].max()), [])
+    return ImportResult(key, len(steps), float(steps["t_start"].min()), float(steps["t_end"].max()), notes)
 
 
 def _missing(v: object) -> bool:

@@ -65,6 +65,9 @@ def main() -> None:
     stopping.wait()
     recorder.stop()
     writer.finalize(status=result.get("status", "interrupted"), exit_code=result.get("exit_code"))
+    from .history import try_write_summary
+
+    try_write_summary(writer.path)
     print(json.dumps({"done": True}), flush=True)
 
 

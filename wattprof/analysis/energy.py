@@ -5,8 +5,10 @@ in between, so the energy of a window ``[a, b]`` is ``E(b) - E(a)`` with interpo
 edges (``np.interp``: any number of windows at once).
 
 Sources, best first (schema.ENERGY_SOURCES): the device's hardware counter (``energy_j``), else
-integrated instant power (``power_w``), else integrated averaged power (``power_avg_w``), else an
-estimate (``power_est_w``). The counter curve is the counter as read at each sample (stamped just
+the averaged (1 s trailing mean) power reading deconvolved (``power_avg_w``), else integrated
+instant power (``power_w``), else an estimate (``power_est_w``). The deconvolved average ranks
+above instant power because it measures better on the real H100 traces (benchmarks/accuracy.py:
+worst labelled phase 2.1 % vs 6.3 % from nvidia-smi's 100 ms CSV). The counter curve is the counter as read at each sample (stamped just
 before the read), linear in between: on the real H100 capture this reproduces counter deltas read
 at phase edges to 0.01 % at 10 ms sampling and about 1 % at 100 ms (benchmarks/accuracy.py).
 """
@@ -83,6 +85,39 @@ def power_curve(t: np.ndarray, power_w: np.ndarray) -> tuple[np.ndarray, np.ndar
     return t, e
 
 
+AVERAGE_WINDOW_S = 1.0  # nvmlDeviceGetPowerUsage / nvidia-smi power.draw: trailing 1 s mean (REFERENCE.md)
+
+
+def averaged_power_curve(t: np.ndarray, p_avg: np.ndarray, *, window_s: float = AVERAGE_WINDOW_S,
+                         grid_s: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative energy from a trailing-mean power reading, undoing the average.
+
+    A reading at ``t`` is the mean power over ``[t - window_s, t]``, so ``E(t) - E(t - window_s) =
+    window_s * P_avg(t)``: on a grid of step ``grid_s`` (``K = window_s / grid_s`` points per
+    window), ``E[j] = E[j - K] + window_s * P_avg[j]`` (strided cumulative sums). Only the first
+    window's shape is unknown (taken as constant power). The energy of whole seconds is then as
+    exact as the reading itself, wherever phases change inside them; integrating the averaged
+    reading directly smears every change by up to a second (+44 % on an idle phase after a busy
+    one on the H100 capture), and integrating the instant reading aliases (it averages only 25 ms
+    of every 100 ms: +6 % on a phase of short steps with host gaps). benchmarks/accuracy.py.
+    """
+    ok = ~np.isnan(p_avg)
+    t, p_avg = t[ok], p_avg[ok]
+    if len(t) < 2:
+        return t, np.zeros_like(t)
+    k = max(int(round(window_s / grid_s)), 1)
+    dt = window_s / k
+    n = int(np.ceil((t[-1] - t[0]) / dt)) + 1
+    n = ((n + k - 1) // k) * k
+    g = t[0] + dt * np.arange(n)
+    a = np.interp(g, t, p_avg) * window_s
+    e_first = (g[:k] - g[0]) * a[k] / window_s
+    rows = a.reshape(-1, k)
+    e = (np.cumsum(rows, axis=0) - rows[0] + e_first).ravel()  # row r: e_first + sum_{i=1..r} A
+    keep = g <= t[-1] + 1e-9
+    return g[keep], e[keep] - e[0]
+
+
 def device_curve(dev: pd.DataFrame, device: str, source: schema.EnergySource | None = None) -> EnergyCurve:
     """The energy curve of one device's samples (sorted by ``t``) from ``source`` or the best one."""
     src = source or choose_source(dev)
@@ -93,6 +128,9 @@ def device_curve(dev: pd.DataFrame, device: str, source: schema.EnergySource | N
     if src == "counter":
         tc, e, notes = counter_curve(t, v)
         return EnergyCurve(device, src, tc, e, notes)
+    if src == "averaged_power":
+        tp, e = averaged_power_curve(t, v)
+        return EnergyCurve(device, src, tp, e)
     tp, e = power_curve(t, v)
     return EnergyCurve(device, src, tp, e)
 

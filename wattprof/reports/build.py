@@ -11,6 +11,7 @@ import pandas as pd
 from .. import schema
 from ..analysis import align as align_mod
 from ..analysis import energy as energy_mod
+from ..analysis import quality, tokens
 from ..run import Run
 from .model import CarbonReport, DeviceReport, IdleReport, LabelReport, Report, Segment, Series, WastedEnergy
 
@@ -28,8 +29,8 @@ def _num(x: float | None) -> float | None:
     return None if math.isnan(x) else x
 
 
-def build_report(run: Run, *, carbon: CarbonContext | None = None, bottlenecks: bool = True,
-                 timeline_points: int = 1500) -> Report:
+def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: str | None = None,
+                 bottlenecks: bool = True, timeline_points: int = 1500) -> Report:
     """The report of ``run``: energy by device, label and token; bottlenecks; CO2 when ``carbon``
     (from :func:`wattprof.analysis.carbon.resolve_intensity`) is given."""
     samples = run.samples
@@ -40,13 +41,17 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, bottlenecks: 
     for dev, c in curves.items():
         info = run.devices.get(dev, {})
         mean_w, max_w = energy_mod.mean_power(samples, dev)
+        notes = list(c.notes)
+        for flag in (quality.source_flag(c.source), quality.gap_flag(dev, quality.device_times(samples, dev))):
+            if flag:
+                notes.append(flag)
         devices.append(DeviceReport(
             device=dev, name=info.get("name"), kind=schema.device_kind(dev), energy_j=c.total_j,
             energy_source=c.source, energy_source_description=schema.SOURCE_DESCRIPTION[c.source],
             estimated=c.source == "estimate", power_source=info.get("power_source"),
             mean_power_w=_num(mean_w), max_power_w=_num(max_w), power_limit_w=_num(info.get("power_limit_w")),
             t_first=_num(c.t_first) if len(c.t) else None, t_last=_num(c.t_last) if len(c.t) else None,
-            notes=list(c.notes),
+            notes=notes, self_check=_self_check(samples, dev, c),
         ))
     flags: list[str] = []
     # The totals' boundary: measured accelerators; the host is reported on its own; estimates are
@@ -68,23 +73,33 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, bottlenecks: 
     a = align_mod.align(used_curves, steps)
     duration = (a.t_last - a.t_first) if used_curves else 0.0
     by_label: dict[str, LabelReport] = {}
+    boundary_source = sources[0] if len(sources) == 1 else "mixed"
     for label, le in a.labels.items():
         mean_step = le.in_step_duration_s / le.steps if le.steps else None
-        by_label[label] = LabelReport(
+        lr = LabelReport(
             label=label, energy_j=le.energy_j, in_step_energy_j=le.in_step_energy_j,
             between_steps_energy_j=le.between_steps_energy_j, duration_s=le.duration_s,
             in_step_duration_s=le.in_step_duration_s, tokens=le.tokens, j_per_token=le.j_per_token,
             steps=le.steps, mean_step_s=mean_step,
             mean_power_w=le.energy_j / le.duration_s if le.duration_s > 0 else None,
         )
+        _inference(lr, steps[steps["label"] == label], used_curves)
+        sl = steps[steps["label"] == label]
+        flag = quality.short_window_flag((sl["t_end"] - sl["t_start"]).to_numpy(float), "steps", boundary_source)
+        if flag:
+            lr.flags.append(flag)
+        if le.duration_s < quality.COUNTER_RESOLUTION_S and boundary_source == "counter":
+            lr.flags.append(f"the label spans only {le.duration_s * 1e3:.0f} ms: under the counter's ~1 s "
+                            "resolution, its energy is uncertain by about 2 x power x 100 ms")
+        by_label[label] = lr
     tokens = float(steps["tokens"].sum()) if len(steps) and steps["tokens"].notna().any() else None
     labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens)
     j_per_token = labelled_tokens_energy / tokens if tokens else None
     idle = IdleReport(energy_j=a.idle_energy_j, duration_s=a.idle_duration_s,
                       mean_power_w=a.idle_energy_j / a.idle_duration_s if a.idle_duration_s > 0 else None)
-    if a.steps_outside:
-        flags.append(f"{a.steps_outside} step(s) lie outside the samples' time range (clock skew?): "
-                     "their energy is 0")
+    flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
+    for key, src in (meta.get("sources") or {}).items():
+        flags += [f"{key}: {c}" for c in src.get("caveats") or []]
     if run.status == "unfinished":
         flags.append("run never finished (still recording, or the recorder was killed): data up to the last flush")
     host = next((d for d in devices if d.kind == "host"), None)
@@ -112,10 +127,40 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, bottlenecks: 
         estimated=estimated, duration_s=float(duration) if not pd.isna(duration) else 0.0,
         tokens=tokens, j_per_token=j_per_token, steps=len(steps), devices=devices, by_label=by_label, idle=idle,
         host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
-        wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else NO_LOCATION,
+        wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
         timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
         segments=segments, bottleneck_timeline=bt,
     )
+
+
+def _self_check(samples: pd.DataFrame, device: str, c: energy_mod.EnergyCurve) -> dict[str, float] | None:
+    """Counter vs integrated instant power over the whole run, for devices that have both."""
+    if c.source != "counter" or "power_w" not in samples.columns:
+        return None
+    dev = samples[samples[schema.DEVICE] == device]
+    if dev["power_w"].notna().sum() < 2:
+        return None
+    inst = energy_mod.device_curve(dev, device, "instant_power")
+    t0, t1 = max(c.t_first, inst.t_first), min(c.t_last, inst.t_last)
+    if not t1 > t0:
+        return None
+    e_c, e_i = float(c.between(t0, t1)), float(inst.between(t0, t1))
+    return {"counter_j": e_c, "instant_power_j": e_i,
+            "difference_pct": 100 * (e_i / e_c - 1) if e_c > 0 else float("nan")}
+
+
+def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.EnergyCurve]) -> None:
+    """Per output token, per request and steady state for labels that are inference requests."""
+    if sl.empty or not tokens.is_inference(sl):
+        return
+    if "prompt_tokens" in sl.columns and sl["prompt_tokens"].notna().any():
+        lr.prompt_tokens = float(pd.to_numeric(sl["prompt_tokens"], errors="coerce").sum())
+    lr.output_tokens = float(tokens.output_tokens_of(sl).sum())
+    lr.j_per_output_token = lr.energy_j / lr.output_tokens if lr.output_tokens else None
+    lr.j_per_request = lr.energy_j / len(sl)
+    ss, why = tokens.steady_state(sl, lambda t0, t1: float(align_mod.energy_over(curves, t0, t1)))
+    lr.steady_state = ss.to_dict() if ss else None
+    lr.steady_state_note = why
 
 
 def _gpu_samples(samples: pd.DataFrame) -> pd.DataFrame:

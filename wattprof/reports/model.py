@@ -26,6 +26,8 @@ class DeviceReport:
     t_first: float | None
     t_last: float | None
     notes: list[str] = field(default_factory=list)
+    #: NVIDIA devices with both a counter and instant power: {counter_j, instant_power_j, difference_pct}
+    self_check: dict[str, float] | None = None
 
 
 @dataclass
@@ -42,6 +44,14 @@ class LabelReport:
     mean_step_s: float | None
     mean_power_w: float | None
     bottleneck: dict[str, Any] | None = None
+    #: inference (requests): prompt/output tokens, per output token and per request, steady state
+    prompt_tokens: float | None = None
+    output_tokens: float | None = None
+    j_per_output_token: float | None = None
+    j_per_request: float | None = None
+    steady_state: dict[str, Any] | None = None
+    steady_state_note: str | None = None
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
