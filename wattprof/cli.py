@@ -282,6 +282,21 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
 # ---- report -----------------------------------------------------------------------------------------
 
 
+def _format_for(fmt: str | None, output: str | None) -> str:
+    if fmt:
+        return fmt
+    ext = Path(output).suffix.lower().lstrip(".") if output else ""
+    return {"md": "markdown", "markdown": "markdown", "html": "html", "htm": "html", "json": "json"}.get(ext, "text")
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"wattprof: wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
 def _carbon_context(region: str | None, country: str | None, intensity: float | None,
                     pue: float | None) -> tuple[Any, str | None]:
     """(carbon context or None, note): an unknown location is reported, never a silent default,
@@ -303,18 +318,11 @@ def _print_report(run_dir: str, fmt: str | None, output: str | None, carbon: tup
     from .reports.build import build_report
     from .run import Run
 
-    if fmt is None:
-        ext = Path(output).suffix.lower().lstrip(".") if output else ""
-        fmt = {"md": "markdown", "markdown": "markdown", "html": "html", "htm": "html", "json": "json"}.get(ext, "text")
+    fmt = _format_for(fmt, output)
     if fmt not in RENDERERS:
         raise InputError(f"unknown report format '{fmt}' (known: {', '.join(RENDERERS)})")
     ctx, note = carbon
-    rendered = RENDERERS[fmt](build_report(Run.open(run_dir), carbon=ctx, carbon_note=note))
-    if output:
-        Path(output).write_text(rendered, encoding="utf-8")
-        click.echo(f"wattprof: wrote {output}", err=True)
-    else:
-        click.echo(rendered, nl=False)
+    _emit(RENDERERS[fmt](build_report(Run.open(run_dir), carbon=ctx, carbon_note=note)), output)
 
 
 def carbon_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -356,21 +364,6 @@ def report(run_dir: str, fmt: str | None, output: str | None, region: str | None
 
 
 # ---- compare / nightly -------------------------------------------------------------------------------------
-
-
-def _format_for(fmt: str | None, output: str | None) -> str:
-    if fmt:
-        return fmt
-    ext = Path(output).suffix.lower().lstrip(".") if output else ""
-    return {"md": "markdown", "markdown": "markdown", "html": "html", "htm": "html", "json": "json"}.get(ext, "text")
-
-
-def _emit(text: str, output: str | None) -> None:
-    if output:
-        Path(output).write_text(text, encoding="utf-8")
-        click.echo(f"wattprof: wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
 
 
 @main.command()

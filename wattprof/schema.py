@@ -50,6 +50,14 @@ METRICS: dict[str, Metric] = {
         Metric("temp_c", "°C", "device temperature"),
         Metric("throttle_reasons", "bitmask", "NVML clock-event reasons bitmask"),
         Metric("cpu_util_pct", "%", "host CPU utilisation, mean over all logical CPUs"),
+        Metric("power_util_pct", "%", "Neuron sysfs power utilisation: percent of max power, per-minute average"),
+        Metric("flop_per_s", "FLOP/s", "achieved FLOP/s (neuron-monitor effective_flops)"),
+        Metric("exec_per_s", "1/s", "executions completed per second"),
+        Metric("exec_err_per_s", "1/s", "failed executions per second"),
+        Metric("latency_p50_s", "s", "execution total latency, median"),
+        Metric("latency_p99_s", "s", "execution total latency, 99th percentile"),
+        Metric("runtime_cpu_pct", "%", "the accelerator runtime's vCPU use (user + system)"),
+        Metric("runtime_host_mem_bytes", "B", "host memory used by the accelerator runtime"),
     ]
 }
 

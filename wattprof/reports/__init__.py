@@ -21,4 +21,17 @@ def _json(r: Report) -> str:
     return json.render(r)
 
 
-RENDERERS: dict[str, Callable[[Report], str]] = {"text": _text, "json": _json}
+def _markdown(r: Report) -> str:
+    from . import markdown
+
+    return markdown.render(r)
+
+
+def _html(r: Report) -> str:
+    from . import html
+
+    return html.render(r)
+
+
+RENDERERS: dict[str, Callable[[Report], str]] = {"text": _text, "json": _json, "markdown": _markdown,
+                                                  "html": _html}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
+from collections.abc import Callable
+from typing import Any
 
-from .model import DeviceReport, Report
+from .model import CarbonReport, DeviceReport, LabelReport, Report
 
 
 def fmt_j(j: float | None) -> str:
@@ -36,6 +39,90 @@ def fmt_time(t: float | None) -> str:
     return dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def fmt_co2(g: float | None) -> str:
+    if g is None:
+        return "-"
+    if abs(g) >= 1e6:
+        return f"{g / 1e6:.3g} t CO2e"
+    if abs(g) >= 1e3:
+        return f"{g / 1e3:.3g} kg CO2e"
+    return f"{g:.3g} g CO2e"
+
+
+def verdict_text(b: dict[str, Any] | None) -> str:
+    """``compute-bound + power-capped``; ``-`` when there is no verdict."""
+    if not b:
+        return "-"
+    return " + ".join([str(b.get("verdict", "-"))] + [str(m) for m in b.get("modifiers", [])])
+
+
+_EVIDENCE: list[tuple[str, Callable[[float, dict[str, Any]], str]]] = [
+    ("util_pct", lambda v, e: f"GPU util {v:.0f} %"),
+    ("busy_time_frac", lambda v, e: f"kernels in {v:.0%} of periods"),
+    ("gap_frac", lambda v, e: f"{v:.0%} of time between steps"),
+    ("mem_util_pct", lambda v, e: f"memory util {v:.0f} %"),
+    ("mem_util_per_util", lambda v, e: f"memory/util {v:.2f}"),
+    ("sm_active_pct", lambda v, e: f"SM active {v:.0f} %"),
+    ("sm_active_per_util", lambda v, e: f"SM active/util {v:.2f}"),
+    ("tensor_active_pct", lambda v, e: f"tensor active {v:.0f} %"),
+    ("dram_busy_pct", lambda v, e: f"DRAM busy while kernels run {v:.0f} %"),
+    ("power_w", lambda v, e: f"power {v:.0f} W" + (f" ({e['power_frac']:.0%} of limit)" if "power_frac" in e else "")),
+    ("power_cap_frac", lambda v, e: f"power-cap bits {v:.0%} of time" if v >= 0.005 else ""),
+    ("thermal_frac", lambda v, e: f"thermal slowdown {v:.0%} of time" if v >= 0.005 else ""),
+    ("sm_clock_mhz", lambda v, e: f"SM clock {v:.0f} MHz"),
+    ("idle_power_w", lambda v, e: f"idle floor {v:.0f} W"),
+]
+
+
+def evidence_items(b: dict[str, Any] | None) -> list[str]:
+    """The numbers behind a verdict, as short phrases (known evidence keys only, in a fixed order)."""
+    ev = (b or {}).get("evidence") or {}
+    out = []
+    for key, fmt in _EVIDENCE:
+        v = ev.get(key)
+        if isinstance(v, int | float) and v == v:
+            out.append(fmt(float(v), ev))
+    return [x for x in out if x]
+
+
+def self_check_text(d: DeviceReport) -> str | None:
+    """The counter checked against integrated instant power over the same span, for devices with both."""
+    c = d.self_check
+    if not c:
+        return None
+    pct = c.get("difference_pct")
+    diff = f"{pct:+.2f} %" if isinstance(pct, int | float) and pct == pct else "- %"
+    return (f"self-check {d.device}: counter {fmt_j(c.get('counter_j'))} vs integrated instant power "
+            f"{fmt_j(c.get('instant_power_j'))} ({diff})")
+
+
+def label_notes(r: Report) -> list[str]:
+    return [f"{lr.label}: {f}" for lr in r.by_label.values() for f in lr.flags]
+
+
+def _steady(lr: LabelReport) -> str:
+    ss = lr.steady_state
+    if ss:
+        return (f"{fmt_jpt(ss.get('j_per_output_token'))} over {ss.get('duration_s', 0):.1f} s "
+                f"(batch {ss.get('batch')})")
+    return lr.steady_state_note or "-"
+
+
+INFERENCE_HEADERS = ["label", "requests", "prompt tokens", "output tokens", "J/output token", "J/request",
+                     "steady state"]
+
+
+def inference_rows(r: Report) -> list[list[str]]:
+    """Labels that are inference requests: per output token, per request, steady state (else why not)."""
+    return [[lr.label, str(lr.steps), fmt_num(lr.prompt_tokens, "", 0), fmt_num(lr.output_tokens, "", 0),
+             fmt_jpt(lr.j_per_output_token).replace("/token", "/output token"), fmt_j(lr.j_per_request), _steady(lr)]
+            for lr in r.by_label.values() if lr.output_tokens is not None]
+
+
+def short(s: str | None, width: int = 110) -> str:
+    return "-" if not s else textwrap.shorten(s, width, placeholder=" ...")
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
@@ -65,6 +152,7 @@ def render(r: Report) -> str:
     out.append("Devices")
     out += ["  " + x for x in _table(["device", "name", "energy", "source", "mean", "max", "limit"],
                                      [_device_row(d) for d in r.devices])]
+    out += ["  " + x for x in (self_check_text(d) for d in r.devices) if x]
     if r.by_label:
         out.append("")
         out.append("By label (energy includes the host time between a label's consecutive steps)")
@@ -83,6 +171,9 @@ def render(r: Report) -> str:
         if any(x.bottleneck for x in r.by_label.values()):
             headers.append("bottleneck")
         out += ["  " + x for x in _table(headers, rows)]
+    if inference_rows(r):
+        out += ["", "Inference (per request and per output token)"]
+        out += ["  " + x for x in _table(INFERENCE_HEADERS, inference_rows(r))]
     out.append("")
     out.append(f"Idle (in the run, outside any step's label span): {fmt_j(r.idle.energy_j)} over "
                f"{r.idle.duration_s:.2f} s" + (f", mean {r.idle.mean_power_w:.1f} W" if r.idle.mean_power_w else ""))
@@ -91,7 +182,8 @@ def render(r: Report) -> str:
         kind = "ESTIMATED" if h.estimated else "measured"
         out.append(f"Host (not in the totals, {kind}): {fmt_j(h.energy_j)}, mean {fmt_num(h.mean_power_w, ' W')}; "
                    f"{h.power_source or h.energy_source_description}")
-    notes = r.flags + [f"{d.device}: {n}" for d in r.devices for n in d.notes] + r.warnings
+    out += _bottleneck_lines(r) + _wasted_lines(r) + _carbon_lines(r)
+    notes = r.flags + label_notes(r) + [f"{d.device}: {n}" for d in r.devices for n in d.notes] + r.warnings
     if notes or r.events:
         out.append("")
         out.append("Notes")
@@ -99,3 +191,44 @@ def render(r: Report) -> str:
         if r.events:
             out.append(f"  {r.events} event(s) recorded (collector errors, restarts): see events-*.jsonl in the run")
     return "\n".join(out) + "\n"
+
+
+def _bottleneck_lines(r: Report) -> list[str]:
+    items = [(lr.label, lr.bottleneck) for lr in r.by_label.values() if lr.bottleneck]
+    if r.idle.bottleneck:
+        items.append(("idle", r.idle.bottleneck))
+    if not items:
+        return []
+    width = max(len(k) for k, _ in items)
+    out = ["", "Bottlenecks: what to try (evidence in the markdown/HTML report)"]
+    for label, b in items:
+        out.append(f"  {label.ljust(width)}  {verdict_text(b)}: {short(b.get('suggestion'))}")
+    return out
+
+
+def _wasted_lines(r: Report) -> list[str]:
+    w = r.wasted
+    if w is None:
+        return []
+    return ["", f"Wasted energy (accelerators waiting): {fmt_j(w.total_j)} = {100 * w.share:.1f}% of the run "
+                f"(idle {fmt_j(w.idle_j)}, host-bound labels {fmt_j(w.host_bound_j)})"]
+
+
+def carbon_summary(c: CarbonReport) -> str:
+    per_mtok = f", {fmt_co2(c.g_co2e_per_million_tokens)} per million tokens" \
+        if c.g_co2e_per_million_tokens is not None else ""
+    return (f"{fmt_co2(c.g_co2e)}{per_mtok}, about {c.car_km:.3g} km ({c.car_miles:.3g} mi) by car")
+
+
+def _carbon_lines(r: Report) -> list[str]:
+    c = r.carbon
+    if c is None:
+        return ["", f"CO2: {r.carbon_note}"] if r.carbon_note else []
+    year = f", year {c.intensity_year}" if c.intensity_year else ""
+    labels = ", ".join(f"{k} {fmt_co2(v)}" for k, v in c.by_label_g_co2e.items())
+    out = ["", f"CO2 ({c.basis}): {carbon_summary(c)}",
+           f"  {c.location}: {c.intensity_g_per_kwh:.1f} g/kWh ({c.intensity_source}{year}); "
+           f"PUE {c.pue:g} ({c.pue_source}); {c.facility_kwh:.4g} kWh at the facility"]
+    if labels:
+        out.append(f"  by label: {labels}")
+    return out

@@ -1,0 +1,367 @@
+"""The ``neuron-monitor`` format: one JSON report per line (AWS Neuron, Trainium / Inferentia).
+
+Schema: ``shared/fixtures/aws-neuron/README.md`` and the Neuron Monitor user guide. A report has
+``neuron_runtime_data`` (one entry per application: ``pid``, ``neuron_runtime_tag``, ``error``,
+``report`` with the groups ``neuroncore_counters``, ``memory_used``, ``execution_stats``,
+``neuron_runtime_vcpu_usage``), ``system_data`` (``memory_info``, ``vcpu_usage``,
+``neuron_hw_counters``), ``instance_info`` and ``neuron_hardware_info``. Any group may be missing
+(the first report is partial); every group may carry an ``"error"`` string. Reports carry no
+timestamp: a live reader stamps each line on arrival, a file reader gives the report's index.
+
+One sample per Neuron *device* (``neuron:<N>``, the N of ``/sys/devices/virtual/neuron_device/
+neuron<N>``), because that is the unit power is known for:
+
+- ``util_pct``: mean over the device's NeuronCores of ``neuroncore_utilization``, each core
+  summed across applications (every application lists every visible core, 0 when unused; core
+  keys are global indices) and capped at 100;
+- ``mem_used_bytes``: device memory of all applications on the device's cores
+  (``usage_breakdown.neuroncore_memory_usage``); ``mem_total_bytes``: ``neuron_device_memory_size``;
+- per application, attributed to the devices its models are loaded on (all devices when that is
+  not known), summed over applications: ``flop_per_s`` (``effective_flops``, else ``flops``),
+  ``exec_per_s`` and ``exec_err_per_s`` (executions per second: counts per period / period),
+  ``runtime_cpu_pct`` (the runtime's vCPU use, user + system) and ``runtime_host_mem_bytes``;
+  latencies ``latency_p50_s`` / ``latency_p99_s`` (``total_latency``, seconds; the largest over
+  applications; missing when nothing ran).
+
+Cores map to devices through ``neuron_hardware_info``: ``neuroncore_per_device_count`` divided
+by ``logical_neuroncore_config`` cores per device (logical cores, as neuron-monitor numbers them;
+an assumption where LNC > 1), else through the models' ``neuroncore_index`` /
+``neuron_device_index``, else all cores on device 0.
+
+``system_data`` gives a ``host`` sample (``cpu_util_pct`` = 100 - idle, host memory).
+Only columns present in :data:`wattprof.schema.METRICS` are stored by a run; the rest are kept in
+the sample dicts for callers that want them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+#: Columns a device sample may carry (some may not be schema columns yet: see the module doc).
+DEVICE_COLUMNS: tuple[str, ...] = (
+    "util_pct", "mem_used_bytes", "mem_total_bytes", "flop_per_s", "exec_per_s", "exec_err_per_s",
+    "latency_p50_s", "latency_p99_s", "runtime_cpu_pct", "runtime_host_mem_bytes",
+)
+HOST_COLUMNS: tuple[str, ...] = ("cpu_util_pct", "mem_used_bytes", "mem_total_bytes")
+#: Failed-execution counters of ``execution_summary``.
+_EXEC_ERRORS = ("completed_with_err", "completed_with_num_err", "timed_out", "incorrect_input", "failed_to_queue")
+#: A report whose every group ``period`` is below this is the partial first report.
+_PARTIAL_PERIOD_S = 0.1
+
+
+def device_id(index: int) -> str:
+    return f"neuron:{index}"
+
+
+def _num(v: Any) -> float:
+    """A JSON number as float; NaN for null, strings, booleans and the rest."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return math.nan
+    return float(v)
+
+
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _int_key(k: Any) -> int | None:
+    try:
+        return int(k)
+    except (TypeError, ValueError):
+        return None
+
+
+def _err(group: Any) -> str:
+    e = group.get("error") if isinstance(group, dict) else None
+    return e.strip() if isinstance(e, str) else ""
+
+
+def _group(report: Any, name: str) -> dict:
+    """A metric group, or {} when it is missing or carries an error (its values are not data)."""
+    g = _dict(_dict(report).get(name))
+    return {} if _err(g) else g
+
+
+def report_info(obj: Any) -> dict[str, Any]:
+    """``instance_info`` and ``neuron_hardware_info`` of a report, merged (empty when absent)."""
+    if not isinstance(obj, dict):
+        return {}
+    info: dict[str, Any] = {}
+    for key in ("instance_info", "neuron_hardware_info"):
+        info.update({k: v for k, v in _dict(obj.get(key)).items() if k != "error"})
+    return info
+
+
+def is_partial(obj: Any) -> bool:
+    """The partial first report: every group present was measured over a near-zero period."""
+    periods: list[float] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, dict):
+            p = o.get("period")
+            if isinstance(p, int | float) and not isinstance(p, bool):
+                periods.append(float(p))
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return bool(periods) and max(periods) < _PARTIAL_PERIOD_S
+
+
+def report_errors(obj: Any) -> list[str]:
+    """Every non-empty ``"error"`` string, each prefixed with where it was found."""
+    if not isinstance(obj, dict):
+        return ["report is not a JSON object"]
+    out: list[str] = []
+    for key in ("instance_info", "neuron_hardware_info"):
+        if e := _err(obj.get(key)):
+            out.append(f"{key}: {e}")
+    for name, group in _dict(obj.get("system_data")).items():
+        if e := _err(group):
+            out.append(f"system_data.{name}: {e}")
+    for app in obj.get("neuron_runtime_data") or []:
+        if not isinstance(app, dict):
+            continue
+        who = f"application pid {app.get('pid', '?')}"
+        if app.get("neuron_runtime_tag"):
+            who += f" ({app['neuron_runtime_tag']})"
+        if e := _err(app):
+            out.append(f"{who}: {e}")
+        for name, group in _dict(app.get("report")).items():
+            if e := _err(group):
+                out.append(f"{who} {name}: {e}")
+    return out
+
+
+@dataclass
+class _Layout:
+    """Which device each NeuronCore is on."""
+
+    cores_per_device: int | None
+    device_count: int | None
+    core_device: dict[int, int] = field(default_factory=dict)
+
+    def device_of(self, core: int) -> int:
+        if core in self.core_device:
+            return self.core_device[core]
+        if self.cores_per_device:
+            return core // self.cores_per_device
+        return 0
+
+
+def _layout(obj: dict, hardware: Mapping[str, Any] | None) -> _Layout:
+    hw = dict(hardware or {})
+    hw.update({k: v for k, v in _dict(obj.get("neuron_hardware_info")).items() if v not in (None, "")})
+    per = _num(hw.get("neuroncore_per_device_count"))
+    lnc = _num(hw.get("logical_neuroncore_config"))
+    cores = None
+    if per > 0:
+        cores = max(int(per // lnc) if lnc > 1 else int(per), 1)
+    count = _num(hw.get("neuron_device_count"))
+    layout = _Layout(cores, int(count) if count >= 0 else None)
+    for app in obj.get("neuron_runtime_data") or []:
+        for model in _group(_dict(app).get("report"), "memory_used").get("loaded_models") or []:
+            for sg in _dict(_dict(model).get("subgraphs")).values():
+                core, dev = _int_key(_dict(sg).get("neuroncore_index")), _int_key(_dict(sg).get("neuron_device_index"))
+                if core is not None and dev is not None:
+                    layout.core_device.setdefault(core, dev)
+    return layout
+
+
+def _app_devices(report: dict, layout: _Layout, known: set[int]) -> set[int]:
+    devs: set[int] = set()
+    for model in _group(report, "memory_used").get("loaded_models") or []:
+        for sg in _dict(_dict(model).get("subgraphs")).values():
+            dev = _int_key(_dict(sg).get("neuron_device_index"))
+            if dev is None:
+                core = _int_key(_dict(sg).get("neuroncore_index"))
+                dev = layout.device_of(core) if core is not None else None
+            if dev is not None:
+                devs.add(dev)
+    return devs or set(known)
+
+
+def _add(row: dict[str, float], key: str, value: float) -> None:
+    if math.isnan(value):
+        return
+    row[key] = value if math.isnan(row.get(key, math.nan)) else row[key] + value
+
+
+def parse_report(obj: Any, *, hardware: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """One neuron-monitor report -> (samples, errors).
+
+    Samples are dicts with ``device`` and metric columns, without ``t`` (reports carry no time).
+    ``hardware`` is a ``neuron_hardware_info`` seen earlier, used where this report lacks one.
+    Errors are the report's ``"error"`` strings with where they were found. Nothing raises on a
+    malformed report: missing or mistyped values are left out.
+    """
+    errors = report_errors(obj)
+    if not isinstance(obj, dict):
+        return [], errors
+    layout = _layout(obj, hardware)
+    hw = {**dict(hardware or {}), **_dict(obj.get("neuron_hardware_info"))}
+    apps = obj.get("neuron_runtime_data")
+    apps = [a for a in apps if isinstance(a, dict)] if isinstance(apps, list) else None
+
+    # per-core utilisation, FLOP/s and memory, summed across applications
+    core_util: dict[int, float] = {}
+    core_flops: dict[int, float] = {}
+    core_mem: dict[int, float] = {}
+    for app in apps or []:
+        report = _dict(app.get("report"))
+        in_use = _dict(_group(report, "neuroncore_counters").get("neuroncores_in_use"))
+        for key, core_data in in_use.items():
+            core = _int_key(key)
+            if core is None:
+                continue
+            u = _num(_dict(core_data).get("neuroncore_utilization"))
+            if not math.isnan(u):
+                core_util[core] = core_util.get(core, 0.0) + u
+            f = _num(_dict(core_data).get("effective_flops"))
+            if math.isnan(f):
+                f = _num(_dict(core_data).get("flops"))
+            if not math.isnan(f):
+                core_flops[core] = core_flops.get(core, 0.0) + f
+        used = _dict(_group(report, "memory_used").get("neuron_runtime_used_bytes"))
+        for key, parts in _dict(_dict(used.get("usage_breakdown")).get("neuroncore_memory_usage")).items():
+            core = _int_key(key)
+            if core is None:
+                continue
+            total = sum(v for v in (_num(x) for x in _dict(parts).values()) if not math.isnan(v))
+            core_mem[core] = core_mem.get(core, 0.0) + total
+
+    known: set[int] = set(range(layout.device_count)) if layout.device_count else set()
+    known |= {layout.device_of(c) for c in (*core_util, *core_flops, *core_mem)}
+    rows: dict[int, dict[str, Any]] = {d: {} for d in sorted(known)}
+
+    partial = is_partial(obj)
+    for dev, row in rows.items():
+        cores = [c for c in core_util if layout.device_of(c) == dev]
+        if cores:
+            row["util_pct"] = sum(min(core_util[c], 100.0) for c in cores) / len(cores)
+        elif apps == [] and not partial:
+            row["util_pct"] = 0.0  # no application: the device's cores are idle
+        flops = [core_flops[c] for c in core_flops if layout.device_of(c) == dev]
+        if flops:
+            row["flop_per_s"] = sum(flops)
+        mem = [core_mem[c] for c in core_mem if layout.device_of(c) == dev]
+        if mem:
+            row["mem_used_bytes"] = sum(mem)
+        elif apps == [] and not partial:
+            row["mem_used_bytes"] = 0.0
+        total = _num(hw.get("neuron_device_memory_size"))
+        if total > 0:
+            row["mem_total_bytes"] = total
+
+    # per-application figures, on the devices the application uses
+    for app in apps or []:
+        report = _dict(app.get("report"))
+        devs = _app_devices(report, layout, set(rows))
+        stats = _group(report, "execution_stats")
+        period = _num(stats.get("period"))
+        summary = _dict(stats.get("execution_summary"))
+        latency = _dict(_dict(stats.get("latency_stats")).get("total_latency"))
+        used = _dict(_group(report, "memory_used").get("neuron_runtime_used_bytes"))
+        vcpu = _dict(_group(report, "neuron_runtime_vcpu_usage").get("vcpu_usage"))
+        cpu = _num(vcpu.get("user")) + _num(vcpu.get("system"))
+        for dev in devs:
+            row = rows.setdefault(dev, {})
+            if period > 0:
+                _add(row, "exec_per_s", _num(summary.get("completed")) / period)
+                errs = [_num(summary.get(k)) for k in _EXEC_ERRORS]
+                if any(not math.isnan(e) for e in errs):
+                    _add(row, "exec_err_per_s", sum(e for e in errs if not math.isnan(e)) / period)
+            for q, col in (("p50", "latency_p50_s"), ("p99", "latency_p99_s")):
+                v = _num(latency.get(q))
+                if not math.isnan(v):
+                    row[col] = max(v, row.get(col, v))
+            _add(row, "runtime_cpu_pct", cpu)
+            _add(row, "runtime_host_mem_bytes", _num(used.get("host")))
+        if not _dict(used.get("usage_breakdown")).get("neuroncore_memory_usage") and len(rows) == 1:
+            _add(next(iter(rows.values())), "mem_used_bytes", _num(used.get("neuron_device")))
+
+    samples: list[dict[str, Any]] = [{"device": device_id(d), **r} for d, r in sorted(rows.items()) if r]
+    host = _host_sample(_dict(obj.get("system_data")))
+    if host:
+        samples.append(host)
+    return samples, errors
+
+
+def _host_sample(system: dict) -> dict[str, Any] | None:
+    row: dict[str, Any] = {}
+    idle = _num(_dict(_group(system, "vcpu_usage").get("average_usage")).get("idle"))
+    if not math.isnan(idle):
+        row["cpu_util_pct"] = min(max(100.0 - idle, 0.0), 100.0)
+    mem = _group(system, "memory_info")
+    for src, col in (("memory_used_bytes", "mem_used_bytes"), ("memory_total_bytes", "mem_total_bytes")):
+        v = _num(mem.get(src))
+        if not math.isnan(v):
+            row[col] = v
+    return {"device": "host", **row} if row else None
+
+
+@dataclass
+class NeuronReport:
+    """One line of a neuron-monitor log."""
+
+    line: int
+    samples: list[dict[str, Any]]
+    errors: list[str]
+    info: dict[str, Any]
+    partial: bool
+
+
+@dataclass
+class NeuronMonitorLog:
+    reports: list[NeuronReport]
+    #: Things skipped on purpose (a cut-off last line), one line each, for the user.
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_neuron_monitor_jsonl(path: str | Path) -> NeuronMonitorLog:
+    """Read a saved ``neuron-monitor`` stdout (one JSON report per line).
+
+    A line that is not JSON raises :class:`InputError` with its path and line number, except a
+    cut-off last line (neuron-monitor stopped mid-write), which is skipped with a warning. Reports
+    carry no time: ``NeuronReport.line`` orders them (one per configured period).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found (expected neuron-monitor output, one JSON report per line)", path=str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text (expected neuron-monitor JSON lines)", path=str(p)) from None
+    lines = text.splitlines()
+    log = NeuronMonitorLog([])
+    hardware: dict[str, Any] = {}
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            if n == len(lines) and not text.endswith("\n"):
+                log.warnings.append(f"{p}:{n}: last line is cut off (neuron-monitor stopped mid-write); skipped")
+                continue
+            raise InputError(f"not JSON ({e.msg} at column {e.colno}); expected one neuron-monitor "
+                             "report per line", path=str(p), line=n) from None
+        if not isinstance(obj, dict):
+            raise InputError(f"a JSON {type(obj).__name__}, expected a neuron-monitor report object",
+                             path=str(p), line=n)
+        hardware.update({k: v for k, v in _dict(obj.get("neuron_hardware_info")).items() if v not in (None, "")})
+        samples, errors = parse_report(obj, hardware=hardware)
+        log.reports.append(NeuronReport(n, samples, errors, report_info(obj), is_partial(obj)))
+    if not log.reports:
+        raise InputError("no reports in file (expected neuron-monitor JSON lines)", path=str(p))
+    return log
