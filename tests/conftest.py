@@ -60,3 +60,11 @@ def h100_serve() -> Path:
 def _no_inherited_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WATTPROF_RUN_DIR", raising=False)
     monkeypatch.delenv("WATTPROF_RUN_ID", raising=False)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Path of a headless Chromium; skipped where there is none, a failure under CI."""
+    from chromium import find_chromium
+
+    return find_chromium()

@@ -83,13 +83,27 @@ def test_nightly_median_baseline_and_metric_choice(history):
     assert doc["regressions"] == []  # the joules did not change, only the tokens
 
 
-def test_nightly_html_has_one_trend_plot_per_benchmark(history, tmp_path):
+@pytest.mark.chromium
+def test_nightly_html_renders_in_chromium_with_one_trend_plot_per_benchmark(history, tmp_path, chromium):
+    from chromium import open_in_chromium
+
     out = tmp_path / "nightly.html"
     wattprof("nightly", str(history), "-o", str(out), check=True)
     html = out.read_text()
-    assert html.count("<svg") == 2 and "regression" in html
     # nothing is loaded from elsewhere (XML namespace URIs inside the SVG are names, not requests)
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html) and "<script" not in html
+    page = open_in_chromium(chromium, out, tmp_path / "profile")
+    assert page.errors == [] and page.scripts == 0
+    assert page.svgs == 2  # one trend plot per benchmark
+    assert "steady" in page.text and "noisy" in page.text and "regression" in page.text
+    assert not [u for u in page.requests if not u.startswith(("file://", "data:"))]
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(page.screenshot)).convert("RGB")
+    colors = im.getcolors(maxcolors=1 << 24) or []
+    assert len(colors) > 100 and 1 - max(colors)[0] / (im.width * im.height) > 0.05
 
 
 def test_corrupt_and_half_written_runs_are_skipped_with_a_warning(history, tmp_path):
