@@ -7,6 +7,7 @@ not executable) and 125 when the child succeeded but wattprof itself failed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -105,10 +106,15 @@ def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds a forwarded signal gives the command before it is killed.")
 @click.option("--quiet", "-q", is_flag=True, help="No summary at the end.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve live Prometheus metrics on this port while recording (0: any free port).")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Address for --metrics-port (another address exposes the endpoint beyond this machine).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @_guard
 def record(out: str | None, name: str | None, collectors: tuple[str, ...], interval: float,
-           tags: tuple[str, ...], grace: float, quiet: bool, command: tuple[str, ...]) -> None:
+           tags: tuple[str, ...], grace: float, quiet: bool, metrics_port: int | None, metrics_addr: str,
+           command: tuple[str, ...]) -> None:
     """Record a run around COMMAND (run directly, no shell).
 
     The command's own calls to `wattprof.profile()` / `wattprof.step()` join this run. SIGINT,
@@ -133,6 +139,18 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
     writer = RunWriter.create(run_dir, name=run_name, tags=tag_map, command=list(command), interval_s=interval)
     recorder = Recorder(writer, chosen, interval=interval)
     recorder.start()
+    metrics = None
+    if metrics_port is not None:
+        from .exporters.prometheus import LiveMetricsServer
+
+        metrics = LiveMetricsServer.for_stats(recorder.stats, run={"run": run_name, "id": writer.meta["id"]})
+        try:
+            port = metrics.start(host=metrics_addr, port=metrics_port)
+        except WattprofError:
+            recorder.stop()
+            writer.finalize(status="failed", exit_code=EXIT_USAGE)
+            raise
+        click.echo(f"wattprof: live metrics on http://{metrics_addr}:{port}/metrics", err=True)
     env = dict(os.environ, WATTPROF_RUN_DIR=str(run_dir.resolve()), WATTPROF_RUN_ID=writer.meta["id"])
     status, rc = "failed", EXIT_WATTPROF_FAILED
     try:
@@ -154,6 +172,8 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
             rc = code if code >= 0 else 128 - code
             status = "interrupted" if forwarded.received else ("finished" if code == 0 else "failed")
     finally:
+        if metrics is not None:
+            metrics.stop()
         recorder.stop()
         writer.finalize(status=status, exit_code=rc)
     from .history import try_write_summary
@@ -458,6 +478,101 @@ def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, t
     _emit(NIGHTLY_RENDERERS[_format_for(fmt, output)](results, warnings), output)
     if fail_on_regression and any(r.change.verdict == "regression" for r in results):
         sys.exit(EXIT_REGRESSION)
+
+
+# ---- export ---------------------------------------------------------------------------------------------
+
+
+@main.group()
+def export() -> None:
+    """Export a run's results to monitoring: CloudWatch (PutMetricData) or Prometheus (textfile).
+
+    \b
+    Examples:
+      wattprof export prometheus RUN --textfile /var/lib/node_exporter/textfile/wattprof.prom
+      wattprof export cloudwatch RUN --namespace WattProf --aws-region us-east-1
+    """
+
+
+def _kv(pairs: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        k, eq, v = p.partition("=")
+        if not eq or not k:
+            raise InputError(f"{what} '{p}': expected KEY=VALUE")
+        out[k] = v
+    return out
+
+
+@export.command("cloudwatch")
+@click.argument("run_dir", type=click.Path())
+@click.option("--namespace", default="WattProf", show_default=True)
+@click.option("--dimension", "dimensions", multiple=True, metavar="K=V", help="Extra dimension on every metric.")
+@click.option("--tag-dimension", "tag_dims", multiple=True, metavar="TAG",
+              help="Export this run tag as a dimension (only tags named here are sent).")
+@click.option("--include-run-id", is_flag=True, help="Add the run id as a dimension (one metric series per run).")
+@click.option("--aws-region", "aws_region", help="AWS region to send to (default: the AWS configuration's).")
+@click.option("--endpoint-url", help="CloudWatch endpoint (e.g. a VPC endpoint or a local test server).")
+@click.option("--profile", help="AWS profile.")
+@click.option("--dry-run", is_flag=True, help="Print the metric data instead of sending it.")
+@carbon_options
+@_guard
+def export_cloudwatch_cmd(run_dir: str, namespace: str, dimensions: tuple[str, ...], tag_dims: tuple[str, ...],
+                          include_run_id: bool, aws_region: str | None, endpoint_url: str | None,
+                          profile: str | None, dry_run: bool, region: str | None, country: str | None,
+                          intensity: float | None, pue: float | None) -> None:
+    """Put the run's results as CloudWatch metrics: energy, J/token, CO2 (with a location), average
+    power per device, per label. Units are in the metric names. Needs the [aws] extra.
+
+    \b
+    Example:
+      wattprof export cloudwatch runs/nightly-42 --tag-dimension model --aws-region us-east-1 --region aws:us-east-1
+    """
+    from .exporters.cloudwatch import build_metric_data, export_cloudwatch
+    from .reports.build import build_report
+    from .run import Run
+
+    ctx, _ = _carbon_context(region, country, intensity, pue)
+    rep = build_report(Run.open(run_dir), carbon=ctx)
+    dims = _kv(dimensions, "--dimension")
+    if dry_run:
+        data, base, skipped = build_metric_data(rep, dimensions=dims, tags=tag_dims, include_run_id=include_run_id)
+        click.echo(json.dumps({"namespace": namespace, "dimensions": base, "metric_data": data, "skipped": skipped},
+                              indent=1, default=str))
+        return
+    res = export_cloudwatch(rep, namespace=namespace, dimensions=dims, tags=tag_dims, include_run_id=include_run_id,
+                            endpoint_url=endpoint_url, region=aws_region, profile=profile)
+    click.echo(f"wattprof: put {res.data_points} data points in {res.calls} call(s) to namespace {res.namespace}",
+               err=True)
+
+
+@export.command("prometheus")
+@click.argument("run_dir", type=click.Path())
+@click.option("--textfile", type=click.Path(dir_okay=False),
+              help="Write node_exporter's textfile (atomically); without it, print the metrics.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Export this run tag as a label.")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Extra label on every series.")
+@carbon_options
+@_guard
+def export_prometheus_cmd(run_dir: str, textfile: str | None, tags: tuple[str, ...], labels: tuple[str, ...],
+                          region: str | None, country: str | None, intensity: float | None, pue: float | None) -> None:
+    """Write the run's results in Prometheus' text format (wattprof_energy_joules_total, ...).
+
+    \b
+    Example:
+      wattprof export prometheus RUN --textfile /var/lib/node_exporter/textfile/wattprof.prom --tag model
+    """
+    from .exporters.prometheus import render_textfile, write_textfile
+    from .reports.build import build_report
+    from .run import Run
+
+    ctx, _ = _carbon_context(region, country, intensity, pue)
+    rep = build_report(Run.open(run_dir), carbon=ctx)
+    if textfile:
+        path = write_textfile(rep, textfile, tags=tags, labels=_kv(labels, "--label"))
+        click.echo(f"wattprof: wrote {path}", err=True)
+    else:
+        click.echo(render_textfile(rep, tags=tags, labels=_kv(labels, "--label")), nl=False)
 
 
 # ---- collectors ---------------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ BUILTINS: dict[str, str] = {
     "nvml": "wattprof.collectors.nvml:NvmlCollector",
     "nvml-replay": "wattprof.collectors.nvml:NvmlReplayCollector",
     "host": "wattprof.collectors.host:HostCollector",
+    "nvidia-smi": "wattprof.collectors.nvidia_smi:NvidiaSmiCollector",
+    "neuron": "wattprof.collectors.neuron:NeuronCollector",
+    "cloudwatch": "wattprof.collectors.cloudwatch:CloudWatchCollector",
 }
 
 #: Collectors used when the user names none: every one of these that is available.
