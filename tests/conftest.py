@@ -68,3 +68,17 @@ def chromium() -> str:
     from chromium import find_chromium
 
     return find_chromium()
+
+
+def need(module: str):
+    """Import an optional package the test needs: skipped where it is not installed, a failure under
+    CI (.ci/run installs torch, transformers and lightning, and these tests are the proof)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        msg = f"{module} is not installed (pip install torch==2.13.0 -e '.[hf,lightning]'; .ci/run does it)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg, allow_module_level=True)

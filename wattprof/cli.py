@@ -105,7 +105,9 @@ def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
 @click.option("--tag", "-t", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the run (repeatable).")
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds a forwarded signal gives the command before it is killed.")
-@click.option("--quiet", "-q", is_flag=True, help="No summary at the end.")
+@click.option("--quiet", "-q", is_flag=True, help="No live status line and no summary at the end.")
+@click.option("--progress/--no-progress", default=None,
+              help="Live status line on stderr: power, energy, steps/s, J/token (default: when stderr is a terminal).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve live Prometheus metrics on this port while recording (0: any free port).")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True,
@@ -113,8 +115,8 @@ def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @_guard
 def record(out: str | None, name: str | None, collectors: tuple[str, ...], interval: float,
-           tags: tuple[str, ...], grace: float, quiet: bool, metrics_port: int | None, metrics_addr: str,
-           command: tuple[str, ...]) -> None:
+           tags: tuple[str, ...], grace: float, quiet: bool, progress: bool | None, metrics_port: int | None,
+           metrics_addr: str, command: tuple[str, ...]) -> None:
     """Record a run around COMMAND (run directly, no shell).
 
     The command's own calls to `wattprof.profile()` / `wattprof.step()` join this run. SIGINT,
@@ -151,6 +153,11 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
             writer.finalize(status="failed", exit_code=EXIT_USAGE)
             raise
         click.echo(f"wattprof: live metrics on http://{metrics_addr}:{port}/metrics", err=True)
+    live = None
+    if not quiet and (progress if progress is not None else sys.stderr.isatty()):
+        from .live import start_live_status
+
+        live = start_live_status(recorder, run_dir, sys.stderr)
     env = dict(os.environ, WATTPROF_RUN_DIR=str(run_dir.resolve()), WATTPROF_RUN_ID=writer.meta["id"])
     status, rc = "failed", EXIT_WATTPROF_FAILED
     try:
@@ -172,6 +179,8 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
             rc = code if code >= 0 else 128 - code
             status = "interrupted" if forwarded.received else ("finished" if code == 0 else "failed")
     finally:
+        if live is not None:
+            live.stop()
         if metrics is not None:
             metrics.stop()
         recorder.stop()
@@ -224,6 +233,34 @@ def _child_in_foreground_group() -> bool:
         return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
     except OSError:
         return False
+
+
+# ---- merge ------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Directory of the merged run (must not hold a run yet).")
+@click.option("--node", "names", multiple=True,
+              help="Node names in the order of SHARDS (default: each shard's `node` tag, else node0, node1, ...).")
+@click.option("--correct/--no-correct", default=True, show_default=True,
+              help="Shift nodes whose clock is off by more than the sampling interval onto the first node's clock.")
+@click.option("--name", "-n", help="Name of the merged run.")
+@_guard
+def merge(shards: tuple[str, ...], out: str, names: tuple[str, ...], correct: bool, name: str | None) -> None:
+    """Merge the per-node runs SHARDS of a multi-node job into one run.
+
+    Device ids get the node as prefix (node1/gpu:0); the first shard is the clock reference.
+
+    \b
+    Example:
+      wattprof merge runs/exp/node0 runs/exp/node1 -o runs/exp/merged
+    """
+    from .merge import describe, merge_runs
+
+    result = merge_runs(list(shards), out, names=list(names) or None, correct=correct, name=name)
+    click.echo(describe(result))
 
 
 # ---- import -----------------------------------------------------------------------------------------

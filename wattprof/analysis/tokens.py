@@ -80,4 +80,7 @@ def is_inference(steps: pd.DataFrame) -> bool:
     """Requests (overlapping windows, or logged with prompt/output tokens) rather than steps."""
     if "output_tokens" in steps.columns and steps["output_tokens"].notna().any():
         return True
-    return max_in_flight(steps["t_start"].to_numpy(float), steps["t_end"].to_numpy(float)) > 1
+    # steps of different ranks/nodes of one job overlap by design: look for overlap within each writer
+    keys = [c for c in ("node", "rank") if c in steps.columns and steps[c].notna().any()]
+    groups = [g for _, g in steps.groupby(keys, dropna=False, sort=False)] if keys else [steps]
+    return any(max_in_flight(g["t_start"].to_numpy(float), g["t_end"].to_numpy(float)) > 1 for g in groups)

@@ -13,7 +13,17 @@ from ..analysis import align as align_mod
 from ..analysis import energy as energy_mod
 from ..analysis import quality, tokens
 from ..run import Run
-from .model import CarbonReport, DeviceReport, IdleReport, LabelReport, Report, Segment, Series, WastedEnergy
+from .model import (
+    CarbonReport,
+    DeviceReport,
+    IdleReport,
+    LabelReport,
+    NodeReport,
+    Report,
+    Segment,
+    Series,
+    WastedEnergy,
+)
 
 if TYPE_CHECKING:
     from ..analysis.carbon import CarbonContext
@@ -98,6 +108,8 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     idle = IdleReport(energy_j=a.idle_energy_j, duration_s=a.idle_duration_s,
                       mean_power_w=a.idle_energy_j / a.idle_duration_s if a.idle_duration_s > 0 else None)
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
+    flags += list((meta.get("merge") or {}).get("flags") or [])
+    nodes = _nodes(meta, devices, chosen)
     for key, src in (meta.get("sources") or {}).items():
         flags += [f"{key}: {c}" for c in src.get("caveats") or []]
     if run.status == "unfinished":
@@ -129,8 +141,23 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
         wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
         timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
-        segments=segments, bottleneck_timeline=bt,
+        segments=segments, bottleneck_timeline=bt, nodes=nodes,
     )
+
+
+def _nodes(meta: dict, devices: list[DeviceReport], chosen: list[DeviceReport]) -> dict[str, NodeReport]:
+    """Per-node subtotals of a merged run (meta["nodes"], devices named ``<node>/<device>``)."""
+    out: dict[str, NodeReport] = {}
+    in_total = {d.device for d in chosen}
+    for node, info in (meta.get("nodes") or {}).items():
+        mine = [d for d in devices if d.device.startswith(f"{node}/")]
+        off = info.get("clock_offset") or {}
+        out[node] = NodeReport(
+            node=node, hostname=info.get("hostname"),
+            energy_j=float(sum(d.energy_j for d in mine if d.device in in_total)), devices=[d.device for d in mine],
+            clock_offset_s=_num(off.get("offset_s")), clock_offset_method=off.get("method"),
+            clock_corrected=bool(off.get("corrected")))
+    return out
 
 
 def _self_check(samples: pd.DataFrame, device: str, c: energy_mod.EnergyCurve) -> dict[str, float] | None:

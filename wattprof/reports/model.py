@@ -112,6 +112,19 @@ class Segment:
 
 
 @dataclass
+class NodeReport:
+    """One node of a merged multi-node run (devices ``<node>/...``)."""
+
+    node: str
+    hostname: str | None
+    energy_j: float  # the node's devices inside the report's boundary
+    devices: list[str]  # every device of the node (host included)
+    clock_offset_s: float | None = None  # this node's clock minus the reference node's
+    clock_offset_method: str | None = None  # reference | steps | power | none
+    clock_corrected: bool = False
+
+
+@dataclass
 class Report:
     run: dict[str, Any]  # id, name, path, status, tags, command, started_at, ended_at, exit_code
     boundary: str  # which devices the totals cover, e.g. "GPU only (1 device)"
@@ -135,6 +148,8 @@ class Report:
     timeline: list[Series] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
     bottleneck_timeline: list[dict[str, Any]] = field(default_factory=list)
+    #: merged multi-node runs: per-node subtotals (empty for a single-node run)
+    nodes: dict[str, NodeReport] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=lambda: dict(UNITS))
     schema_version: int = 1
 

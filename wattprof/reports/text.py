@@ -175,6 +175,11 @@ def render(r: Report) -> str:
         out += ["", "Inference (per request and per output token)"]
         out += ["  " + x for x in _table(INFERENCE_HEADERS, inference_rows(r))]
     out.append("")
+    if r.nodes:
+        out.append("Nodes: " + "; ".join(
+            f"{n.node} {fmt_j(n.energy_j)} ({len(n.devices)} devices"
+            + (f", clock {n.clock_offset_s:+.2f} s{' corrected' if n.clock_corrected else ''}"
+               if n.clock_offset_s else "") + ")" for n in r.nodes.values()))
     out.append(f"Idle (in the run, outside any step's label span): {fmt_j(r.idle.energy_j)} over "
                f"{r.idle.duration_s:.2f} s" + (f", mean {r.idle.mean_power_w:.1f} W" if r.idle.mean_power_w else ""))
     if r.host is not None:

@@ -1,0 +1,329 @@
+"""One run from the per-node shards of a multi-node job (``wattprof merge``).
+
+Each node records its own run (local rank 0 samples the node's GPUs, every rank writes its steps:
+:mod:`wattprof.distributed`). :func:`merge_runs` copies them into one run directory:
+
+- samples: one source per node (``samples-<node>.parquet``), device ids prefixed by the node
+  (``node1/gpu:0``, ``node1/host``), so the report lists every GPU and sums them all;
+- steps and events: copied, with a ``node`` field (ranks keep their ``rank``);
+- meta: devices and sources of every node (prefixed), ``nodes`` (hostname, run id, shard path,
+  devices, clock offset per node), ``merge`` (reference node, method, ``flags``), the earliest
+  start and the latest end, and the worst status (failed > interrupted > unfinished > finished).
+
+Clocks. Each node stamps its samples and steps with its own clock; a node whose clock is off by
+more than the sampling interval would have its energy attributed to the wrong steps. Offsets are
+measured against the reference node (the first shard):
+
+1. ``steps``: in synchronous data-parallel training every rank ends global step ``k`` at the
+   same moment (the gradient all-reduce synchronises them), so the median difference of the end
+   times of the same (label, step) on the two nodes is the clock offset; it is trusted when at
+   least 3 steps match and their differences agree (spread under a quarter of a step, or 50 ms).
+2. ``power``: otherwise, the lag that maximises the correlation of the node's total accelerator
+   power with the reference node's (nodes running the same synchronous job draw power in step),
+   trusted when the correlation exceeds 0.6.
+
+An offset larger than ``threshold_s`` (default: the largest sampling interval of the shards) is
+reported in ``meta["merge"]["flags"]`` and, with ``correct=True`` (default), removed from that
+node's samples, steps and events so that every node is on the reference clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import schema
+from .errors import InputError
+from .run import JsonlAppender, Run, RunWriter, safe_name
+
+#: Correlation a power cross-correlation must reach to be trusted.
+MIN_POWER_CORRELATION = 0.6
+#: Steps that must match for the step-based offset.
+MIN_MATCHED_STEPS = 3
+#: Largest clock offset searched by power cross-correlation (s).
+MAX_POWER_LAG_S = 60.0
+POWER_GRID_S = 0.05
+_STATUS_RANK = {"finished": 0, "imported": 0, "unfinished": 1, "recording": 1, "interrupted": 2, "failed": 3}
+
+
+@dataclass
+class ClockOffset:
+    """``node clock = reference clock + offset_s`` (within ``+/- uncertainty_s``)."""
+
+    offset_s: float
+    uncertainty_s: float
+    method: str  # reference | steps | power | none
+    matches: int = 0  # matched steps (steps) or overlapping grid points (power)
+    score: float | None = None  # correlation (power)
+    corrected: bool = False
+    note: str = ""
+
+
+@dataclass
+class MergeResult:
+    out: Path
+    nodes: list[str]
+    offsets: dict[str, ClockOffset]
+    flags: list[str] = field(default_factory=list)
+    steps: int = 0
+    samples: int = 0
+
+
+# ---- clock offsets ---------------------------------------------------------------------------------
+
+
+def _step_ends(steps: pd.DataFrame) -> pd.Series:
+    """Median end time per (label, step) key."""
+    if steps.empty or "step" not in steps.columns:
+        return pd.Series(dtype=float)
+    s = steps[steps["step"].notna()]
+    if s.empty:
+        return pd.Series(dtype=float)
+    key = s["label"].astype(str) + "\x00" + s["step"].astype(str)
+    return s["t_end"].groupby(key).median()
+
+
+def offset_from_steps(steps: pd.DataFrame, ref_steps: pd.DataFrame) -> ClockOffset | None:
+    """The clock offset of ``steps`` against ``ref_steps`` from matching global steps, or None."""
+    a, b = _step_ends(steps), _step_ends(ref_steps)
+    common = a.index.intersection(b.index)
+    if len(common) < MIN_MATCHED_STEPS:
+        return None
+    d = (a[common] - b[common]).to_numpy(float)
+    off = float(np.median(d))
+    spread = float(1.4826 * np.median(np.abs(d - off)))
+    dur = (ref_steps["t_end"] - ref_steps["t_start"]).to_numpy(float)
+    typical = float(np.median(dur)) if len(dur) else 0.0
+    if spread > max(0.25 * typical, 0.05):
+        return None
+    return ClockOffset(off, max(spread, 1e-3), "steps", matches=len(common),
+                       note=f"median over {len(common)} matching steps")
+
+
+def _power_grid(samples: pd.DataFrame, h: float) -> tuple[float, np.ndarray] | None:
+    """Total accelerator power on a grid of step ``h``: (t0, values)."""
+    if samples.empty:
+        return None
+    acc = samples[samples[schema.DEVICE].astype(str).map(schema.is_accelerator)]
+    if acc.empty:
+        return None
+    col = next((c for c in ("power_w", "power_avg_w", "power_est_w") if c in acc.columns and acc[c].notna().sum() > 10),
+               None)
+    if col is None:
+        return None
+    t0 = float(acc[schema.T].min())
+    t1 = float(acc[schema.T].max())
+    n = int((t1 - t0) / h) + 1
+    if n < 20:
+        return None
+    grid = t0 + h * np.arange(n)
+    total = np.zeros(n)
+    for _, dev in acc.groupby(schema.DEVICE):
+        d = dev[[schema.T, col]].dropna().sort_values(schema.T)
+        if len(d) < 2:
+            continue
+        total += np.interp(grid, d[schema.T].to_numpy(float), d[col].to_numpy(float))
+    return t0, total
+
+
+def offset_from_power(samples: pd.DataFrame, ref_samples: pd.DataFrame, *, h: float = POWER_GRID_S,
+                      max_lag_s: float = MAX_POWER_LAG_S) -> ClockOffset | None:
+    """The clock offset of ``samples`` against ``ref_samples`` by cross-correlating their total
+    accelerator power (Pearson correlation over the overlap at each lag, all lags by FFT)."""
+    a, b = _power_grid(samples, h), _power_grid(ref_samples, h)
+    if a is None or b is None:
+        return None
+    (ta, x), (tb, y) = a, b
+    n = len(x) + len(y)
+    nfft = 1 << (n - 1).bit_length()
+
+    def xc(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        # c[k] = sum_i u[i + k'] v[i] for every lag; index k maps to lag (k - (len(v) - 1))
+        r = np.fft.irfft(np.fft.rfft(u, nfft) * np.conj(np.fft.rfft(v, nfft)), nfft)
+        return np.concatenate([r[-(len(v) - 1):], r[:len(u)]]) if len(v) > 1 else r[:len(u)]
+
+    ones_x, ones_y = np.ones_like(x), np.ones_like(y)
+    cnt = np.rint(xc(ones_x, ones_y))
+    sx, sy = xc(x, ones_y), xc(ones_x, y)
+    sxx, syy = xc(x * x, ones_y), xc(ones_x, y * y)
+    sxy = xc(x, y)
+    lags = (np.arange(len(cnt)) - (len(y) - 1)) * h  # x[i + lag] pairs with y[i]
+    min_overlap = max(int(10.0 / h), 20)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = sxy - sx * sy / cnt
+        vx = sxx - sx * sx / cnt
+        vy = syy - sy * sy / cnt
+        r = cov / np.sqrt(vx * vy)
+    # sample times: x at ta + h*i, y at tb + h*j; pairing x[j + k] with y[j] means an event seen by
+    # y at tb + h*j is seen by x at ta + h*(j + k): offset = ta - tb + lag
+    offsets = ta - tb + lags
+    ok = (cnt >= min_overlap) & np.isfinite(r) & (np.abs(offsets) <= max_lag_s)
+    if not ok.any():
+        return None
+    r = np.where(ok, r, -np.inf)
+    best = int(np.argmax(r))
+    score = float(r[best])
+    if score < MIN_POWER_CORRELATION:
+        return None
+    return ClockOffset(float(offsets[best]), h, "power", matches=int(cnt[best]), score=score,
+                       note=f"power cross-correlation r={score:.2f}")
+
+
+# ---- merge ------------------------------------------------------------------------------------------
+
+
+def _node_names(runs: list[Run], names: list[str] | None) -> list[str]:
+    if names is not None:
+        if len(names) != len(runs):
+            raise InputError(f"{len(names)} node names for {len(runs)} shards")
+        out = [safe_name(n) for n in names]
+    else:
+        out = []
+        for i, r in enumerate(runs):
+            tag = (r.meta.get("tags") or {}).get("node")
+            out.append(safe_name(str(tag)) if tag else f"node{i}")
+    if len(set(out)) != len(out):
+        out = [f"node{i}" for i in range(len(runs))]
+    return out
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def merge_runs(shards: list[str | Path], out: str | Path, *, names: list[str] | None = None, correct: bool = True,
+               threshold_s: float | None = None, name: str | None = None) -> MergeResult:
+    """Merge the runs ``shards`` (one per node; the first is the clock reference) into a new run
+    at ``out``. ``names``: node names (default: each shard's ``node`` tag, else ``node<i>``)."""
+    if len(shards) < 1:
+        raise InputError("merge needs at least one run")
+    if (Path(out) / "meta.json").exists():
+        raise InputError("already holds a run: choose another output directory", path=str(out))
+    runs = [Run.open(p) for p in shards]
+    nodes = _node_names(runs, names)
+    intervals = [float(r.meta.get("interval_s") or 0) for r in runs]
+    threshold = float(threshold_s) if threshold_s is not None else max(max(intervals), 0.01)
+    ref = runs[0]
+    ref_steps, ref_samples = ref.steps, ref.samples
+    offsets: dict[str, ClockOffset] = {nodes[0]: ClockOffset(0.0, 0.0, "reference")}
+    flags: list[str] = []
+    for node, r in zip(nodes[1:], runs[1:], strict=True):
+        est = offset_from_steps(r.steps, ref_steps) or offset_from_power(r.samples, ref_samples)
+        if est is None:
+            est = ClockOffset(0.0, float("nan"), "none",
+                              note="no matching steps and no correlated power: clock offset unknown, not corrected")
+            flags.append(f"clock offset of {node} against {nodes[0]} could not be measured (no matching steps, no "
+                         "correlated power): its steps may be misaligned with the other nodes' samples")
+        elif abs(est.offset_s) > threshold:
+            est.corrected = correct
+            flags.append(f"clock offset: {node} is {est.offset_s:+.3f} s (+/- {est.uncertainty_s:.3f} s, from "
+                         f"{est.method}) from {nodes[0]}, more than the {threshold:g} s sampling interval; "
+                         + ("corrected: its samples, steps and events were shifted onto the reference clock"
+                            if correct else "NOT corrected: its energy is attributed to shifted steps"))
+        offsets[node] = est
+
+    writer = RunWriter.create(out, name=name or f"{ref.name} (merged)", tags={
+        k: v for k, v in (ref.meta.get("tags") or {}).items() if k != "node"}, command=ref.meta.get("command"),
+        interval_s=max(intervals) or None)
+    meta = writer.meta
+    meta["nodes"] = {}
+    total_steps = total_samples = 0
+    starts, ends = [], []
+    status = "finished"
+    exit_code = None
+    for node, r in zip(nodes, runs, strict=True):
+        off = offsets[node]
+        shift = off.offset_s if off.corrected else 0.0
+        # samples
+        s = r.samples
+        if not s.empty:
+            s = s.copy()
+            s[schema.T] = s[schema.T].astype(float) - shift
+            s[schema.DEVICE] = node + "/" + s[schema.DEVICE].astype(str)
+            key = writer.add_source(node, {"kind": "merge", "node": node, "from": str(Path(r.path).resolve()),
+                                           "run_id": r.meta.get("id"), "sources": r.meta.get("sources") or {},
+                                           "clock_shift_s": -shift,
+                                           "devices": sorted(s[schema.DEVICE].unique().tolist())})
+            writer.write_samples_frame(key, s)
+            total_samples += len(s)
+        for dev, info in (r.meta.get("devices") or {}).items():
+            meta["devices"][f"{node}/{dev}"] = {**info, "node": node}
+        # steps
+        st = r.steps
+        if not st.empty:
+            app = JsonlAppender(writer.path / f"steps-{node}.jsonl")
+            try:
+                for rec in st.to_dict("records"):
+                    row = {k: _clean(v) for k, v in rec.items()}
+                    row = {k: v for k, v in row.items() if v is not None}
+                    row["t_start"] = float(row["t_start"]) - shift
+                    row["t_end"] = float(row["t_end"]) - shift
+                    row["node"] = node
+                    app.append(row)
+            finally:
+                app.close()
+            total_steps += len(st)
+        # events
+        ev = r.events
+        if not ev.empty:
+            app = JsonlAppender(writer.path / f"events-{node}.jsonl")
+            try:
+                for rec in ev.to_dict("records"):
+                    row = {k: _clean(v) for k, v in rec.items() if _clean(v) is not None}
+                    if isinstance(row.get("t"), int | float):
+                        row["t"] = float(row["t"]) - shift
+                    row["node"] = node
+                    app.append(row)
+            finally:
+                app.close()
+        m = r.meta
+        if m.get("started_at") is not None:
+            starts.append(float(m["started_at"]) - shift)
+        if m.get("ended_at") is not None:
+            ends.append(float(m["ended_at"]) - shift)
+        st_name = r.status
+        if _STATUS_RANK.get(st_name, 1) > _STATUS_RANK.get(status, 0):
+            status = st_name
+        if exit_code is None and m.get("exit_code"):
+            exit_code = m.get("exit_code")
+        meta["nodes"][node] = {
+            "hostname": (m.get("host") or {}).get("hostname"), "run_id": m.get("id"),
+            "path": str(Path(r.path).resolve()), "status": r.status,
+            "devices": sorted(f"{node}/{d}" for d in (m.get("devices") or {})),
+            "clock_offset": asdict(off),
+        }
+        for e in m.get("errors") or []:
+            meta["errors"].append({"node": node, **e} if isinstance(e, dict) else f"{node}: {e}")
+    meta["started_at"] = min(starts) if starts else None
+    meta["ended_at"] = max(ends) if ends else None
+    meta["status"] = status
+    meta["exit_code"] = exit_code
+    meta["merge"] = {"reference": nodes[0], "threshold_s": threshold, "corrected": correct, "flags": flags,
+                     "shards": [str(Path(r.path).resolve()) for r in runs]}
+    writer.write_meta()
+    return MergeResult(Path(out), nodes, offsets, flags, total_steps, total_samples)
+
+
+def describe(result: MergeResult) -> str:
+    """A few lines for the CLI."""
+    lines = [f"merged {len(result.nodes)} node(s) into {result.out}: {result.samples} samples, {result.steps} steps"]
+    for node, off in result.offsets.items():
+        if off.method == "reference":
+            lines.append(f"  {node}: clock reference")
+        elif off.method == "none":
+            lines.append(f"  {node}: clock offset unknown")
+        else:
+            lines.append(f"  {node}: clock offset {off.offset_s:+.3f} s +/- {off.uncertainty_s:.3f} s ({off.method})"
+                         + (", corrected" if off.corrected else ""))
+    lines += [f"  ! {f}" for f in result.flags]
+    return "\n".join(lines)
+
