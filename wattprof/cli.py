@@ -80,12 +80,13 @@ def main(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="wattprof: %(message)s")
 
 
-def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
+def _kv(pairs: tuple[str, ...], what: str) -> dict[str, str]:
+    """``("a=1", "b=2")`` -> ``{"a": "1", "b": "2"}``; ``what`` names the option in errors."""
     out = {}
-    for t in tags:
-        k, eq, v = t.partition("=")
+    for p in pairs:
+        k, eq, v = p.partition("=")
         if not eq or not k:
-            raise InputError(f"--tag '{t}': expected KEY=VALUE")
+            raise InputError(f"{what} '{p}': expected KEY=VALUE")
         out[k] = v
     return out
 
@@ -134,7 +135,7 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
     from .reports.build import build_report
     from .run import Run, RunWriter, default_run_dir
 
-    tag_map = _parse_tags(tags)
+    tag_map = _kv(tags, "--tag")
     run_name = name or Path(command[0]).name
     chosen = base.resolve(collectors or None)
     run_dir = Path(out) if out else default_run_dir(run_name)
@@ -529,16 +530,6 @@ def export() -> None:
       wattprof export prometheus RUN --textfile /var/lib/node_exporter/textfile/wattprof.prom
       wattprof export cloudwatch RUN --namespace WattProf --aws-region us-east-1
     """
-
-
-def _kv(pairs: tuple[str, ...], what: str) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        k, eq, v = p.partition("=")
-        if not eq or not k:
-            raise InputError(f"{what} '{p}': expected KEY=VALUE")
-        out[k] = v
-    return out
 
 
 @export.command("cloudwatch")

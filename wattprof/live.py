@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .reports.text import fmt_j
+
 if TYPE_CHECKING:
     from .recorder import Recorder
 
@@ -160,14 +162,6 @@ class RecorderStats:
 # ---- rendering -------------------------------------------------------------------------------
 
 
-def fmt_energy(j: float | None) -> str:
-    if j is None:
-        return "- J"
-    if abs(j) >= 3.6e6:
-        return f"{j / 3.6e6:.3f} kWh"
-    if abs(j) >= 1e4:
-        return f"{j / 1e3:.2f} kJ"
-    return f"{j:.1f} J"
 
 
 def fmt_power(w: float) -> str:
@@ -195,7 +189,7 @@ def render(snap: LiveSnapshot, steps_per_s: float | None) -> str:
             parts.append(f"{len(snap.power_w)} devices {fmt_power(sum(snap.power_w.values()))}")
     else:
         parts.append("no power reading yet")
-    parts.append(fmt_energy(snap.energy_j))
+    parts.append(fmt_j(snap.energy_j) if snap.energy_j is not None else "- J")
     rate = f" {steps_per_s:.1f}/s" if steps_per_s is not None else ""
     parts.append(f"{snap.steps} step{'s' if snap.steps != 1 else ''}{rate}")
     if snap.tokens:

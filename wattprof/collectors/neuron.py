@@ -388,13 +388,6 @@ class NeuronCollector(EventSurfacing, Collector):
                 rows.append(row)
         return rows
 
-    def _pending_events(self) -> list[str]:
-        with self._lock:
-            events, self._events = self._events, []
-        if self._proc is not None:
-            events = self._proc.take_events() + events
-        return events
-
     def read(self) -> list[dict[str, Any]]:
         self._raise_pending()
         with self._lock:

@@ -225,9 +225,17 @@ class EventSurfacing:
     """
 
     _events_drained_by_caller = False
+    _lock: threading.Lock
+    _events: list[str]
+    _proc: LineProcess | None
 
     def _pending_events(self) -> list[str]:
-        raise NotImplementedError
+        """This collector's own messages, after those of its child process (if any)."""
+        with self._lock:
+            events, self._events = self._events, []
+        if self._proc is not None:
+            events = self._proc.take_events() + events
+        return events
 
     def drain_events(self) -> list[str]:
         """Messages since the last call (a recorder calling this gets them instead of exceptions)."""
@@ -465,13 +473,6 @@ class NvidiaSmiCollector(EventSurfacing, Collector):
                         f"nvidia-smi lines arrive {median:+.1f} s from their own timestamps (output held back, "
                         "or a time-zone mismatch); samples are stamped on arrival (stamp=nvidia-smi uses "
                         "nvidia-smi's timestamps)")
-
-    def _pending_events(self) -> list[str]:
-        with self._lock:
-            events, self._events = self._events, []
-        if self._proc is not None:
-            events = self._proc.take_events() + events
-        return events
 
     def read(self) -> list[dict[str, Any]]:
         self._raise_pending()
