@@ -132,7 +132,8 @@ class Profile:
             for var, value in ((ENV_RUN_DIR, str(self.run_dir.resolve())), (ENV_RUN_ID, run_id)):
                 self._saved_env[var] = os.environ.get(var)
                 os.environ[var] = value
-        self._steps = JsonlAppender(self.run_dir / f"steps-{self._rank}-{os.getpid()}.jsonl")
+        # strict=False: a disk that refuses step marks warns once and never stops the training loop
+        self._steps = JsonlAppender(self.run_dir / f"steps-{self._rank}-{os.getpid()}.jsonl", strict=False)
         self._last_mark = self.clock.time()
         self._active = True
         with _stack_lock:

@@ -185,7 +185,12 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
         if metrics is not None:
             metrics.stop()
         recorder.stop()
-        writer.finalize(status=status, exit_code=rc)
+        try:
+            writer.finalize(status=status, exit_code=rc)
+        except WattprofError as e:  # meta.json could not be written: the run reads as unfinished
+            click.echo(f"wattprof: error: the run could not be finalised: {e}", err=True)
+            if rc == 0:
+                rc = EXIT_WATTPROF_FAILED
     from .history import try_write_summary
 
     try_write_summary(run_dir)

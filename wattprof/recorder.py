@@ -1,26 +1,63 @@
-"""The sampling loop: one thread that polls every collector at a fixed interval, stamps the
-samples, isolates failures and flushes to the Run at least once a second.
+"""The sampling loop: polls every collector at a fixed interval, stamps the samples, isolates
+failures and flushes to the Run at least once a second.
 
 Scheduling uses the clock's monotonic time (ticks at ``start + k * interval``; a late tick is
-skipped rather than bunched), stamps use wall-clock time (what step logs use).
+skipped rather than bunched), stamps use wall-clock time (what step logs use). A jump between the
+two (the wall clock stepped by NTP or by hand, or the machine suspended) of more than
+:data:`CLOCK_JUMP_S` is recorded as a ``clock_jump`` event.
+
+Two ways to run:
+
+- **one sampling thread per collector** (the default on the system clock): each collector is read
+  by a thread of its own on the shared grid of ticks, and a monitor thread flushes once a second
+  and watches the reads. A read that **hangs** therefore holds up only its own collector: the
+  others stay on schedule. A read running longer than ``read_timeout`` is recorded
+  (``collector_timeout``); the collector misses its ticks until the read returns
+  (``collector_recovered``, its samples kept), then samples on the grid again. The common path
+  costs no thread hand-off: a tick is one wake-up of the collector's own thread, as in a single
+  loop (benchmarks/recorder.py).
+- **one loop** reading the collectors in turn (an injected clock, e.g. the demo's scaled clock or
+  a test's manual one, or ``read_timeout=None``): deterministic, and what :meth:`Recorder.sample_once`
+  does when the caller drives the ticks (``start(background=False)``).
+
+Failures are isolated per collector: an exception from ``read()`` is recorded (rate-limited
+``collector_error`` events) and the collector is read again on the next tick;
+:class:`~wattprof.errors.DeviceLostError` stops it (``device_lost``). The disk refusing samples
+(full, quota, file size limit) is recorded (``storage_error``, and one warning on the log); the
+samples stay in memory, bounded, and are written once the disk takes them again. Recording and the
+profiled program go on.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import SYSTEM_CLOCK, Clock
 from .collectors.base import Collector, RemoteCollector
-from .errors import DeviceLostError, WattprofError
+from .errors import DeviceLostError, RunError, WattprofError
 from .run import RunWriter, SampleStream
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 0.1
 FLUSH_INTERVAL_S = 1.0
+#: A change of (wall clock - monotonic clock) larger than this between two checks is a clock jump.
+CLOCK_JUMP_S = 1.0
+#: Default ``read_timeout``: a read running longer than this (and than two intervals) is recorded
+#: as stuck. Local collectors answer in milliseconds (NVML ~3 ms per GPU on an H100).
+READ_TIMEOUT_S = 1.0
+#: ``read_timeout="auto"``: threads per collector with :data:`READ_TIMEOUT_S` on the system clock,
+#: one loop on an injected clock.
+AUTO = "auto"
+
+
+def _rate_limited(n: int) -> bool:
+    """Record the 1st, 2nd, 3rd, then every 100th occurrence (keeps the event log readable)."""
+    return n <= 3 or n % 100 == 0
 
 
 @dataclass
@@ -31,6 +68,15 @@ class _Slot:
     buffer: list[dict[str, Any]] = field(default_factory=list)
     failures: int = 0
     disabled: bool = False
+    closed: bool = False
+    thread: threading.Thread | None = None
+    #: perf_counter() when the running read began; None between reads
+    reading_since: float | None = None
+    stuck: bool = False  # the running read outlived read_timeout (recorded once per read)
+    timeouts: int = 0
+    storage_errors: int = 0
+    ticks: int = 0
+    missed: int = 0
 
 
 @dataclass
@@ -41,11 +87,25 @@ class LiveStats:
     missed_ticks: int = 0
     samples: int = 0
     last: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: reads that outlived the read timeout / wall-clock jumps seen / failed writes of samples
+    timeouts: int = 0
+    clock_jumps: int = 0
+    storage_errors: int = 0
+    #: samples given up on because the disk refused them for too long (bounded memory)
+    dropped_samples: int = 0
 
 
 class Recorder:
+    """The sampling loop over ``collectors``, writing to ``writer``.
+
+    ``read_timeout``: seconds after which a running read is recorded as stuck; with it, each
+    collector samples in a thread of its own (a hung read holds up only its collector).
+    ``"auto"`` (default): ``max(READ_TIMEOUT_S, 2 * interval)`` on the system clock; on an
+    injected clock, or with None, one loop reads the collectors in turn."""
+
     def __init__(self, writer: RunWriter, collectors: list[Collector], *, interval: float = DEFAULT_INTERVAL_S,
-                 clock: Clock = SYSTEM_CLOCK, flush_interval: float = FLUSH_INTERVAL_S) -> None:
+                 clock: Clock = SYSTEM_CLOCK, flush_interval: float = FLUSH_INTERVAL_S,
+                 read_timeout: float | str | None = AUTO) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.writer = writer
@@ -53,23 +113,29 @@ class Recorder:
         self.interval = float(interval)
         self.flush_interval = float(flush_interval)
         self.clock = clock
+        if read_timeout == AUTO:
+            read_timeout = max(READ_TIMEOUT_S, 2 * self.interval) if clock is SYSTEM_CLOCK else None
+        self.read_timeout: float | None = float(read_timeout) if read_timeout else None  # type: ignore[arg-type]
         self.stats = LiveStats()
         self._slots: list[_Slot] = []
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._t_start: float | None = None
+        self._clock_offset: float | None = None
+        self._storage_warned = False
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self, *, background: bool = True) -> None:
-        """Open the collectors and start the sampling thread (``background=False``: the caller
-        drives the loop with :meth:`sample_once` and :meth:`flush`, e.g. to replay a log)."""
+        """Open the collectors and start sampling in the background (``background=False``: the
+        caller drives the ticks with :meth:`sample_once` and :meth:`flush`, e.g. to replay a log)."""
         self._t_start = self.clock.time()
         for c in self.collectors:
             try:
                 devices = c.open()
             except WattprofError as e:
-                self.writer.event("collector_error", f"{c.name}: could not open: {e}", source=c.name)
+                self._event("collector_error", f"{c.name}: could not open: {e}", source=c.name)
                 log.warning("collector %s could not open: %s", c.name, e)
                 continue
             self.writer.add_devices(devices)
@@ -77,26 +143,120 @@ class Recorder:
                                                      "options": c.options(), "devices": sorted(devices)})
             stream = self.writer.sample_stream(source, list(c.metrics))
             self._slots.append(_Slot(c, source, stream))
-        if background:
-            self._thread = threading.Thread(target=self._loop, name="wattprof-recorder", daemon=True)
-            self._thread.start()
+        self._check_clock()
+        if not background:
+            return
+        if self.read_timeout is None:
+            self._threads = [threading.Thread(target=self._loop, name="wattprof-recorder", daemon=True)]
+        else:
+            t0 = self.clock.monotonic()
+            self._threads = [threading.Thread(target=self._monitor, name="wattprof-recorder", daemon=True)]
+            for slot in self._slots:
+                if isinstance(slot.collector, RemoteCollector):
+                    continue  # read once, when the run stops
+                slot.thread = threading.Thread(target=self._sample_slot, args=(slot, t0), daemon=True,
+                                               name=f"wattprof-sample-{slot.source}")
+                self._threads.append(slot.thread)
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
-        """Stop the loop, flush everything, close collectors. Safe to call twice."""
+        """Stop sampling, flush everything, close collectors. Safe to call twice.
+
+        A read still running (a hung collector) gets up to ``read_timeout`` more to return; then
+        its thread is left behind (a daemon), its collector is not closed (closing it under a
+        running read is not safe), and the run goes on to finalise without it."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        deadline = time.perf_counter() + (self.read_timeout or 0.0)
+        for t in self._threads:
+            t.join(None if self.read_timeout is None else max(deadline - time.perf_counter(), 0.0))
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._watch()
         self._fetch_remote()
         self.flush()
         for slot in self._slots:
+            if slot.closed:
+                continue
+            if slot.reading_since is not None:
+                self._event("collector_error", f"{slot.collector.name}: a read was still running when the run "
+                            "stopped; the collector was left open", source=slot.collector.name)
+                continue
+            slot.closed = True
             try:
                 slot.collector.close()
             except WattprofError as e:
-                self.writer.event("collector_error", f"{slot.collector.name}: close failed: {e}",
-                                  source=slot.collector.name)
+                self._event("collector_error", f"{slot.collector.name}: close failed: {e}",
+                            source=slot.collector.name)
 
-    # ---- the loop -------------------------------------------------------------------------------
+    # ---- one thread per collector ---------------------------------------------------------------
+    def _sample_slot(self, slot: _Slot, t0: float) -> None:
+        """Read one collector at ``t0 + k * interval`` (monotonic) until stopped."""
+        clock = self.clock
+        k = 0
+        while not self._stop.is_set() and not slot.disabled:
+            self._read(slot)
+            slot.ticks += 1
+            if slot.ticks > self.stats.ticks:
+                self.stats.ticks = slot.ticks
+            k += 1
+            now = clock.monotonic()
+            target = t0 + k * self.interval
+            if now > target:  # late: skip the missed ticks instead of bunching samples
+                missed = int((now - target) // self.interval) + 1
+                slot.missed += missed
+                if slot.missed > self.stats.missed_ticks:
+                    self.stats.missed_ticks = slot.missed
+                k += missed
+                target = t0 + k * self.interval
+            self._wait(target - clock.monotonic())
+
+    def _read(self, slot: _Slot) -> None:
+        slot.reading_since = began = time.perf_counter()
+        try:
+            rows, err = slot.collector.read(), None
+        except Exception as e:  # noqa: BLE001 - isolate any collector (plugins too); recorded
+            rows, err = [], e
+        now = self.clock.time()
+        slot.reading_since = None
+        took = time.perf_counter() - began
+        if slot.stuck:
+            slot.stuck = False
+            self._event("collector_recovered", f"{slot.collector.name}: the stuck read returned after {took:.2f} s; "
+                        "sampling again", source=slot.collector.name, t=now, took_s=took)
+        elif self.read_timeout is not None and took > self.read_timeout:
+            self._timed_out(slot, took, returned=True)
+        self._take(slot, rows, err, now)
+
+    def _timed_out(self, slot: _Slot, took: float, *, returned: bool) -> None:
+        slot.timeouts += 1
+        with self._lock:
+            self.stats.timeouts += 1
+        if _rate_limited(slot.timeouts):
+            what = (f"a read took {took:.2f} s" if returned else
+                    f"a read has been running for {took:.2f} s; its ticks are skipped until it returns")
+            self._event("collector_timeout", f"{slot.collector.name}: {what} (read timeout {self.read_timeout:g} s, "
+                        f"{slot.timeouts} so far); the other collectors stay on schedule",
+                        source=slot.collector.name, t=self.clock.time(), took_s=took)
+
+    def _monitor(self) -> None:
+        """Flush once per flush interval; watch for stuck reads and clock jumps."""
+        while not self._stop.is_set():
+            self._wait(self.flush_interval)
+            self._watch()
+            self._check_clock()
+            self.flush()
+
+    def _watch(self) -> None:
+        if self.read_timeout is None:
+            return
+        now = time.perf_counter()
+        for slot in self._slots:
+            since = slot.reading_since
+            if since is not None and not slot.stuck and now - since > self.read_timeout:
+                slot.stuck = True
+                self._timed_out(slot, now - since, returned=False)
+
+    # ---- one loop -------------------------------------------------------------------------------
     def _loop(self) -> None:
         clock = self.clock
         t0 = clock.monotonic()
@@ -126,33 +286,54 @@ class Recorder:
             self.clock.sleep(seconds)
 
     def sample_once(self) -> None:
-        """One tick: read every enabled collector once."""
+        """One tick: read every enabled collector once, in turn, in the calling thread."""
+        self._check_clock()
         for slot in self._slots:
             if slot.disabled:
                 continue
             try:
                 rows = slot.collector.read()
-            except DeviceLostError as e:
-                slot.disabled = True
-                self.writer.event("device_lost", f"{slot.collector.name}: {e}; collector stopped",
-                                  source=slot.collector.name, t=self.clock.time())
+            except Exception as e:  # noqa: BLE001 - isolate any collector (plugins too); recorded
+                self._take(slot, [], e, self.clock.time())
                 continue
-            except Exception as e:  # noqa: BLE001 - isolate any collector (plugins too); recorded below
-                slot.failures += 1
-                if slot.failures <= 3 or slot.failures % 100 == 0:  # keep the event log readable
-                    self.writer.event("collector_error", f"{slot.collector.name}: read failed "
-                                      f"({slot.failures} so far): {type(e).__name__}: {e}",
-                                      source=slot.collector.name,
-                                      t=self.clock.time())
-                continue
-            now = self.clock.time()
-            for r in rows:
-                r.setdefault("t", now)
-                self.stats.last[r["device"]] = r
-            with self._lock:
-                slot.buffer.extend(rows)
-            self.stats.samples += len(rows)
+            self._take(slot, rows, None, self.clock.time())
         self.stats.ticks += 1
+
+    # ---- shared -----------------------------------------------------------------------------------
+    def _take(self, slot: _Slot, rows: list[dict[str, Any]], err: Exception | None, now: float) -> None:
+        """Handle one read's outcome."""
+        if err is not None:
+            if isinstance(err, DeviceLostError):
+                slot.disabled = True
+                self._event("device_lost", f"{slot.collector.name}: {err}; collector stopped",
+                            source=slot.collector.name, t=now)
+                return
+            slot.failures += 1
+            if _rate_limited(slot.failures):
+                self._event("collector_error", f"{slot.collector.name}: read failed "
+                            f"({slot.failures} so far): {type(err).__name__}: {err}",
+                            source=slot.collector.name, t=now)
+            return
+        for r in rows:
+            r.setdefault("t", now)
+            self.stats.last[r["device"]] = r
+        with self._lock:
+            slot.buffer.extend(rows)
+            self.stats.samples += len(rows)
+
+    def _check_clock(self) -> None:
+        """Record a jump of the wall clock against the monotonic one (larger than CLOCK_JUMP_S)."""
+        wall, mono = self.clock.time(), self.clock.monotonic()
+        offset = wall - mono
+        prev, self._clock_offset = self._clock_offset, offset
+        if prev is None or abs(offset - prev) <= CLOCK_JUMP_S:
+            return
+        jump = offset - prev
+        self.stats.clock_jumps += 1
+        self._event("clock_jump", f"the wall clock jumped {jump:+.3f} s against the monotonic clock (NTP step, "
+                    "manual change or suspend): intervals were kept on the monotonic clock; sample and step "
+                    "times after this point are shifted by the jump", t=wall, jump_s=jump)
+        log.warning("the wall clock jumped %+.3f s during the run", jump)
 
     def _fetch_remote(self) -> None:
         """Remote collectors (CloudWatch, ...) are read once, for the whole run, when it stops."""
@@ -163,18 +344,46 @@ class Recorder:
             try:
                 rows = slot.collector.fetch(self._t_start, t1)
             except Exception as e:  # noqa: BLE001 - isolate any collector; recorded as an event
-                self.writer.event("collector_error", f"{slot.collector.name}: fetch failed: {type(e).__name__}: {e}",
-                                  source=slot.collector.name)
+                self._event("collector_error", f"{slot.collector.name}: fetch failed: {type(e).__name__}: {e}",
+                            source=slot.collector.name)
                 continue
             with self._lock:
                 slot.buffer.extend(rows)
-            self.stats.samples += len(rows)
+                self.stats.samples += len(rows)
             slot.disabled = True  # fetched once
 
     def flush(self) -> None:
-        """Append every buffered sample to the run (one record batch per source, fsynced)."""
-        for slot in self._slots:
-            with self._lock:
-                rows, slot.buffer = slot.buffer, []
-            if rows:
-                slot.stream.append(rows)
+        """Append every buffered sample to the run (one record batch per source, fsynced).
+
+        A write the disk refuses is recorded (``storage_error``) and retried at the next flush;
+        it never stops sampling."""
+        with self._flush_lock:
+            for slot in self._slots:
+                self._flush_slot(slot)
+
+    def _flush_slot(self, slot: _Slot) -> None:
+        with self._lock:
+            rows, slot.buffer = slot.buffer, []
+        if not rows and not slot.stream.pending_rows:
+            return
+        dropped = slot.stream.dropped_rows
+        try:
+            slot.stream.append(rows)
+        except RunError as e:
+            slot.storage_errors += 1
+            self.stats.storage_errors += 1
+            if not self._storage_warned:
+                self._storage_warned = True
+                log.warning("%s; samples are kept in memory (bounded) and written when the disk takes "
+                            "them again", e)
+            if _rate_limited(slot.storage_errors):
+                self._event("storage_error", f"{e} ({slot.stream.pending_rows} samples waiting, "
+                            f"{slot.stream.dropped_rows} dropped so far)", source=slot.source)
+        self.stats.dropped_samples += slot.stream.dropped_rows - dropped
+
+    def _event(self, kind: str, message: str, **extra: Any) -> None:
+        """Record an event; a disk that refuses it too must not stop sampling."""
+        try:
+            self.writer.event(kind, message, **extra)
+        except (RunError, OSError) as e:
+            log.debug("event not written (%s): %s: %s", e, kind, message)

@@ -17,15 +17,20 @@ interleave half-written lines. Readers return pandas DataFrames.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
 import json
+import logging
+import math
 import os
 import re
+import secrets
 import socket
-import tempfile
 import threading
 import time
 import uuid
+import warnings as pywarnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +40,18 @@ from .errors import InputError, RunError
 
 FORMAT = 1
 META = "meta.json"
+#: Compression of the live Arrow stream's buffers (a batch per second: ~3.5 B per stored value
+#: instead of ~19 uncompressed, benchmarks/storage.py) and of the finalised Parquet files.
+STREAM_COMPRESSION = "zstd"
+PARQUET_COMPRESSION = "zstd"
+#: Bytes of encoded samples (or JSON lines) a writer keeps in memory while the disk refuses them
+#: (full, quota, file size limit); beyond this the oldest are dropped (and counted).
+MAX_PENDING_BYTES = 64 * 2**20
+#: Space a run sets aside while recording (``.reserve``), freed to finalise it on a full disk.
+RESERVE = ".reserve"
+RESERVE_BYTES = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pandas is imported by the readers only: the recording path needs pyarrow alone
     import pandas as pd
@@ -48,57 +65,194 @@ def safe_name(text: str) -> str:
     return _SAFE.sub("_", text).strip("._") or "x"
 
 
+_STORAGE_REASONS = {
+    errno.ENOSPC: "no space left on the device (ENOSPC)",
+    errno.EFBIG: "the file size limit was reached (EFBIG)",
+    errno.EDQUOT: "the disk quota is exceeded (EDQUOT)",
+}
+
+
+def storage_error(path: Path | str, e: OSError, what: str) -> RunError:
+    """A RunError that says what could not be written where, and why (disk full, size limit...)."""
+    reason = _STORAGE_REASONS.get(e.errno or 0, e.strerror or str(e))
+    err = RunError(f"{path}: cannot write {what}: {reason}")
+    err.errno = e.errno  # type: ignore[attr-defined]
+    return err
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Replace ``path`` with ``obj`` as JSON: write a temporary file, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Replace ``path`` with ``obj`` as JSON: write a temporary file, fsync, rename.
+
+    The temporary file is created with mode 0666 so that the kernel applies the process umask
+    (no ``os.umask`` round trip, which would briefly set a umask of 0 for every thread).
+    Raises :class:`RunError` when the file cannot be written (disk full, ...)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=1, sort_keys=False, default=str)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates 0600; a run directory's files follow the umask like any other file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise storage_error(path, e, "JSON") from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
 
-class JsonlAppender:
-    """Append-only JSON lines; each line is written whole and flushed (fsync on ``sync``/close)."""
+def _write_all(fd: int, data: bytes | memoryview) -> int:
+    """``os.write`` until all of ``data`` is written; returns the byte count. On an error the
+    bytes already written are reported in the exception's ``written`` attribute."""
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        try:
+            n = os.write(fd, view[done:])
+        except OSError as e:
+            e.written = done  # type: ignore[attr-defined]
+            raise
+        if n == 0:  # pragma: no cover - write(2) returning 0 for a regular file
+            raise OSError(errno.EIO, "write returned 0")
+        done += n
+    return done
 
-    def __init__(self, path: Path) -> None:
+
+def _undo(fd: int, written: int) -> None:
+    """Cut the ``written`` bytes of a failed append off the end of the file (best effort)."""
+    if written:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, os.fstat(fd).st_size - written)
+
+
+class JsonlAppender:
+    """Append-only JSON lines; each line is written whole with one ``write`` (fsync on ``sync``/close).
+
+    When the disk refuses a line (full, quota, file size limit), the partial bytes are cut off
+    again, the line is kept in memory (up to :data:`MAX_PENDING_BYTES`) and written before the
+    next one. ``strict`` (default): :meth:`append` then raises :class:`RunError`; otherwise it
+    warns once (a ``RuntimeWarning``) and goes on (step marks in a training loop must
+    never stop the loop)."""
+
+    def __init__(self, path: Path, *, strict: bool = True) -> None:
         self.path = path
-        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.strict = strict
+        try:
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        except OSError as e:
+            raise storage_error(path, e, "lines") from None
         self._lock = threading.Lock()
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._pending_bytes = 0
+        #: lines given up on (over MAX_PENDING_BYTES while the disk refused them)
+        self.dropped = 0
+        self._warned = False
 
     def append(self, obj: dict) -> None:
-        line = json.dumps(obj, default=str, allow_nan=False) + "\n"
+        line = (json.dumps(obj, default=str, allow_nan=False) + "\n").encode("utf-8")
         with self._lock:
-            self._f.write(line)
-            self._f.flush()
+            if self._fd is None:
+                raise RunError(f"{self.path}: appended to after close")
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+            self._drain()
+
+    def _drain(self) -> None:
+        """Write the pending lines in order (lock held)."""
+        assert self._fd is not None
+        while self._pending:
+            line = self._pending[0]
+            try:
+                _write_all(self._fd, line)
+            except OSError as e:
+                _undo(self._fd, getattr(e, "written", 0))
+                while self._pending_bytes > MAX_PENDING_BYTES and len(self._pending) > 1:
+                    self._pending_bytes -= len(self._pending.popleft())
+                    self.dropped += 1
+                err = storage_error(self.path, e, "lines")
+                if self.strict:
+                    raise err from None
+                if not self._warned:  # once; a warning, so that a profiled program shows it too
+                    self._warned = True
+                    pywarnings.warn(f"wattprof: {err}; lines are kept in memory and written when it is "
+                                    "possible again", RuntimeWarning, stacklevel=4)
+                return
+            self._pending.popleft()
+            self._pending_bytes -= len(line)
 
     def sync(self) -> None:
         with self._lock:
-            if not self._f.closed:
-                os.fsync(self._f.fileno())
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fd)
 
     def close(self) -> None:
         with self._lock:
-            if not self._f.closed:
-                self._f.flush()
-                os.fsync(self._f.fileno())
-                self._f.close()
+            if self._fd is None:
+                return
+            try:
+                if self._pending:
+                    strict, self.strict = self.strict, True
+                    try:
+                        self._drain()
+                    finally:
+                        self.strict = strict
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fd)
+            except RunError:
+                self.dropped += len(self._pending)
+                self._pending.clear()
+                if self.strict:
+                    raise
+            finally:
+                fd, self._fd = self._fd, None
+                os.close(fd)
+
+
+class _Spool:
+    """An in-memory sink for pyarrow's stream writer: :class:`SampleStream` takes the encoded
+    bytes out and writes them itself, so a refused write can be cut off again and retried."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._pos = 0
+
+    def write(self, data: Any) -> int:
+        b = bytes(data)
+        self._chunks.append(b)
+        self._pos += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self._chunks)
+        self._chunks.clear()
+        return out
 
 
 class SampleStream:
-    """Append-only Arrow IPC stream of samples for one source (one record batch per ``append``)."""
+    """Append-only Arrow IPC stream of samples for one source (one record batch per ``append``).
 
-    def __init__(self, path: Path, metrics: list[str]) -> None:
+    Each batch is encoded in memory (buffers compressed with :data:`STREAM_COMPRESSION`), then
+    appended to the file with ``write`` and ``fsync``. When the disk refuses it (full, quota, file
+    size limit), the partial bytes are cut off again, so the file stays a valid stream of whole
+    batches; the batch is kept in memory (up to :data:`MAX_PENDING_BYTES`, then the oldest are
+    dropped and counted in :attr:`dropped_rows`) and written before the next one, and
+    :meth:`append` raises :class:`RunError` saying why.
+    """
+
+    def __init__(self, path: Path, metrics: list[str], *, compression: str | None = STREAM_COMPRESSION) -> None:
         import pyarrow as pa
 
         unknown = [m for m in metrics if m not in schema.METRICS]
@@ -110,64 +264,132 @@ class SampleStream:
             [(schema.T, pa.float64()), (schema.DEVICE, pa.string())]
             + [(m, pa.float64()) for m in self.metrics]
         )
-        self._f = open(path, "ab")  # noqa: SIM115 - closed in close()
-        self._writer = pa.ipc.new_stream(self._f, self._schema)
-        self._f.flush()
+        self._spool = _Spool()
+        self._writer = pa.ipc.new_stream(self._spool, self._schema,
+                                         options=pa.ipc.IpcWriteOptions(compression=compression))
+        self._writer.write_batch(pa.RecordBatch.from_pylist([], schema=self._schema))  # the schema message
+        header = self._spool.take()
+        #: rows written to the file / rows given up on while the disk refused them
         self.rows = 0
+        self.dropped_rows = 0
+        self._pending: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._pending_bytes = 0
+        self._closed = False
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        except OSError as e:
+            raise storage_error(path, e, "samples") from None
+        try:
+            _write_all(self._fd, header)
+        except OSError as e:
+            _undo(self._fd, getattr(e, "written", 0))
+            os.close(self._fd)
+            raise storage_error(path, e, "samples") from None
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows encoded but not yet on disk (the disk refused them so far)."""
+        return sum(n for _, n in self._pending)
 
     def append(self, rows: list[dict]) -> None:
-        """Write ``rows`` (dicts with ``t``, ``device`` and metric values) as one batch, durably."""
-        if not rows:
-            return
-        import pyarrow as pa
+        """Write ``rows`` (dicts with ``t``, ``device`` and metric values) as one batch, durably.
+        With no rows, retries what the disk refused before."""
+        if rows:
+            import pyarrow as pa
 
-        cols: dict[str, list] = {schema.T: [], schema.DEVICE: []}
-        for m in self.metrics:
-            cols[m] = []
-        for r in rows:
-            cols[schema.T].append(float(r[schema.T]))
-            cols[schema.DEVICE].append(str(r[schema.DEVICE]))
+            cols: dict[str, list] = {schema.T: [], schema.DEVICE: []}
             for m in self.metrics:
-                v = r.get(m)
-                cols[m].append(None if v is None else float(v))
-        batch = pa.record_batch([pa.array(cols[c.name], c.type) for c in self._schema], schema=self._schema)
-        self._writer.write_batch(batch)
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self.rows += len(rows)
+                cols[m] = []
+            for r in rows:
+                cols[schema.T].append(float(r[schema.T]))
+                cols[schema.DEVICE].append(str(r[schema.DEVICE]))
+                for m in self.metrics:
+                    v = r.get(m)
+                    cols[m].append(None if v is None else float(v))
+            batch = pa.record_batch([pa.array(cols[c.name], c.type) for c in self._schema], schema=self._schema)
+            self._writer.write_batch(batch)
+            data = self._spool.take()
+            self._pending.append((data, len(rows)))
+            self._pending_bytes += len(data)
+        self._drain()
+
+    def _drain(self) -> None:
+        if not self._pending:
+            return
+        if self._closed:
+            raise RunError(f"{self.path}: appended to after close")
+        data = b"".join(d for d, _ in self._pending)
+        try:
+            _write_all(self._fd, data)
+        except OSError as e:
+            _undo(self._fd, getattr(e, "written", 0))
+            while self._pending_bytes > MAX_PENDING_BYTES and len(self._pending) > 1:
+                d, n = self._pending.popleft()
+                self._pending_bytes -= len(d)
+                self.dropped_rows += n
+            raise storage_error(self.path, e, "samples") from None
+        self.rows += sum(n for _, n in self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        try:
+            os.fsync(self._fd)
+        except OSError as e:  # the batches are in the file (whole); they may not be durable yet
+            raise storage_error(self.path, e, "samples (fsync)") from None
 
     def close(self) -> None:
-        if not self._f.closed:
+        """Write what is pending and the end-of-stream marker; rows the disk still refuses are
+        counted in :attr:`dropped_rows` and a :class:`RunError` says so. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self._drain()
+        except RunError:
+            self.dropped_rows += self.pending_rows
+            self._pending.clear()
+            raise
+        finally:
             self._writer.close()
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            eos = self._spool.take()
+            try:  # the marker is optional: readers stop at EOF too
+                _write_all(self._fd, eos)
+                os.fsync(self._fd)
+            except OSError as e:
+                _undo(self._fd, getattr(e, "written", 0))
+            self._closed = True
+            os.close(self._fd)
 
 
 def _read_stream(path: Path) -> tuple[pa.Table | None, bool]:
-    """Read the complete batches of an Arrow stream; return (table, torn) where ``torn`` says a
-    partial batch at the end (an interrupted write) was dropped."""
+    """Read the complete, valid batches of an Arrow stream; return (table, torn) where ``torn``
+    says a partial or damaged batch (an interrupted write, a corrupted file) and everything after
+    it was dropped. Never raises for damaged content; :class:`RunError` if the file is unreadable."""
     import pyarrow as pa
 
     batches = []
     torn = False
     try:
-        with pa.OSFile(str(path), "rb") as f:
-            try:
-                reader = pa.ipc.open_stream(f)
-            except (pa.ArrowInvalid, OSError):
-                return None, path.stat().st_size > 0
-            while True:
-                try:
-                    batches.append(reader.read_next_batch())
-                except StopIteration:
-                    break
-                except (pa.ArrowInvalid, OSError):
-                    torn = True
-                    break
-            table = pa.Table.from_batches(batches, schema=reader.schema)
+        f = pa.OSFile(str(path), "rb")
     except OSError as e:
         raise RunError(f"{path}: cannot read samples ({e.strerror or e})") from None
+    with f:
+        try:
+            reader = pa.ipc.open_stream(f)
+        except Exception:  # noqa: BLE001 - not even a whole schema message: nothing to read
+            return None, path.stat().st_size > 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+                batch.validate(full=True)  # damaged offsets or lengths: stop before using them
+            except StopIteration:
+                break
+            except Exception:  # noqa: BLE001 - any damage ends the readable part of the stream
+                torn = True
+                break
+            batches.append(batch)
+        try:
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+        except Exception:  # noqa: BLE001
+            return None, True
     return table, torn
 
 
@@ -180,6 +402,8 @@ class RunWriter:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _streams: dict[str, SampleStream] = field(default_factory=dict, repr=False)
     _events: JsonlAppender | None = field(default=None, repr=False)
+    #: what :meth:`finalize` could not write (also in ``meta["errors"]``)
+    storage_errors: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
     def create(cls, path: str | Path, *, name: str | None = None, tags: dict[str, str] | None = None,
@@ -216,6 +440,24 @@ class RunWriter:
         w.write_meta()
         return w
 
+    def _reserve(self) -> None:
+        """Set aside :data:`RESERVE_BYTES` on the run's file system (a hidden file, removed when
+        the run is finalised) so that a disk filled during the run still takes the final
+        ``meta.json``: the run's status and what went wrong are recorded. Done when the first
+        sample stream opens (recording; imports write no stream). Best effort."""
+        path = self.path / RESERVE
+        if path.exists():
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                _write_all(fd, bytes(RESERVE_BYTES))
+            finally:
+                os.close(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
     @classmethod
     def open_existing(cls, path: str | Path) -> RunWriter:
         """Open a run to add data (``wattprof import`` on an existing run)."""
@@ -244,59 +486,225 @@ class RunWriter:
         return key
 
     def sample_stream(self, source_key: str, metrics: list[str]) -> SampleStream:
+        if not self._streams:
+            self._reserve()
         s = SampleStream(self.path / f"samples-{source_key}.arrows", metrics)
         self._streams[source_key] = s
         return s
 
     def write_samples_frame(self, source_key: str, df: pd.DataFrame) -> None:
         """Write a whole samples frame for one source (imports): straight to Parquet, atomically."""
+        import pyarrow as pa
+
         cols = [schema.T, schema.DEVICE] + [c for c in df.columns if c in schema.METRICS]
         out = df[cols].copy()
         out[schema.T] = out[schema.T].astype("float64")
         for c in cols[2:]:
             out[c] = out[c].astype("float64")
-        final = self.path / f"samples-{source_key}.parquet"
-        tmp = final.with_name(f".{final.name}.tmp")
-        out.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        write_parquet(pa.Table.from_pandas(out, preserve_index=False), self.path / f"samples-{source_key}.parquet")
 
     def events(self) -> JsonlAppender:
+        """The events file of this process. Events are diagnostics: a disk that refuses them is
+        logged once, never raised (signal handlers and the sampling loop write events)."""
         if self._events is None:
-            self._events = JsonlAppender(self.path / f"events-{os.getpid()}.jsonl")
+            self._events = JsonlAppender(self.path / f"events-{os.getpid()}.jsonl", strict=False)
         return self._events
 
     def event(self, kind: str, message: str, *, t: float | None = None, **extra: Any) -> None:
         self.events().append({"t": time.time() if t is None else t, "kind": kind, "message": message, **extra})
 
     def finalize(self, *, status: str, exit_code: int | None = None, ended_at: float | None = None) -> None:
-        """Close streams, compact them to Parquet, and mark the run finished (or failed/interrupted)."""
+        """Close streams, compact them to Parquet, and mark the run finished (or failed/interrupted).
+
+        Best effort: a stream or Parquet file the disk refuses is reported (logged, listed in
+        ``meta["errors"]`` and :attr:`storage_errors`) and left readable as it is (an Arrow stream
+        stays in place when its Parquet file cannot be written). Raises :class:`RunError` only
+        when ``meta.json`` itself cannot be written (the run then reads as unfinished)."""
+        problems: list[str] = []
         for s in self._streams.values():
-            s.close()
-        compact(self.path)
+            try:
+                s.close()
+            except RunError as e:
+                problems.append(f"{e} ({s.dropped_rows} samples lost)")
+        compact(self.path, errors=problems)
         if self._events is not None:
-            self._events.close()
+            try:
+                self._events.close()
+            except RunError as e:
+                problems.append(str(e))
+        for msg in problems:
+            log.warning("%s", msg)
+        self.storage_errors.extend(problems)
+        with contextlib.suppress(OSError):  # the space set aside for this moment: the final meta.json
+            (self.path / RESERVE).unlink()
         self.meta["status"] = status
         self.meta["exit_code"] = exit_code
         self.meta["ended_at"] = time.time() if ended_at is None else ended_at
+        if problems:
+            self.meta.setdefault("errors", []).extend(problems)
         self.write_meta()
 
 
-def compact(path: Path) -> None:
-    """Turn each ``samples-*.arrows`` stream into ``samples-*.parquet`` (atomic rename, then delete)."""
+def write_parquet(table: pa.Table, final: Path) -> None:
+    """Write ``table`` to ``final`` atomically (temporary file, fsync, rename), sorted by device
+    then time (what readers want, and runs of one device compress better). :class:`RunError`
+    when the disk refuses it; nothing is left behind then."""
     import pyarrow.parquet as pq
 
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        if table.num_rows > 1:
+            table = table.sort_by([(schema.DEVICE, "ascending"), (schema.T, "ascending")])
+        pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise storage_error(final, e, "samples") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def compact(path: Path, *, errors: list[str] | None = None) -> None:
+    """Turn each ``samples-*.arrows`` stream into ``samples-*.parquet`` (atomic rename, then delete).
+
+    A stream whose Parquet file cannot be written stays as it is (readable); the problem is
+    appended to ``errors``, or raised as :class:`RunError` when ``errors`` is None."""
     for stream in sorted(path.glob("samples-*.arrows")):
-        table, _torn = _read_stream(stream)
+        table, torn = _read_stream(stream)
         final = stream.with_suffix(".parquet")
         if table is not None and table.num_rows:
-            tmp = final.with_name(f".{final.name}.tmp")
-            pq.write_table(table, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
+            try:
+                write_parquet(table, final)
+            except RunError as e:
+                if errors is None:
+                    raise
+                errors.append(f"{e}; the samples stay in {stream.name}")
+                continue
+        if torn and errors is not None:
+            errors.append(f"{stream.name}: a partly written or damaged chunk was dropped at compaction")
         stream.unlink()
+
+
+#: meta.json fields readers rely on, with the type each must have (else reset, with a warning).
+META_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,), "name": (str, type(None)), "tags": (dict,), "command": (list, type(None)),
+    "host": (dict,), "started_at": (int, float, type(None)), "ended_at": (int, float, type(None)),
+    "status": (str,), "exit_code": (int, type(None)), "interval_s": (int, float, type(None)),
+    "devices": (dict,), "sources": (dict,), "errors": (list,),
+}
+_META_DEFAULTS: dict[str, Any] = {"id": "", "name": None, "tags": {}, "command": None, "host": {},
+                                  "started_at": None, "ended_at": None, "status": "unfinished",
+                                  "exit_code": None, "interval_s": None, "devices": {}, "sources": {},
+                                  "errors": []}
+#: per-device fields with a type readers rely on
+_DEVICE_NUMBERS = ("power_limit_w",)
+_DEVICE_TEXTS = ("name", "uuid", "power_source", "kind", "vendor", "note")
+
+
+def _finite(v: Any) -> bool:
+    """A JSON number that is finite as a float (an integer too large for a float is not)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _clean_meta(meta: dict) -> list[str]:
+    """Reset fields of ``meta`` whose type is wrong (in place); return what was reset."""
+    problems: list[str] = []
+    for key, types in META_FIELDS.items():
+        if key not in meta:
+            continue
+        v = meta[key]
+        ok = isinstance(v, types) and not isinstance(v, bool)
+        if ok and types[0] in (int, float) and v is not None and not _finite(v):
+            ok = False
+        if not ok:
+            problems.append(f"'{key}' is {type(v).__name__} {str(v)[:40]!r}, ignored")
+            meta[key] = _META_DEFAULTS[key]
+    tags = meta.get("tags") or {}
+    meta["tags"] = {str(k): v if isinstance(v, str) else json.dumps(v, default=str) for k, v in tags.items()}
+    if meta.get("command") is not None:
+        meta["command"] = [str(a) for a in meta["command"]]
+    devices: dict[str, dict] = {}
+    for dev, info in (meta.get("devices") or {}).items():
+        if not isinstance(info, dict):
+            problems.append(f"device {str(dev)[:40]!r}: not an object, ignored")
+            continue
+        info = dict(info)
+        for k in _DEVICE_NUMBERS:
+            if k in info and info[k] is not None and not _finite(info[k]):
+                problems.append(f"device {str(dev)[:40]!r}: '{k}' is {str(info[k])[:40]!r}, ignored")
+                info[k] = None
+        for k in _DEVICE_TEXTS:
+            if k in info and info[k] is not None and not isinstance(info[k], str):
+                info[k] = json.dumps(info[k], default=str)
+        devices[str(dev)] = info
+    meta["devices"] = devices
+    sources: dict[str, dict] = {}
+    for key, info in (meta.get("sources") or {}).items():
+        if not isinstance(info, dict):
+            problems.append(f"source {str(key)[:40]!r}: not an object, ignored")
+            continue
+        info = dict(info)
+        caveats = info.get("caveats")
+        if caveats is not None:
+            info["caveats"] = [str(c) for c in caveats] if isinstance(caveats, list) else [str(caveats)]
+        sources[str(key)] = info
+    meta["sources"] = sources
+    return problems
+
+
+def _clean_samples(df: pd.DataFrame, name: str, warnings: list[str]) -> pd.DataFrame | None:
+    """A samples frame as readers expect it: ``t`` (finite float64), ``device`` (str) and known
+    metric columns (float64, NaN for missing or non-finite); anything else is dropped, said in
+    ``warnings``. Cheap on a well-formed frame (no copies of its columns)."""
+    import numpy as np
+    import pandas as pd
+
+    if df.columns.has_duplicates:
+        df = df.loc[:, ~df.columns.duplicated()]
+        warnings.append(f"{name}: duplicate columns ignored")
+    if schema.T not in df.columns or schema.DEVICE not in df.columns:
+        warnings.append(f"{name}: no '{schema.T}' or '{schema.DEVICE}' column, samples skipped")
+        return None
+    metrics = [c for c in df.columns if c in schema.METRICS]
+    other = [str(c) for c in df.columns if c not in schema.METRICS and c not in (schema.T, schema.DEVICE)]
+    if other:
+        warnings.append(f"{name}: unknown column(s) {', '.join(other[:5])} ignored")
+        df = df[[schema.T, schema.DEVICE, *metrics]]
+    for c in (schema.T, *metrics):
+        col = df[c]
+        if col.dtype != np.float64:
+            try:
+                col = pd.to_numeric(col, errors="coerce").astype("float64")
+            except (TypeError, ValueError):
+                col = pd.Series(np.nan, index=df.index)
+            df = df.assign(**{c: col})
+            warnings.append(f"{name}: column {c} was not float64; converted (unreadable values missing)")
+        values = col.to_numpy()
+        if c != schema.T and np.isinf(values).any():
+            df = df.assign(**{c: col.where(np.isfinite(values))})
+            warnings.append(f"{name}: infinite values in {c} read as missing")
+    dev = df[schema.DEVICE]
+    if dev.isna().any():
+        warnings.append(f"{name}: samples without a device dropped")
+        df = df[dev.notna()]
+    if not isinstance(df[schema.DEVICE].dtype, pd.StringDtype):
+        df = df.assign(**{schema.DEVICE: df[schema.DEVICE].astype(str)})
+    t = df[schema.T].to_numpy()
+    bad = ~np.isfinite(t)
+    if bad.any():
+        warnings.append(f"{name}: {int(bad.sum())} sample(s) without a finite time dropped")
+        df = df[~bad]
+    return df
 
 
 @dataclass
@@ -311,7 +719,10 @@ class Run:
     _events: pd.DataFrame | None = field(default=None, repr=False)
 
     @staticmethod
-    def read_meta(path: Path) -> dict:
+    def read_meta(path: Path, warnings: list[str] | None = None) -> dict:
+        """``meta.json`` of the run at ``path``, checked: :class:`InputError` when it is missing,
+        not JSON or of another format; fields of the wrong type are reset (with a warning
+        appended to ``warnings``), so readers can trust the types of :data:`META_FIELDS`."""
         mp = path / META
         if not path.is_dir():
             raise InputError("not a directory (expected a wattprof run directory)", path=str(path))
@@ -319,17 +730,24 @@ class Run:
             raise InputError("no meta.json: not a wattprof run directory", path=str(path))
         try:
             meta = json.loads(mp.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"corrupt meta.json ({e})", path=str(mp)) from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise InputError(f"corrupt meta.json ({type(e).__name__}: {str(e)[:200]})", path=str(mp)) from None
+        except OSError as e:
+            raise RunError(f"{mp}: cannot read ({e.strerror or e})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise InputError(f"unsupported run format {meta.get('format') if isinstance(meta, dict) else '?'}"
-                             f" (expected {FORMAT})", path=str(mp))
+            fmt = meta.get("format") if isinstance(meta, dict) else "?"
+            raise InputError(f"unsupported run format {str(fmt)[:40]} (expected {FORMAT})", path=str(mp))
+        problems = _clean_meta(meta)
+        if warnings is not None:
+            warnings.extend(f"meta.json: {m}" for m in problems)
         return meta
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
         p = Path(path)
-        return cls(path=p, meta=cls.read_meta(p))
+        warnings: list[str] = []
+        meta = cls.read_meta(p, warnings)
+        return cls(path=p, meta=meta, warnings=warnings)
 
     @property
     def name(self) -> str:
@@ -364,30 +782,47 @@ class Run:
 
             rows: list[dict] = []
             for f in sorted(self.path.glob("events-*.jsonl")):
-                rows.extend(self._read_jsonl(f))
+                for obj in self._read_jsonl(f):
+                    t = obj.get("t")
+                    obj["t"] = float(t) if _finite(t) else math.nan
+                    obj["kind"] = str(obj.get("kind") or "")
+                    obj["message"] = str(obj.get("message") or "")
+                    rows.append(obj)
             self._events = pd.DataFrame(rows, columns=None if rows else ["t", "kind", "message"])
         return self._events
 
     def _read_samples(self) -> pd.DataFrame:
         import pandas as pd
+        import pyarrow.parquet as parquet
 
         frames = []
         stems: set[str] = set()
         for pq in sorted(self.path.glob("samples-*.parquet")):
-            stems.add(pq.stem)
             try:
-                frames.append(pd.read_parquet(pq))
-            except (OSError, ValueError) as e:
-                self.warnings.append(f"{pq.name}: unreadable samples skipped ({str(e).splitlines()[0]})")
+                table = parquet.read_table(pq)
+                table.validate(full=True)  # damaged strings (bad UTF-8) or offsets: caught here, not later
+                df = table.to_pandas()
+            except Exception as e:  # noqa: BLE001 - a damaged file of any kind: skipped, said
+                msg = (str(e).splitlines() or [type(e).__name__])[0][:200]
+                self.warnings.append(f"{pq.name}: unreadable samples skipped ({msg})")
+                continue
+            stems.add(pq.stem)  # a stream of the same name is used only if this file is unreadable
+            frames.append(_clean_samples(df, pq.name, self.warnings))
         for st in sorted(self.path.glob("samples-*.arrows")):
             if st.stem in stems:  # compacted already; the stream is a leftover of an interrupted rename
                 continue
             table, torn = _read_stream(st)
             if torn:
-                self.warnings.append(f"{st.name}: a partly written final chunk was dropped")
+                self.warnings.append(f"{st.name}: a partly written (or damaged) chunk and what follows it "
+                                     "were dropped")
             if table is not None:
-                frames.append(table.to_pandas())
-        frames = [f for f in frames if len(f)]
+                try:
+                    df = table.to_pandas()
+                except Exception as e:  # noqa: BLE001
+                    self.warnings.append(f"{st.name}: unreadable samples skipped ({type(e).__name__})")
+                    continue
+                frames.append(_clean_samples(df, st.name, self.warnings))
+        frames = [f for f in frames if f is not None and len(f)]
         if not frames:
             return pd.DataFrame({schema.T: pd.Series(dtype="float64"), schema.DEVICE: pd.Series(dtype=str)})
         df = pd.concat(frames, ignore_index=True, sort=False)
@@ -395,14 +830,18 @@ class Run:
 
     def _read_jsonl(self, f: Path) -> list[dict]:
         rows = []
-        with f.open(encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().split("\n")
+        try:
+            with f.open(encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().split("\n")
+        except OSError as e:
+            self.warnings.append(f"{f.name}: unreadable, skipped ({e.strerror or e})")
+            return rows
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 if n == len(lines):  # a torn last line from an interrupted write
                     self.warnings.append(f"{f.name}:{n}: partly written last line dropped")
                     continue
@@ -424,6 +863,8 @@ class Run:
                     rows.append(normalize_step(obj, f.name, i + 1))
                 except InputError as e:
                     self.warnings.append(f"{e} (step skipped)")
+                except Exception as e:  # noqa: BLE001 - a damaged line never stops the reader
+                    self.warnings.append(f"{f.name}: step {i + 1} unreadable ({type(e).__name__}), skipped")
         if not rows:
             return pd.DataFrame({c: pd.Series(dtype="float64" if c.startswith("t_") or c == "tokens" else object)
                                  for c in schema.STEP_COLUMNS})

@@ -86,6 +86,7 @@ def read_gpm_csv(path: str | Path, device: str = "gpu:0") -> pd.DataFrame:
                           on_bad_lines="error", engine="c")
     except (ValueError, pd.errors.ParserError) as e:
         raise InputError(f"malformed gpm-csv: {str(e).splitlines()[0]}", path=str(p)) from None
+    raw.columns = [str(c).strip() for c in raw.columns]  # as _header() reads them (tabs too)
     if raw.empty:
         raise InputError("no GPM windows in file (expected one row per window)", path=str(p))
     gpu_col = next((c for c in GPU_COLUMNS if c in raw.columns), None)

@@ -52,6 +52,8 @@ DEVICE_COLUMNS: tuple[str, ...] = (
 HOST_COLUMNS: tuple[str, ...] = ("cpu_util_pct", "mem_used_bytes", "mem_total_bytes")
 #: Failed-execution counters of ``execution_summary``.
 _EXEC_ERRORS = ("completed_with_err", "completed_with_num_err", "timed_out", "incorrect_input", "failed_to_queue")
+#: More Neuron devices than this in ``neuron_device_count`` is not a real machine (trn2: 16).
+MAX_DEVICES = 1024
 #: A report whose every group ``period`` is below this is the partial first report.
 _PARTIAL_PERIOD_S = 0.1
 
@@ -61,10 +63,19 @@ def device_id(index: int) -> str:
 
 
 def _num(v: Any) -> float:
-    """A JSON number as float; NaN for null, strings, booleans and the rest."""
+    """A JSON number as a finite float; NaN for null, strings, booleans, NaN/Infinity, integers
+    too large for a float and the rest."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         return math.nan
-    return float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []
 
 
 def _dict(v: Any) -> dict:
@@ -74,7 +85,7 @@ def _dict(v: Any) -> dict:
 def _int_key(k: Any) -> int | None:
     try:
         return int(k)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -105,9 +116,9 @@ def is_partial(obj: Any) -> bool:
 
     def walk(o: Any) -> None:
         if isinstance(o, dict):
-            p = o.get("period")
-            if isinstance(p, int | float) and not isinstance(p, bool):
-                periods.append(float(p))
+            p = _num(o.get("period"))
+            if not math.isnan(p):
+                periods.append(p)
             for v in o.values():
                 walk(v)
         elif isinstance(o, list):
@@ -129,7 +140,7 @@ def report_errors(obj: Any) -> list[str]:
     for name, group in _dict(obj.get("system_data")).items():
         if e := _err(group):
             out.append(f"system_data.{name}: {e}")
-    for app in obj.get("neuron_runtime_data") or []:
+    for app in _list(obj.get("neuron_runtime_data")):
         if not isinstance(app, dict):
             continue
         who = f"application pid {app.get('pid', '?')}"
@@ -168,9 +179,9 @@ def _layout(obj: dict, hardware: Mapping[str, Any] | None) -> _Layout:
     if per > 0:
         cores = max(int(per // lnc) if lnc > 1 else int(per), 1)
     count = _num(hw.get("neuron_device_count"))
-    layout = _Layout(cores, int(count) if count >= 0 else None)
-    for app in obj.get("neuron_runtime_data") or []:
-        for model in _group(_dict(app).get("report"), "memory_used").get("loaded_models") or []:
+    layout = _Layout(cores, int(count) if 0 <= count <= MAX_DEVICES else None)
+    for app in _list(obj.get("neuron_runtime_data")):
+        for model in _list(_group(_dict(app).get("report"), "memory_used").get("loaded_models")):
             for sg in _dict(_dict(model).get("subgraphs")).values():
                 core, dev = _int_key(_dict(sg).get("neuroncore_index")), _int_key(_dict(sg).get("neuron_device_index"))
                 if core is not None and dev is not None:
@@ -180,7 +191,7 @@ def _layout(obj: dict, hardware: Mapping[str, Any] | None) -> _Layout:
 
 def _app_devices(report: dict, layout: _Layout, known: set[int]) -> set[int]:
     devs: set[int] = set()
-    for model in _group(report, "memory_used").get("loaded_models") or []:
+    for model in _list(_group(report, "memory_used").get("loaded_models")):
         for sg in _dict(_dict(model).get("subgraphs")).values():
             dev = _int_key(_dict(sg).get("neuron_device_index"))
             if dev is None:
@@ -350,6 +361,9 @@ def read_neuron_monitor_jsonl(path: str | Path) -> NeuronMonitorLog:
             continue
         try:
             obj = json.loads(raw)
+        except RecursionError:
+            raise InputError("JSON nested too deeply; expected one neuron-monitor report per line",
+                             path=str(p), line=n) from None
         except json.JSONDecodeError as e:
             if n == len(lines) and not text.endswith("\n"):
                 log.warnings.append(f"{p}:{n}: last line is cut off (neuron-monitor stopped mid-write); skipped")

@@ -65,12 +65,15 @@ class _Spec:
         if unit and unit != self.unit:
             raise ValueError(f"unit {unit!r}, expected {self.unit or 'none'}")
         if self.hex:
-            if not _HEX_RE.match(number):
-                raise ValueError("expected a hexadecimal bitmask like 0x0000000000000004")
+            if not _HEX_RE.match(number) or len(number) > 18:
+                raise ValueError("expected a hexadecimal bitmask like 0x0000000000000004 (64 bits at most)")
             return float(int(number, 16))
         if not _NUMBER_RE.match(number):
             raise ValueError(f"expected a number{' in ' + self.unit if self.unit else ''} or [N/A]")
-        return float(number) * self.scale
+        value = float(number) * self.scale
+        if not math.isfinite(value):
+            raise ValueError("number too large")
+        return value
 
 
 # Order matters: where several fields feed one column, the first listed wins (when not NaN).
@@ -150,7 +153,8 @@ def _to_unix(stamps: np.ndarray, utc_offset_h: float) -> np.ndarray:
 
 
 def _first_bad_line(values: np.ndarray, bad_value: str, lines: np.ndarray) -> int:
-    return int(lines[np.flatnonzero(values == bad_value)[0]])
+    # not ``values == bad_value``: numpy drops trailing NULs of str scalars, so "1\x00" never matches
+    return int(lines[next(i for i, v in enumerate(values) if v == bad_value)])
 
 
 # --- the shared conversion ----------------------------------------------------------------------
@@ -232,7 +236,7 @@ class _Layout:
         if INDEX in self.fields:
             values = cols[self.fields.index(INDEX)]
             for v in pd.unique(values):
-                if not v.isdigit():
+                if not (v.isascii() and v.isdigit()):  # "²".isdigit() is True, int("²") fails
                     raise InputError(f"index is {v!r}, expected a GPU index (0, 1, ...)",
                                      path=self.path, line=_first_bad_line(values, v, lines))
             return np.array([f"gpu:{int(v)}" for v in values], dtype=object)

@@ -52,8 +52,11 @@ def read_nvml_trace(path: str | Path) -> NvmlTrace:
     p = Path(path)
     if not p.is_file():
         raise InputError("file not found (expected an NVML trace CSV)", path=str(p))
-    with p.open() as f:
-        header = f.readline().strip().split(",")
+    try:
+        with p.open(encoding="utf-8") as f:
+            header = [c.strip() for c in f.readline().split(",")]
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text (expected an NVML trace CSV)", path=str(p)) from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise InputError(
@@ -65,6 +68,7 @@ def read_nvml_trace(path: str | Path) -> NvmlTrace:
         df = pd.read_csv(p, dtype=float, on_bad_lines="error", engine="c")
     except (ValueError, pd.errors.ParserError) as e:
         raise InputError(f"malformed nvml-trace-csv: {str(e).splitlines()[0]}", path=str(p)) from None
+    df.columns = [str(c).strip() for c in df.columns]
     if df.empty:
         raise InputError("no samples in trace", path=str(p))
     bad = df["t"].isna()

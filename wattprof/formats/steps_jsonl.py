@@ -22,9 +22,16 @@ def _number(value: object, key: str, path: str, line: int, *, required: bool) ->
         if required:
             raise InputError(f"missing '{key}' (expected a number of seconds)", path=path, line=line)
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"'{key}' is {value!r}, expected a finite number", path=path, line=line)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+        raise InputError(f"'{key}' is {str(value)[:40]}, expected a finite number", path=path, line=line)
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def normalize_step(obj: object, path: str, line: int) -> dict:
@@ -59,6 +66,9 @@ def read_steps_jsonl(path: str | Path) -> pd.DataFrame:
                     obj = json.loads(raw)
                 except json.JSONDecodeError as e:
                     raise InputError(f"not JSON ({e.msg}); expected one JSON object per line",
+                                     path=str(p), line=n) from None
+                except RecursionError:
+                    raise InputError("JSON nested too deeply; expected one flat JSON object per line",
                                      path=str(p), line=n) from None
                 rows.append(normalize_step(obj, str(p), n))
         except UnicodeDecodeError:

@@ -211,14 +211,26 @@ def _load(p: Path) -> object:
         raise InputError("not UTF-8 text (expected a vLLM bench result JSON)", path=str(p)) from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise InputError("JSON nested too deeply; expected a vLLM bench result", path=str(p)) from None
     except json.JSONDecodeError as e:
         raise InputError(f"not valid JSON ({e.msg}, column {e.colno}); expected a vLLM bench result",
                          path=str(p), line=e.lineno) from None
 
 
+def _finite(v: object) -> bool:
+    """A JSON number that is finite as a float (an integer too large for a float is not)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _num(obj: dict, key: str, path: str, *, integer: bool = False) -> float:
     v = obj[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+    if not _finite(v) or v < 0:
         raise InputError(f"'{key}' is {v!r}, expected a finite number >= 0", path=path)
     if integer and v != int(v):
         raise InputError(f"'{key}' is {v!r}, expected a whole number", path=path)
@@ -229,7 +241,7 @@ def _num_list(v: object, key: str, path: str, *, integer: bool = False) -> list[
     if not isinstance(v, list):
         raise InputError(f"'{key}' is {type(v).__name__}, expected a list of numbers", path=path)
     for i, x in enumerate(v):
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or (
+        if not _finite(x) or (
                 integer and (x < 0 or x != int(x))):
             want = "a whole number >= 0" if integer else "a finite number"
             raise InputError(f"'{key}'[{i}] is {x!r}, expected {want}", path=path)
@@ -310,7 +322,7 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
             dropped += 1
             continue
         ttft = ttfts_raw[i]
-        if isinstance(ttft, bool) or not isinstance(ttft, (int, float)) or not math.isfinite(ttft) or ttft < 0:
+        if not _finite(ttft) or ttft < 0:
             raise InputError(f"'ttfts'[{i}] is {ttft!r}, expected a finite number >= 0", path=ps)
         itl = _num_list(itls_raw[i], f"itls[{i}]", ps)
         if any(x < 0 for x in itl):
