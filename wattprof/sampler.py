@@ -15,6 +15,7 @@ process group; the profiled process decides) and finalises on SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -68,7 +69,8 @@ def main() -> None:
     from .history import try_write_summary
 
     try_write_summary(writer.path)
-    print(json.dumps({"done": True}), flush=True)
+    with contextlib.suppress(BrokenPipeError):  # the profiled process may be gone
+        print(json.dumps({"done": True}), flush=True)
 
 
 class SamplerProcess:
