@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import schema
 from .errors import InputError, RunError
+from .formats import finite_number as _finite
 
 FORMAT = 1
 META = "meta.json"
@@ -606,14 +607,6 @@ _DEVICE_NUMBERS = ("power_limit_w",)
 _DEVICE_TEXTS = ("name", "uuid", "power_source", "kind", "vendor", "note")
 
 
-def _finite(v: Any) -> bool:
-    """A JSON number that is finite as a float (an integer too large for a float is not)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
 
 
 def _clean_meta(meta: dict) -> list[str]:

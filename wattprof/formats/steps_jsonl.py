@@ -8,13 +8,13 @@ kept as extra columns. Blank lines are ignored.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import InputError
 from ..schema import DEFAULT_LABEL, LABEL_KEYS, STEP_COLUMNS
+from . import finite_number
 
 
 def _number(value: object, key: str, path: str, line: int, *, required: bool) -> float | None:
@@ -22,16 +22,11 @@ def _number(value: object, key: str, path: str, line: int, *, required: bool) ->
         if required:
             raise InputError(f"missing '{key}' (expected a number of seconds)", path=path, line=line)
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+    if not finite_number(value):
         raise InputError(f"'{key}' is {str(value)[:40]}, expected a finite number", path=path, line=line)
     return float(value)
 
 
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer too large for a float
-        return False
 
 
 def normalize_step(obj: object, path: str, line: int) -> dict:

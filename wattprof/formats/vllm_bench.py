@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from . import finite_number as _finite
 from .steps_jsonl import steps_frame
 
 DATE_FORMAT = "%Y%m%d-%H%M%S"
@@ -218,14 +219,6 @@ def _load(p: Path) -> object:
                          path=str(p), line=e.lineno) from None
 
 
-def _finite(v: object) -> bool:
-    """A JSON number that is finite as a float (an integer too large for a float is not)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
 
 
 def _num(obj: dict, key: str, path: str, *, integer: bool = False) -> float:
