@@ -1,6 +1,6 @@
 """Energy accuracy against the hardware counter, per phase, on the real H100 captures.
 
-For each capture in shared/fixtures (nvidia-h100, nvidia-h100-gpm, nvidia-h100-serve), energy of
+For each capture in tests/fixtures (nvidia-h100, nvidia-h100-gpm, nvidia-h100-serve), energy of
 every phase of phases.json (truth: NVML energy-counter deltas read at the phase edges) from:
   nvml-counter        the NVML trace's energy counter (10 ms)
   nvml-counter-100ms  the same counter sampled every 100 ms (what the recorder's default gives)
@@ -62,7 +62,7 @@ def curves_for(fx: Path) -> dict[str, energy.EnergyCurve]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default = Path(os.environ.get("WATTPROF_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+    default = Path(os.environ.get("WATTPROF_FIXTURES", Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
     ap.add_argument("--fixtures", type=Path, default=default)
     ap.add_argument("--json")
     args = ap.parse_args()

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("WATTPROF_FIXTURES", REPO.parent / "shared" / "fixtures"))
+# The captures the tests and benchmarks read ship in tests/fixtures (copied from the project's shared
+# captures, READMEs kept); WATTPROF_FIXTURES points every test and benchmark at another copy.
+FIXTURES = Path(os.environ.get("WATTPROF_FIXTURES", REPO / "tests" / "fixtures"))
 H100 = FIXTURES / "nvidia-h100"
 H100_GPM = FIXTURES / "nvidia-h100-gpm"
 H100_SERVE = FIXTURES / "nvidia-h100-serve"
@@ -18,8 +20,8 @@ NEURON = FIXTURES / "aws-neuron"
 
 def fixture_dir(path: Path) -> Path:
     if not path.is_dir():
-        pytest.fail(f"fixture directory {path} missing: tests need the project's shared/fixtures "
-                    "(set WATTPROF_FIXTURES to its path)")
+        pytest.fail(f"fixture directory {path} missing: tests need tests/fixtures "
+                    "(or set WATTPROF_FIXTURES to a copy of the captures)")
     return path
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FIXTURES
 
 from wattprof.analysis.bottleneck import (
     Thresholds,
@@ -24,9 +25,7 @@ from wattprof.formats.nvml_trace import read_nvml_trace
 from wattprof.formats.steps_jsonl import read_steps_jsonl
 from wattprof.schema import METRICS
 
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-if not FIX.is_dir():
-    FIX = Path("/work/shared/fixtures")
+FIX = FIXTURES
 H100 = FIX / "nvidia-h100"
 GPM = FIX / "nvidia-h100-gpm"
 SERVE = FIX / "nvidia-h100-serve"

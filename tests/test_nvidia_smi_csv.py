@@ -1,4 +1,4 @@
-"""nvidia-smi --query-gpu CSV: real H100 captures (../shared/fixtures) and small hand-made files."""
+"""nvidia-smi --query-gpu CSV: real H100 captures (tests/fixtures) and small hand-made files."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FIXTURES
 
 from wattprof.errors import InputError
 from wattprof.formats.nvidia_smi_csv import FIELD_MAP, LineParser, ParseResult, parse_csv, sniff
 
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIX = FIXTURES
 H100 = FIX / "nvidia-h100"
 Q100 = H100 / "nvidia-smi-query-100ms.csv"
 NOUNITS = H100 / "nvidia-smi-query-nounits-1s.csv"
@@ -21,7 +22,6 @@ CAPTURES = ["nvidia-h100", "nvidia-h100-gpm", "nvidia-h100-serve"]
 ALL_FILES = [FIX / d / "nvidia-smi-query-100ms.csv" for d in CAPTURES] + [NOUNITS]
 MIB = 1024 * 1024
 
-pytestmark = pytest.mark.skipif(not H100.is_dir(), reason="shared fixtures not present")
 
 
 def header_fields() -> list[str]:

@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import H100_SERVE
 
 from wattprof.analysis.clock_offset import OffsetEstimate, refine_offset
 from wattprof.errors import InputError
 from wattprof.formats.nvml_trace import read_nvml_trace
 from wattprof.formats.vllm_bench import DETAIL_KEYS, VllmBench, read_vllm_bench, sniff
 
-# The shared fixtures live beside the checkout (../shared) or inside it (shared/).
-_HERE = Path(__file__).resolve().parents[1]
-FIX = next((d for d in (_HERE.parent / "shared", _HERE / "shared") if d.is_dir()), _HERE.parent / "shared")
-FIX = FIX / "fixtures" / "nvidia-h100-serve"
+FIX = H100_SERVE
 BENCH = FIX / "vllm_bench_detailed.json"
 
 

@@ -1,7 +1,7 @@
 """Fuzz targets shared by tests/fuzz (a few hundred examples each, in CI) and benchmarks/fuzz.py
 (10,000 each): every reader of outside input, the inputs that break it, and what it may raise.
 
-Inputs are mutations of real captures (``shared/fixtures``): lines dropped, duplicated or cut,
+Inputs are mutations of real captures (``tests/fixtures``): lines dropped, duplicated or cut,
 fields replaced by hostile tokens (NaN, 1e999, ``[N/A]``, huge numbers, deep JSON nesting, NUL,
 non-UTF-8 bytes...), JSON values replaced, deleted or retyped at random paths, binary run files
 truncated or overwritten. The property: a reader either parses its input or raises the error it
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from wattprof.errors import InputError, RunError
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("WATTPROF_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("WATTPROF_FIXTURES", REPO / "tests" / "fixtures"))
 
 #: Examples per target in the test suite (``WATTPROF_FUZZ_EXAMPLES`` overrides).
 CI_EXAMPLES = int(os.environ.get("WATTPROF_FUZZ_EXAMPLES", "200"))

@@ -1,6 +1,6 @@
 """AWS Neuron devices (Trainium, Inferentia): ``neuron-monitor`` activity and an *estimated* power.
 
-Facts: ``shared/fixtures/aws-neuron/README.md``. Neither neuron-monitor, neuron-top nor neuron-ls
+Facts: ``tests/fixtures/aws-neuron/README.md``. Neither neuron-monitor, neuron-top nor neuron-ls
 reports power, so Neuron power here is always an estimate (``power_est_w``), labelled with its
 source in the device metadata:
 

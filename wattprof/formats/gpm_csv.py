@@ -1,6 +1,6 @@
 """The ``gpm-csv`` format: NVML GPM (GPU Performance Monitoring) windows, one row per window.
 
-Columns (``../shared/fixtures/nvidia-h100-gpm/gpm_samples_500ms.csv``, written by
+Columns (``tests/fixtures/nvidia-h100-gpm/gpm_samples_500ms.csv``, written by
 ``tools/gpu_capture_gpm.py``): ``t_start``, ``t_end`` (wall clock Unix seconds: the two
 ``nvmlGpmSampleGet`` calls that bound the window), then one column per GPM metric, named as the
 lower-cased suffix of its NVML constant (``NVML_GPM_METRIC_SM_UTIL`` -> ``sm_util``): ``sm_util``,

@@ -1,6 +1,6 @@
 """The ``neuron-monitor`` format: one JSON report per line (AWS Neuron, Trainium / Inferentia).
 
-Schema: ``shared/fixtures/aws-neuron/README.md`` and the Neuron Monitor user guide. A report has
+Schema: ``tests/fixtures/aws-neuron/README.md`` and the Neuron Monitor user guide. A report has
 ``neuron_runtime_data`` (one entry per application: ``pid``, ``neuron_runtime_tag``, ``error``,
 ``report`` with the groups ``neuroncore_counters``, ``memory_used``, ``execution_stats``,
 ``neuron_runtime_vcpu_usage``), ``system_data`` (``memory_info``, ``vcpu_usage``,

@@ -1,6 +1,6 @@
 """The ``nvml-trace-csv`` format: an in-process NVML poll, one row per sample.
 
-Columns (``../shared/fixtures/nvidia-h100/nvml_samples_10ms.csv``, written by
+Columns (``tests/fixtures/nvidia-h100/nvml_samples_10ms.csv``, written by
 ``tools/gpu_capture.py``): ``t`` (before the reads), ``power_usage_mw``, ``power_instant_mw``,
 ``power_average_mw``, ``energy_mj``, ``util_gpu``, ``util_mem``, ``clock_sm_mhz``,
 ``clock_mem_mhz``, ``temp_c``, ``clocks_event_reasons``, ``mem_used_b``, ``t_end`` (after the reads).
