@@ -21,7 +21,7 @@ from .run import META, Run, write_json_atomic
 log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 
 
 @dataclass
@@ -44,12 +44,15 @@ class RunSummary:
     mean_power_w: float | None
     steps: int
     by_label: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the same per-label figures as a list of flat records (``{"label": ..., "energy_j": ...}``): the
+    #: shape a query engine unnests (docs/fleet.md); ``by_label`` is the one Python code looks up
+    labels: list[dict[str, Any]] = field(default_factory=list)
     version: int = SUMMARY_VERSION
 
     def metric(self, name: str, label: str | None = None) -> float | None:
         """A metric of the run (or of one label): ``j_per_token``, ``energy_j``, ``duration_s``, ..."""
-        src: dict[str, Any] = self.by_label.get(label, {}) if label else asdict(self)
-        v = src.get(name)
+        # getattr, not asdict(self): asdict deep-copies every label (nightly asks this 10^4+ times)
+        v = self.by_label.get(label, {}).get(name) if label else getattr(self, name, None)
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
@@ -74,14 +77,29 @@ def summarize(run: Run) -> RunSummary:
         duration_s=r.duration_s, energy_j=r.energy_j, energy_source=r.energy_source, boundary=r.boundary,
         estimated=r.estimated, tokens=r.tokens, j_per_token=r.j_per_token,
         mean_power_w=r.energy_j / r.duration_s if r.duration_s > 0 else None, steps=r.steps, by_label=by_label,
+        labels=[{"label": k, **v} for k, v in by_label.items()],
     )
+
+
+def to_json(s: RunSummary) -> dict[str, Any]:
+    """The stored form of a summary: the per-label figures once, as the flat ``labels`` records."""
+    d = asdict(s)
+    d.pop("by_label")
+    return d
+
+
+def from_json(d: dict[str, Any]) -> RunSummary:
+    """A summary from its stored form (``by_label`` rebuilt from ``labels``)."""
+    labels = d.get("labels") or []
+    d["by_label"] = {str(rec["label"]): {k: v for k, v in rec.items() if k != "label"} for rec in labels}
+    return RunSummary(**d)
 
 
 def write_summary(run_dir: str | Path) -> RunSummary:
     """Compute and store ``summary.json`` of a run (called when a run is finalised)."""
     run = Run.open(run_dir)
     s = summarize(run)
-    write_json_atomic(Path(run_dir) / SUMMARY, asdict(s))
+    write_json_atomic(Path(run_dir) / SUMMARY, to_json(s))
     return s
 
 
@@ -97,19 +115,24 @@ def load_summary(run_dir: str | Path, *, write: bool = True) -> RunSummary:
     """The run's summary: from ``summary.json`` when it is current, else recomputed (and stored)."""
     p = Path(run_dir)
     sp, mp = p / SUMMARY, p / META
-    if sp.is_file() and mp.is_file() and sp.stat().st_mtime_ns >= mp.stat().st_mtime_ns:
+    try:
+        current = os.stat(sp).st_mtime_ns >= os.stat(mp).st_mtime_ns
+    except OSError:
+        current = False
+    if current:
         try:
-            d = json.loads(sp.read_text(encoding="utf-8"))
+            with open(sp, "rb") as fh:
+                d = json.loads(fh.read())
             if d.get("version") == SUMMARY_VERSION:
                 d["path"] = str(p)
-                return RunSummary(**d)
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
+                return from_json(d)
+        except (json.JSONDecodeError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
             pass  # recomputed below
     run = Run.open(p)
     s = summarize(run)
     if write and os.access(p, os.W_OK) and run.status != "unfinished":
         try:
-            write_json_atomic(sp, asdict(s))
+            write_json_atomic(sp, to_json(s))
         except OSError as e:
             log.info("could not store %s: %s", sp, e)
     return s
@@ -127,8 +150,21 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             continue
         if not p.is_dir():
             raise InputError("not a run directory or a directory of runs", path=str(p))
-        out.extend(sorted(m.parent for m in p.rglob(META)))
+        out.extend(sorted(_walk_runs(p)))
     return out
+
+
+def _walk_runs(root: Path) -> list[Path]:
+    """Run directories under ``root``; a run's own folder is not searched further (its samples can
+    be large, and a run holds no runs)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if META in filenames:
+            found.append(Path(dirpath))
+            dirnames.clear()
+        else:
+            dirnames.sort()
+    return found
 
 
 def load_history(paths: list[str | Path], *, warnings: list[str] | None = None) -> list[RunSummary]:
