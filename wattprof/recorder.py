@@ -125,6 +125,8 @@ class Recorder:
         self._t_start: float | None = None
         self._clock_offset: float | None = None
         self._storage_warned = False
+        self._background = False
+        self._stopped = False
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self, *, background: bool = True) -> None:
@@ -146,6 +148,10 @@ class Recorder:
         self._check_clock()
         if not background:
             return
+        # The run's first edge: one reading before start() returns, so a step begun right after
+        # it is inside the samples (the background ticks start one interval later).
+        self._background = True
+        self._edge_reads()
         if self.read_timeout is None:
             self._threads = [threading.Thread(target=self._loop, name="wattprof-recorder", daemon=True)]
         else:
@@ -171,6 +177,11 @@ class Recorder:
         for t in self._threads:
             t.join(None if self.read_timeout is None else max(deadline - time.perf_counter(), 0.0))
         self._threads = [t for t in self._threads if t.is_alive()]
+        if self._background and not self._stopped:
+            # The run's last edge: a final reading after the last step ended, so its energy is
+            # measured rather than extrapolated (and no step falls after the last sample).
+            self._edge_reads()
+        self._stopped = True
         self._watch()
         self._fetch_remote()
         self.flush()
@@ -188,11 +199,35 @@ class Recorder:
                 self._event("collector_error", f"{slot.collector.name}: close failed: {e}",
                             source=slot.collector.name)
 
+    # ---- run edges --------------------------------------------------------------------------------
+    def _edge_reads(self) -> None:
+        """Read every local collector once, now (the start and the stop of the run).
+
+        On one loop (an injected clock) this is a plain tick. With threads, each read runs in a
+        helper thread joined for at most ``read_timeout``: a read that hangs here is left running
+        (recorded like any stuck read) and never holds up the run or the user's program."""
+        slots = [s for s in self._slots if not s.disabled and s.reading_since is None
+                 and not isinstance(s.collector, RemoteCollector)]
+        if not slots:
+            return
+        if self.read_timeout is None:
+            self.sample_once()
+            return
+        helpers = [threading.Thread(target=self._read, args=(s,), daemon=True, name=f"wattprof-edge-{s.source}")
+                   for s in slots]
+        for h in helpers:
+            h.start()
+        deadline = time.perf_counter() + self.read_timeout
+        for h in helpers:
+            h.join(max(deadline - time.perf_counter(), 0.0))
+        self._threads.extend(h for h in helpers if h.is_alive())
+
     # ---- one thread per collector ---------------------------------------------------------------
     def _sample_slot(self, slot: _Slot, t0: float) -> None:
         """Read one collector at ``t0 + k * interval`` (monotonic) until stopped."""
         clock = self.clock
-        k = 0
+        k = 1  # tick 0 was the start edge (start() read every collector once)
+        self._wait(t0 + self.interval - clock.monotonic())
         while not self._stop.is_set() and not slot.disabled:
             self._read(slot)
             slot.ticks += 1
@@ -260,8 +295,9 @@ class Recorder:
     def _loop(self) -> None:
         clock = self.clock
         t0 = clock.monotonic()
-        k = 0
+        k = 1  # tick 0 was the start edge (start() read every collector once)
         next_flush = t0 + self.flush_interval
+        self._wait(t0 + self.interval - clock.monotonic())
         while not self._stop.is_set():
             self.sample_once()
             now = clock.monotonic()

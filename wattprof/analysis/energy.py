@@ -76,20 +76,57 @@ def counter_curve(t: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, np.
     return t, e, notes
 
 
+#: Samples further apart than max(GAP_FACTOR x the median interval, GAP_MIN_S) bound a gap: power is
+#: not integrated across it (a DST jump in a log, a collector that stopped); energy stays flat there
+#: and the report flags the gap (analysis/quality.py uses the same rule).
+GAP_FACTOR = 5.0
+GAP_MIN_S = 1.0
+
+
+def segments(t: np.ndarray) -> list[slice]:
+    """Runs of sorted sample times with no gap (see :data:`GAP_FACTOR`) between neighbours."""
+    if len(t) < 3:
+        return [slice(0, len(t))]
+    d = np.diff(t)
+    limit = max(GAP_FACTOR * float(np.median(d)), GAP_MIN_S)
+    cuts = np.flatnonzero(d > limit) + 1
+    edges = np.concatenate([[0], cuts, [len(t)]])
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _join(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-segment curves; energy is flat across the gaps between them."""
+    ts, es, base = [], [], 0.0
+    for tp, ep in parts:
+        if not len(tp):
+            continue
+        ts.append(tp)
+        es.append(ep - ep[0] + base)
+        base = float(es[-1][-1])
+    if not ts:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(ts), np.concatenate(es)
+
+
 def power_curve(t: np.ndarray, power_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trapezoid integral of instant power, not across gaps in the samples."""
     ok = ~np.isnan(power_w)
     t, p = t[ok], power_w[ok]
     if len(t) < 2:
         return t, np.zeros_like(t)
-    e = np.concatenate([[0.0], np.cumsum(np.diff(t) * (p[1:] + p[:-1]) / 2.0)])
-    return t, e
+    parts = []
+    for sl in segments(t):
+        ts, ps = t[sl], p[sl]
+        parts.append((ts, np.concatenate([[0.0], np.cumsum(np.diff(ts) * (ps[1:] + ps[:-1]) / 2.0)])))
+    return _join(parts)
 
 
 AVERAGE_WINDOW_S = 1.0  # nvmlDeviceGetPowerUsage / nvidia-smi power.draw: trailing 1 s mean (REFERENCE.md)
 
 
 def averaged_power_curve(t: np.ndarray, p_avg: np.ndarray, *, window_s: float = AVERAGE_WINDOW_S,
-                         grid_s: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+                         grid_s: float = 0.1, t_inst: np.ndarray | None = None,
+                         p_inst: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative energy from a trailing-mean power reading, undoing the average.
 
     A reading at ``t`` is the mean power over ``[t - window_s, t]``, so ``E(t) - E(t - window_s) =
@@ -100,13 +137,45 @@ def averaged_power_curve(t: np.ndarray, p_avg: np.ndarray, *, window_s: float = 
     reading directly smears every change by up to a second (+44 % on an idle phase after a busy
     one on the H100 capture), and integrating the instant reading aliases (it averages only 25 ms
     of every 100 ms: +6 % on a phase of short steps with host gaps). benchmarks/accuracy.py.
-    """
+
+    Ringing. Each of the ``K`` strided sums is a random walk of its own interpolation errors, so
+    the per-cell power carries a pattern that repeats every ``window_s`` and sums to zero over
+    any window: invisible to the averaged reading (its null space), but it can put a window's
+    mean below every instant reading in it. That pattern is removed: in each ``window_s`` row of
+    cells, the cells' deviation from the row's mean is replaced by the instant readings' (when
+    given: ``t_inst``/``p_inst``), else by none (flat within the row), the correction smoothed
+    over ``ROW_SMOOTHING`` rows. Row sums are unchanged, so every aligned second keeps the
+    reading's energy exactly. Cells are then kept within the readings' physical range (never
+    below the lowest reading of the device, never above the highest), the change given back
+    within the row.
+
+    Short series (under one window) are integrated as they are; gaps (:func:`segments`) split
+    the series, with no energy across them."""
     ok = ~np.isnan(p_avg)
     t, p_avg = t[ok], p_avg[ok]
     if len(t) < 2:
         return t, np.zeros_like(t)
+    if t_inst is not None and p_inst is not None:
+        good = ~np.isnan(p_inst)
+        t_inst, p_inst = t_inst[good], p_inst[good]
+        if len(t_inst) < 2:
+            t_inst = p_inst = None
+    parts = [_deconvolve(t[sl], p_avg[sl], window_s, grid_s, t_inst, p_inst) for sl in segments(t)]
+    return _join(parts)
+
+
+#: Rows (of ``window_s``) over which the null-space correction is averaged without instant readings.
+ROW_SMOOTHING = 3
+
+
+def _deconvolve(t: np.ndarray, p_avg: np.ndarray, window_s: float, grid_s: float,
+                t_inst: np.ndarray | None, p_inst: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if len(t) < 2:
+        return t, np.zeros_like(t)
     k = max(int(round(window_s / grid_s)), 1)
     dt = window_s / k
+    if t[-1] - t[0] < window_s + dt:  # under one window: nothing to undo, integrate as it is
+        return t, np.concatenate([[0.0], np.cumsum(np.diff(t) * (p_avg[1:] + p_avg[:-1]) / 2.0)])
     n = int(np.ceil((t[-1] - t[0]) / dt)) + 1
     n = ((n + k - 1) // k) * k
     g = t[0] + dt * np.arange(n)
@@ -114,8 +183,78 @@ def averaged_power_curve(t: np.ndarray, p_avg: np.ndarray, *, window_s: float = 
     e_first = (g[:k] - g[0]) * a[k] / window_s
     rows = a.reshape(-1, k)
     e = (np.cumsum(rows, axis=0) - rows[0] + e_first).ravel()  # row r: e_first + sum_{i=1..r} A
+    # per-cell power, cells [g_j, g_j+1), one row per window
+    p = np.diff(e, append=e[-1] + (e[-1] - e[-2])) / dt
+    p = p.reshape(-1, k)
+    dev = p - p.mean(axis=1, keepdims=True)
+    smooth = ROW_SMOOTHING
+    if t_inst is not None and p_inst is not None:
+        q = np.interp(g + dt / 2, t_inst, p_inst).reshape(-1, k)
+        dev = dev - (q - q.mean(axis=1, keepdims=True))
+        smooth = 1
+    if smooth > 1:
+        dev[0] = 0.0  # the first window's shape is assumed (constant power), not rung
+        if len(dev) > 2:
+            kern = np.ones(smooth) / smooth
+            pad = np.pad(dev[1:], ((smooth // 2, smooth - 1 - smooth // 2), (0, 0)), mode="edge")
+            dev[1:] = np.apply_along_axis(lambda c: np.convolve(c, kern, mode="valid"), 0, pad)
+    p = p - dev
+    if t_inst is not None and p_inst is not None:
+        # within the envelope of the instant readings around each cell (half a window either side)
+        lo, hi = _local_envelope(t_inst, p_inst, g - window_s / 2, g + dt + window_s / 2)
+        lo, hi = lo.reshape(-1, k), hi.reshape(-1, k)
+    else:  # never below the lowest reading, never above the highest
+        lo = np.full_like(p, float(np.min(p_avg)))
+        hi = np.full_like(p, float(np.max(p_avg)))
+    p = _clip_rows(p, lo, hi)
+    e = np.concatenate([[0.0], np.cumsum(p.ravel() * dt)])[:n]
+    # the last reading's own time is a point of the curve: E(t) = E(t - window) + window * P_avg(t)
     keep = g <= t[-1] + 1e-9
-    return g[keep], e[keep] - e[0]
+    g, e = g[keep], e[keep]
+    if g[-1] < t[-1] - 1e-9:
+        e_end = float(np.interp(t[-1] - window_s, g, e)) + window_s * float(p_avg[-1])
+        g, e = np.append(g, t[-1]), np.append(e, max(e_end, e[-1]))
+    return g, e - e[0]
+
+
+def _local_envelope(t: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of the readings ``v`` (at sorted ``t``) inside each ``[a_i, b_i]``; the nearest
+    reading's value where a window holds none (vectorised: a sparse table of range min/max)."""
+    i0 = np.searchsorted(t, a, "left")
+    i1 = np.searchsorted(t, b, "right")
+    empty = i1 <= i0
+    near = np.clip(np.searchsorted(t, (a + b) / 2), 0, len(t) - 1)
+    i0 = np.where(empty, near, i0)
+    i1 = np.where(empty, near + 1, i1)
+    mins, maxs = [v], [v]
+    span = 1
+    while 2 * span <= len(v):
+        mins.append(np.minimum(mins[-1][:-span], mins[-1][span:]))
+        maxs.append(np.maximum(maxs[-1][:-span], maxs[-1][span:]))
+        span *= 2
+    n = i1 - i0
+    lvl = np.floor(np.log2(np.maximum(n, 1))).astype(int)
+    lo = np.empty(len(a))
+    hi = np.empty(len(a))
+    for level in np.unique(lvl):
+        m = lvl == level
+        w = 1 << int(level)
+        lo[m] = np.minimum(mins[level][i0[m]], mins[level][i1[m] - w])
+        hi[m] = np.maximum(maxs[level][i0[m]], maxs[level][i1[m] - w])
+    return lo, hi
+
+
+def _clip_rows(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Cells within [lo, hi]; what clipping removed from a row goes back to the row's other cells
+    in proportion to their room (a row's energy is unchanged unless the whole row is out)."""
+    c = np.clip(p, lo, hi)
+    excess = (p - c).sum(axis=1, keepdims=True)  # > 0: energy to add back, < 0: to take away
+    room_up, room_down = hi - c, c - lo
+    room = np.where(excess > 0, room_up, room_down)
+    tot = room.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(tot > 0, room / tot, 0.0)
+    return c + share * np.where(np.abs(excess) <= tot, excess, np.sign(excess) * tot)
 
 
 def device_curve(dev: pd.DataFrame, device: str, source: schema.EnergySource | None = None) -> EnergyCurve:
@@ -129,7 +268,10 @@ def device_curve(dev: pd.DataFrame, device: str, source: schema.EnergySource | N
         tc, e, notes = counter_curve(t, v)
         return EnergyCurve(device, src, tc, e, notes)
     if src == "averaged_power":
-        tp, e = averaged_power_curve(t, v)
+        ti = pi = None
+        if "power_w" in dev.columns and dev["power_w"].notna().sum() >= 2:
+            ti, pi = t, dev["power_w"].to_numpy(dtype=float)
+        tp, e = averaged_power_curve(t, v, t_inst=ti, p_inst=pi)
         return EnergyCurve(device, src, tp, e)
     tp, e = power_curve(t, v)
     return EnergyCurve(device, src, tp, e)

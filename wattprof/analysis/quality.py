@@ -75,8 +75,8 @@ def gap_flag(device: str, t: np.ndarray) -> str | None:
     n, largest, at = sample_gaps(t)
     if not n:
         return None
-    return (f"{n} gap(s) in {device}'s samples (largest {largest:.1f} s at {at:.1f}): energy is interpolated "
-            "across them")
+    return (f"{n} gap(s) in {device}'s samples (largest {largest:.1f} s at {at:.1f}): power readings are not "
+            "integrated across a gap (no energy counted there); an energy counter's difference is kept")
 
 
 def device_times(samples: pd.DataFrame, device: str) -> np.ndarray:
