@@ -50,13 +50,20 @@ def test_replay_loops_with_a_still_increasing_counter(h100):
     assert e[-1] - e[0] > 2 * (raw.energy_mj.iloc[-1] - raw.energy_mj.iloc[0]) / 1000
 
 
-def test_a_lost_gpu_is_a_typed_error(h100):
+def test_a_lost_gpu_is_dropped_alone_and_losing_every_gpu_is_a_typed_error(h100):
     clock = ManualClock(0.0)
     c = NvmlReplayCollector(clock=clock, trace=str(h100 / "nvml_samples_10ms.csv"), devices=2)
     assert set(c.open()) == {"gpu:0", "gpu:1"}
     c.nvml.lost.add(1)
+    assert [r["device"] for r in c.read()] == ["gpu:0"]
+    (lost,) = c.take_events()
+    assert (lost["kind"], lost["device"]) == ("device_lost", "gpu:1") and "gpu:0" in lost["message"]
+    clock.advance(0.1)
+    assert [r["device"] for r in c.read()] == ["gpu:0"]  # gpu:1 is not asked again
+    c.nvml.lost.add(0)
     with pytest.raises(DeviceLostError, match="lost"):
         c.read()
+    c.close()
 
 
 def test_cuda_visible_devices_selects_and_orders_by_uuid(h100, monkeypatch):

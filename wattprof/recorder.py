@@ -338,6 +338,7 @@ class Recorder:
     # ---- shared -----------------------------------------------------------------------------------
     def _take(self, slot: _Slot, rows: list[dict[str, Any]], err: Exception | None, now: float) -> None:
         """Handle one read's outcome."""
+        self._collector_events(slot, now)
         if err is not None:
             if isinstance(err, DeviceLostError):
                 slot.disabled = True
@@ -356,6 +357,22 @@ class Recorder:
         with self._lock:
             slot.buffer.extend(rows)
             self.stats.samples += len(rows)
+
+    def _collector_events(self, slot: _Slot, now: float) -> None:
+        """Record what a collector reports beside its readings (optional ``take_events()``: dicts
+        with ``kind``, ``message`` and extra fields, e.g. a GPU skipped or lost, a metric missing)."""
+        take = getattr(slot.collector, "take_events", None)
+        if take is None:
+            return
+        try:
+            events = take()
+        except Exception as e:  # noqa: BLE001 - isolate any collector; recorded
+            events = [{"kind": "collector_error", "message": f"take_events failed: {type(e).__name__}: {e}"}]
+        for ev in events:
+            extra = {k: v for k, v in ev.items() if k not in ("kind", "message", "source")}
+            extra.setdefault("t", now)
+            self._event(str(ev.get("kind") or "collector_event"), f"{slot.collector.name}: {ev.get('message', '')}",
+                        source=slot.collector.name, **extra)
 
     def _check_clock(self) -> None:
         """Record a jump of the wall clock against the monotonic one (larger than CLOCK_JUMP_S)."""

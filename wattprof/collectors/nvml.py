@@ -30,7 +30,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,6 +53,9 @@ CLOCK_MEM = 2  # NVML_CLOCK_MEM
 TEMPERATURE_GPU = 0  # NVML_TEMPERATURE_GPU
 ERROR_NOT_SUPPORTED = 3
 ERROR_INVALID_ARGUMENT = 2
+ERROR_NO_PERMISSION = 4
+ERROR_TIMEOUT = 10
+ERROR_FUNCTION_NOT_FOUND = 13
 ERROR_GPU_IS_LOST = 15
 ERROR_NO_DATA = 21
 ERROR_ARGUMENT_VERSION_MISMATCH = 25
@@ -150,6 +153,62 @@ class _GpmState:
     m_prev: float  # monotonic time of prev (schedules the next window)
     request: Any  # the library's c_nvmlGpmMetricsGet_t, metric ids set once
     columns: list[str]  # schema column of request.metrics[i]
+    scales: list[float]  # request.metrics[i].value x scale = the schema unit (MiB/s -> MB/s)
+
+
+@dataclass(frozen=True)
+class _Metric:
+    """One optional NVML reading: the pynvml functions that give it (newest first: an older driver
+    or binding may lack the first) and how the answer becomes schema columns."""
+
+    columns: tuple[str, ...]
+    functions: tuple[str, ...]
+    args: tuple[int, ...] = ()
+    convert: Callable[[Any], dict[str, float]] = lambda v: {}
+
+
+#: The per-device readings after the energy counter and the power fields, in call order.
+#: ``nvmlDeviceGetTemperature`` is deprecated (removed in newer bindings): ``...TemperatureV``
+#: replaces it. ``...ClocksEventReasons`` (driver R535+) replaced ``...ClocksThrottleReasons``.
+_METRICS: tuple[_Metric, ...] = (
+    _Metric(("util_pct", "mem_util_pct"), ("nvmlDeviceGetUtilizationRates",),
+            convert=lambda u: {"util_pct": float(u.gpu), "mem_util_pct": float(u.memory)}),
+    _Metric(("mem_used_bytes",), ("nvmlDeviceGetMemoryInfo",), convert=lambda m: {"mem_used_bytes": float(m.used)}),
+    _Metric(("sm_clock_mhz",), ("nvmlDeviceGetClockInfo",), (CLOCK_SM,), lambda v: {"sm_clock_mhz": float(v)}),
+    _Metric(("temp_c",), ("nvmlDeviceGetTemperature", "nvmlDeviceGetTemperatureV"), (TEMPERATURE_GPU,),
+            lambda v: {"temp_c": float(v)}),
+    _Metric(("throttle_reasons",), ("nvmlDeviceGetCurrentClocksEventReasons",
+                                    "nvmlDeviceGetCurrentClocksThrottleReasons"),
+            convert=lambda v: {"throttle_reasons": float(v)}),
+)
+_ENERGY = _Metric(("energy_j",), ("nvmlDeviceGetTotalEnergyConsumption",),
+                  convert=lambda mj: {"energy_j": mj / 1000.0})
+_FIELDS = ((FI_POWER_INSTANT, "power_w"), (FI_POWER_AVERAGE, "power_avg_w"))
+
+
+@dataclass
+class _Device:
+    """One opened GPU: its handle, what it cannot give, which function answers each metric."""
+
+    dev: str
+    handle: Any
+    #: column(s) -> why they are not recorded (noted once)
+    missing: dict[tuple[str, ...], str] = field(default_factory=dict)
+    #: metric columns -> index into _Metric.functions of the function that answers
+    choice: dict[tuple[str, ...], int] = field(default_factory=dict)
+    errors: int = 0  # transient read errors (readings dropped)
+
+
+class _Unavailable(Exception):
+    """A metric this device (its driver, the bindings) cannot give: missing, with the reason."""
+
+
+def _field_value(fv: Any) -> float:
+    """A ``c_nvmlFieldValue_t``'s value by its ``valueType`` (0 double, 1 uint, 2 ulong, 3 ullong,
+    4 sllong, 5 sint); power fields are unsigned int (mW)."""
+    kind = int(getattr(fv, "valueType", 1))
+    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}.get(kind, "uiVal")
+    return float(getattr(fv.value, member))
 
 
 class NvmlCollector(Collector):
@@ -158,7 +217,14 @@ class NvmlCollector(Collector):
     GPM rows (see the module docstring): a separate row per device and GPM window, only the GPM
     columns, ``t`` = the window's midpoint; ``gpm_interval`` (seconds, at least
     :data:`GPM_MIN_INTERVAL_S`) is the shortest window: a window closes on the first read at least
-    that long after it opened, so it spans a whole number of the sampler's periods."""
+    that long after it opened, so it spans a whole number of the sampler's periods.
+
+    Real machines (docs/collectors.md, "nvml"): each GPU is read, stamped and kept on its own. A
+    metric a device cannot give (NOT_SUPPORTED, e.g. utilisation on a GPU in MIG mode; a function
+    the driver or the bindings lack) is missing for that device, noted once; a transient error on
+    one GPU drops only that GPU's reading; a lost GPU is dropped alone. Only the GPUs that
+    ``CUDA_VISIBLE_DEVICES`` selects are opened; one that cannot be opened is skipped. What
+    happened is reported through :meth:`take_events` (the recorder writes it to the run)."""
 
     name = "nvml"
     metrics = ("energy_j", "power_w", "power_avg_w", "util_pct", "mem_util_pct", "mem_used_bytes",
@@ -168,8 +234,9 @@ class NvmlCollector(Collector):
                  gpm_interval: float = GPM_MIN_INTERVAL_S) -> None:
         super().__init__(clock=clock)
         self._nvml = nvml
-        self._handles: list[tuple[str, Any]] = []
+        self._reading: list[_Device] = []
         self._open = False
+        self._events: list[dict[str, Any]] = []
         self.gpm = _gpm_option(gpm)
         try:
             interval = float(gpm_interval)
@@ -191,6 +258,11 @@ class NvmlCollector(Collector):
             self._nvml = pynvml
         return self._nvml
 
+    @property
+    def _handles(self) -> list[tuple[str, Any]]:
+        """(device id, NVML handle) of the GPUs being read."""
+        return [(d.dev, d.handle) for d in self._reading]
+
     def available(self) -> tuple[bool, str]:
         try:
             lib = self.nvml
@@ -204,57 +276,121 @@ class NvmlCollector(Collector):
             return False, f"NVML library not loadable ({e})"
         try:
             n = lib.nvmlDeviceGetCount()
+        except lib.NVMLError as e:
+            return False, f"NVML could not count the GPUs ({e})"
         finally:
-            lib.nvmlShutdown()
+            try:
+                lib.nvmlShutdown()
+            except lib.NVMLError as e:
+                log.debug("nvmlShutdown failed: %s", e)
         if n == 0:
             return False, "NVML found no GPU"
         return True, f"{n} GPU(s) via NVML"
+
+    # --- events (device skipped / lost, metric missing, reading dropped) ---------------------
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """What happened since the last call, as ``{"kind", "message", "device", ...}`` dicts; the
+        recorder writes them to the run's events (``device_skipped``, ``device_lost``,
+        ``metric_missing``, ``device_read_error``)."""
+        events, self._events = self._events, []
+        return events
+
+    def _note(self, kind: str, dev: str, message: str, **extra: Any) -> None:
+        log.info("%s", message)
+        self._events.append({"kind": kind, "message": message, "device": dev, "t": self.clock.time(), **extra})
+
+    # --- open ------------------------------------------------------------------------------------
 
     @nvml_errors
     def open(self) -> dict[str, dict]:
         lib = self.nvml
         lib.nvmlInit()
         self._open = True
+        try:
+            devices = self._open_selected(lib)
+        except BaseException:
+            self._release()  # a failed open leaves no NVML init and no GPM sample behind
+            raise
+        return devices
+
+    def _open_selected(self, lib: Any) -> dict[str, dict]:
         count = lib.nvmlDeviceGetCount()
-        handles = [lib.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        uuids = [_str(lib.nvmlDeviceGetUUID(h)) for h in handles]
         env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        entries = [e.strip() for e in (env or "").split(",")]
+        # UUIDs are needed only to match GPU-<uuid> entries; a GPU whose handle is refused matches nothing.
+        uuids = [self._uuid_or_blank(lib, i) for i in range(count)] if any(e.startswith("GPU-") for e in entries) \
+            else [""] * count
         selected = parse_visible_devices(env, uuids)
-        mig_entries = [e.strip() for e in (env or "").split(",") if e.strip().startswith("MIG-")]
+        mig_entries = [e for e in entries if e.startswith("MIG-")]
         devices: dict[str, dict] = {}
         mig_i = 0
         for cuda_index, (idx, is_mig) in enumerate(selected):
-            if is_mig:
-                idx = self._mig_parent_index(mig_entries[mig_i], handles)
-                mig_i += 1
+            try:
+                if is_mig:
+                    entry, mig_i = mig_entries[mig_i], mig_i + 1
+                    idx, h = self._mig_parent(lib, entry)
+                else:
+                    h = lib.nvmlDeviceGetHandleByIndex(idx)
+            except lib.NVMLError as e:
+                dev = f"gpu:{idx}" if idx >= 0 else entry
+                self._note("device_skipped", dev, f"{dev}: not recorded: NVML could not open it ({e})",
+                           reason=str(e))
+                continue
             dev = f"gpu:{idx}"
             if dev in devices:
                 devices[dev]["shared"] = True
                 continue
-            h = handles[idx]
-            info: dict[str, Any] = {
-                "kind": "gpu", "vendor": "nvidia", "name": _str(lib.nvmlDeviceGetName(h)), "uuid": uuids[idx],
-                "nvml_index": idx, "cuda_index": cuda_index, "collector": self.name,
-            }
             try:
-                info["power_limit_w"] = lib.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0
-            except lib.NVMLError:
-                info["power_limit_w"] = None
-            if is_mig:
-                info["shared"] = True
-                info["note"] = "MIG slice selected: energy is the whole parent GPU's"
-            info["power_source"] = "measured: NVML energy counter, instant (field 186) and averaged power"
-            info["gpm"] = self._gpm_open(dev, h)
-            if dev in self._gpm:
-                info["gpm_interval_s"] = self.gpm_interval
-                info["gpm_t"] = "GPM rows are stamped at the midpoint of their window (mean over the window)"
-            devices[dev] = info
-            self._handles.append((dev, h))
+                devices[dev] = self._open_device(lib, dev, h, idx, cuda_index, is_mig)
+            except lib.NVMLError as e:
+                self._gpm_drop(dev)
+                self._note("device_skipped", dev, f"{dev}: not recorded: NVML failed while opening it ({e})",
+                           reason=str(e))
+                continue
+            self._reading.append(_Device(dev, h))
+        chosen = {i for i, _ in selected if i >= 0} | {int(d.partition(":")[2]) for d in devices}
+        for i in range(count):
+            if i not in chosen:  # never opened: its handle may well be refused (cgroup device limits)
+                self._note("device_unselected", f"gpu:{i}", f"gpu:{i}: not recorded: not selected by "
+                           f"CUDA_VISIBLE_DEVICES={env}", reason="not selected by CUDA_VISIBLE_DEVICES")
+        if selected and not devices:
+            skipped = [e["message"] for e in self._events if e["kind"] == "device_skipped"]
+            raise CollectorError("none of the selected GPUs could be opened: " + "; ".join(skipped))
         if env is not None and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
             for info in devices.values():
                 info["cuda_order_note"] = ("CUDA_VISIBLE_DEVICES indices were read in NVML (PCI) order; "
                                            "set CUDA_DEVICE_ORDER=PCI_BUS_ID for the two to agree")
         return devices
+
+    def _uuid_or_blank(self, lib: Any, i: int) -> str:
+        try:
+            return _str(lib.nvmlDeviceGetUUID(lib.nvmlDeviceGetHandleByIndex(i)))
+        except lib.NVMLError as e:
+            log.info("gpu:%d: no UUID (%s): it cannot match a GPU- entry of CUDA_VISIBLE_DEVICES", i, e)
+            return ""
+
+    def _open_device(self, lib: Any, dev: str, h: Any, idx: int, cuda_index: int, is_mig: bool) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "kind": "gpu", "vendor": "nvidia", "name": _str(lib.nvmlDeviceGetName(h)),
+            "uuid": _str(lib.nvmlDeviceGetUUID(h)), "nvml_index": idx, "cuda_index": cuda_index,
+            "collector": self.name,
+        }
+        try:
+            info["power_limit_w"] = lib.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0
+        except lib.NVMLError as e:
+            if getattr(e, "value", None) == ERROR_GPU_IS_LOST:
+                raise
+            info["power_limit_w"] = None
+        if is_mig:
+            info["shared"] = True
+            info["note"] = "MIG slice selected: energy is the whole parent GPU's"
+        info["power_source"] = "measured: NVML energy counter, instant (field 186) and averaged power"
+        info["gpm"] = self._gpm_open(dev, h)
+        if dev in self._gpm:
+            info["gpm_interval_s"] = self.gpm_interval
+            info["gpm_t"] = "GPM rows are stamped at the midpoint of their window (mean over the window)"
+        return info
 
     # --- GPM ------------------------------------------------------------------------------------
 
@@ -269,7 +405,7 @@ class NvmlCollector(Collector):
         missing = [n for n in GPM_FUNCTIONS if not hasattr(lib, n)]
         if missing:
             return self._gpm_unsupported(dev, f"the NVML bindings lack {missing[0]} (nvidia-ml-py too old?)")
-        from ..formats.gpm_csv import GPM_COLUMN_MAP
+        from ..formats.gpm_csv import GPM_COLUMN_MAP, GPM_SCALE
 
         wanted = [(getattr(lib, "NVML_GPM_METRIC_" + name, None), col) for name, col in GPM_COLUMN_MAP.items()]
         wanted = [(mid, col) for mid, col in wanted if mid is not None]
@@ -294,7 +430,8 @@ class NvmlCollector(Collector):
                 raise
             return self._gpm_unsupported(dev, f"NVML: {e}")
         self._gpm[dev] = _GpmState(handle=h, prev=samples[0], next=samples[1], t_prev=t, m_prev=m,
-                                   request=request, columns=[col for _, col in wanted])
+                                   request=request, columns=[col for _, col in wanted],
+                                   scales=[GPM_SCALE.get(col, 1.0) for _, col in wanted])
         self.gpm_status[dev] = "enabled"
         return "enabled"
 
@@ -320,6 +457,12 @@ class NvmlCollector(Collector):
             except lib.NVMLError as e:
                 log.debug("nvmlGpmSampleFree failed: %s", e)
 
+    def _gpm_drop(self, dev: str) -> None:
+        """Stop GPM on ``dev`` (if it had it) and free its two samples."""
+        st = self._gpm.pop(dev, None)
+        if st is not None:
+            self._gpm_free([st.prev, st.next])
+
     def _gpm_read(self, dev: str) -> dict[str, Any] | None:
         """The GPM row of a window that has lasted ``gpm_interval``, or None (not due, no GPM)."""
         st = self._gpm.get(dev)
@@ -335,77 +478,164 @@ class NvmlCollector(Collector):
             if getattr(e, "value", None) == ERROR_GPU_IS_LOST:
                 raise
             # GPM is extra: keep the NVML readings, stop GPM on this device and say why.
-            del self._gpm[dev]
-            self._gpm_free([st.prev, st.next])
+            self._gpm_drop(dev)
             self.gpm_status[dev] = f"unsupported: failed during the run (NVML: {e})"
             log.warning("%s: GPM stopped: %s", dev, e)
             return None
         row: dict[str, Any] = {"device": dev, "t": (st.t_prev + t) / 2.0}
         for i, col in enumerate(st.columns):
             metric = req.metrics[i]
-            value = float(metric.value)
+            value = float(metric.value) * st.scales[i]
             if metric.nvmlReturn == 0 and math.isfinite(value):
                 row[col] = value
         st.prev, st.next = st.next, st.prev
         st.t_prev, st.m_prev = t, m
         return row if len(row) > 2 else None
 
-    def _mig_parent_index(self, mig_uuid: str, handles: list[Any]) -> int:
-        lib = self.nvml
+    def _mig_parent(self, lib: Any, mig_uuid: str) -> tuple[int, Any]:
+        """The parent GPU (NVML index, handle) of a ``MIG-<uuid>`` entry: MIG slices have no power
+        reading of their own."""
         mig = lib.nvmlDeviceGetHandleByUUID(mig_uuid)
         parent = lib.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
-        parent_uuid = _str(lib.nvmlDeviceGetUUID(parent))
-        for i, h in enumerate(handles):
-            if _str(lib.nvmlDeviceGetUUID(h)) == parent_uuid:
-                return i
-        raise CollectorError(f"MIG device {mig_uuid}: parent GPU not found")
+        return int(lib.nvmlDeviceGetIndex(parent)), parent
+
+    # --- read ------------------------------------------------------------------------------------
 
     @nvml_errors
     def read(self) -> list[dict[str, Any]]:
         lib = self.nvml
-        reasons_fn = getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-            lib.nvmlDeviceGetCurrentClocksThrottleReasons
-        out = []
-        for dev, h in self._handles:
-            gpm_row = self._gpm_read(dev)  # before the NVML row: earlier t, and the NVML row stays last
-            if gpm_row is not None:
-                out.append(gpm_row)
-            t0 = self.clock.time()
-            energy_mj = lib.nvmlDeviceGetTotalEnergyConsumption(h)
-            fv = lib.nvmlDeviceGetFieldValues(h, [FI_POWER_INSTANT, FI_POWER_AVERAGE])
-            util = lib.nvmlDeviceGetUtilizationRates(h)
-            row = {
-                "device": dev,
-                "energy_j": energy_mj / 1000.0,
-                "power_w": fv[0].value.uiVal / 1000.0 if fv[0].nvmlReturn == 0 else None,
-                "power_avg_w": fv[1].value.uiVal / 1000.0 if fv[1].nvmlReturn == 0 else None,
-                "util_pct": float(util.gpu),
-                "mem_util_pct": float(util.memory),
-                "mem_used_bytes": float(lib.nvmlDeviceGetMemoryInfo(h).used),
-                "sm_clock_mhz": float(lib.nvmlDeviceGetClockInfo(h, CLOCK_SM)),
-                "temp_c": float(lib.nvmlDeviceGetTemperature(h, TEMPERATURE_GPU)),
-                "throttle_reasons": float(reasons_fn(h)),
-            }
-            # Stamped just before the reads, the energy counter first (the call takes ~2.8 ms on
-            # H100): the stamp the recorded traces use, and the one analysis assumes.
-            row["t"] = t0
-            out.append(row)
+        out: list[dict[str, Any]] = []
+        for d in list(self._reading):
+            try:
+                gpm_row = self._gpm_read(d.dev)  # before the NVML row: earlier t, and the NVML row stays last
+                if gpm_row is not None:
+                    out.append(gpm_row)
+                row = self._read_device(lib, d)
+            except lib.NVMLError as e:
+                if getattr(e, "value", None) == ERROR_GPU_IS_LOST:
+                    self._lose(d, e)
+                else:
+                    d.errors += 1
+                    if d.errors <= 3 or d.errors % 100 == 0:
+                        self._note("device_read_error", d.dev, f"{d.dev}: reading dropped ({d.errors} so far): "
+                                   f"NVML: {e}; the other GPUs' readings are kept", dropped=d.errors, reason=str(e))
+                continue
+            if row is not None:
+                out.append(row)
+        if not self._reading:
+            raise DeviceLostError("NVML: every GPU being recorded is lost")
         return out
+
+    def _read_device(self, lib: Any, d: _Device) -> dict[str, Any] | None:
+        """One GPU's row, stamped just before its reads (the energy counter first: the call takes
+        ~2.8 ms on H100; the stamp the recorded traces use, and the one analysis assumes). A metric
+        the device cannot give is left out; any other NVML error is raised (the row is dropped)."""
+        t0 = self.clock.time()
+        row: dict[str, Any] = {"device": d.dev, **self._metric(lib, d, _ENERGY)}
+        row.update(self._power_fields(lib, d))
+        for m in _METRICS:
+            row.update(self._metric(lib, d, m))
+        if len(row) == 1:
+            return None
+        row["t"] = t0
+        return row
+
+    def _power_fields(self, lib: Any, d: _Device) -> dict[str, float]:
+        wanted = [(fid, col) for fid, col in _FIELDS if (col,) not in d.missing]
+        if not wanted:
+            return {}
+        try:
+            values = lib.nvmlDeviceGetFieldValues(d.handle, [fid for fid, _ in wanted])
+        except lib.NVMLError as e:
+            if getattr(e, "value", None) not in (ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND):
+                raise
+            for _, col in wanted:
+                self._missing(d, (col,), f"nvmlDeviceGetFieldValues answered {e}")
+            return {}
+        out: dict[str, float] = {}
+        for (_, col), fv in zip(wanted, values, strict=True):
+            ret = int(fv.nvmlReturn)
+            if ret == 0:
+                out[col] = _field_value(fv) / 1000.0
+            elif ret == ERROR_GPU_IS_LOST:
+                raise lib.NVMLError(ret)
+            elif ret in (ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND):
+                self._missing(d, (col,), f"NVML field {fv.fieldId} answered {_error_name(lib, ret)}")
+            # another per-field error: this reading lacks the value (NaN), the next one may have it
+        return out
+
+    def _metric(self, lib: Any, d: _Device, m: _Metric) -> dict[str, float]:
+        """``m`` for device ``d``: the first of its functions that the bindings have and the driver
+        answers (remembered); {} once the device has been found unable to give it."""
+        if m.columns in d.missing:
+            return {}
+        i = d.choice.get(m.columns, 0)
+        tried = []
+        while i < len(m.functions):
+            name = m.functions[i]
+            fn = getattr(lib, name, None)
+            if fn is None:
+                tried.append(f"{name}: not in the NVML bindings (nvidia-ml-py)")
+            else:
+                try:
+                    value = fn(d.handle, *m.args)
+                except lib.NVMLError as e:
+                    code = getattr(e, "value", None)
+                    if code == ERROR_NOT_SUPPORTED:
+                        self._missing(d, m.columns, f"{name} answered Not Supported"
+                                      + (" (GPU in MIG mode?)" if "Utilization" in name else ""))
+                        return {}
+                    if code != ERROR_FUNCTION_NOT_FOUND:
+                        raise
+                    tried.append(f"{name}: not in this driver (Function Not Found)")
+                else:
+                    d.choice[m.columns] = i
+                    return m.convert(value)
+            i += 1
+        self._missing(d, m.columns, "; ".join(tried))
+        return {}
+
+    def _missing(self, d: _Device, columns: tuple[str, ...], reason: str) -> None:
+        d.missing[columns] = reason
+        self._note("metric_missing", d.dev, f"{d.dev}: {', '.join(columns)} not recorded: {reason}",
+                   metrics=list(columns), reason=reason)
+
+    def _lose(self, d: _Device, e: Exception) -> None:
+        """Drop a lost GPU alone; the others go on."""
+        self._reading.remove(d)
+        self._gpm_drop(d.dev)
+        rest = ", ".join(x.dev for x in self._reading) or "none"
+        self._note("device_lost", d.dev, f"{d.dev}: GPU is lost (NVML: {e}); its recording stops here, "
+                   f"the other GPUs go on ({rest})", reason=str(e))
 
     def options(self) -> dict[str, Any]:
         return {"gpm": "auto" if self.gpm is None else self.gpm, "gpm_interval": self.gpm_interval}
 
+    def _release(self) -> None:
+        """Free every GPM sample and shut NVML down (what open() took); never raises."""
+        self._open = False
+        self._reading = []
+        for dev in list(self._gpm):
+            self._gpm_drop(dev)
+        try:
+            self.nvml.nvmlShutdown()
+        except self.nvml.NVMLError as e:
+            log.debug("nvmlShutdown failed: %s", e)
+
     def close(self) -> None:
         if self._open:
             self._open = False
-            self._handles = []
-            states, self._gpm = list(self._gpm.values()), {}
-            for st in states:
-                self._gpm_free([st.prev, st.next])
+            self._reading = []
+            for dev in list(self._gpm):
+                self._gpm_drop(dev)
             try:
                 self.nvml.nvmlShutdown()
             except self.nvml.NVMLError as e:
                 raise CollectorError(f"NVML shutdown failed: {e}") from None
+
+
+def _error_name(lib: Any, code: int) -> str:
+    return str(lib.NVMLError(code))
 
 
 def _str(v: Any) -> str:
@@ -624,7 +854,7 @@ class ReplayNvml:
             self._load_gpm(self.gpm_trace)
 
     def _load_gpm(self, path: Path) -> None:
-        from ..formats.gpm_csv import GPM_COLUMN_MAP
+        from ..formats.gpm_csv import GPM_COLUMN_MAP, GPM_SCALE
         from ..schema import DEVICE
 
         samples, bounds = _read_gpm_windows(path)
@@ -639,6 +869,8 @@ class ReplayNvml:
                 continue  # this GPU has no GPM data: replayed as not GPM-capable
             period = g.t[-1] - g.t[0] + (g.t[-1] - g.t[-2] if len(g.t) > 1 else 1.0)  # as _row loops
             values = samples.iloc[rows][[GPM_COLUMN_MAP[n] for n in names]].to_numpy(dtype=float)
+            # served in NVML's units (MiB/s for the *_PER_SEC metrics), as the capture recorded them
+            values = values / np.array([GPM_SCALE.get(GPM_COLUMN_MAP[n], 1.0) for n in names])
             self._gpm_tracks[h] = _gpm_track(bounds[rows], values, column_of_id, float(g.t[0]), float(period))
 
     # lifecycle
@@ -672,6 +904,10 @@ class ReplayNvml:
             if g.uuid == uuid:
                 return i
         raise ReplayNVMLError(6, "Not Found")
+
+    def nvmlDeviceGetIndex(self, h: int) -> int:  # noqa: N802
+        self._device(h)
+        return h
 
     def nvmlDeviceGetUUID(self, h: int) -> str:  # noqa: N802
         return self._gpus[h].uuid

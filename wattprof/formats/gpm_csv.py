@@ -6,7 +6,8 @@ Columns (``tests/fixtures/nvidia-h100-gpm/gpm_samples_500ms.csv``, written by
 lower-cased suffix of its NVML constant (``NVML_GPM_METRIC_SM_UTIL`` -> ``sm_util``): ``sm_util``,
 ``sm_occupancy``, ``any_tensor_util``, ``dram_bw_util``, ``fp16_util``, ``fp32_util``,
 ``graphics_util`` (percent) and ``pcie_tx_per_sec``, ``pcie_rx_per_sec``,
-``nvlink_total_tx_per_sec``, ``nvlink_total_rx_per_sec`` (MB/s). An optional ``gpu`` (or
+``nvlink_total_tx_per_sec``, ``nvlink_total_rx_per_sec`` (MiB/s, as NVML gives them: nvml.h
+documents the ``*_PER_SEC`` GPM metrics in MiB/s; stored in the schema's MB/s). An optional ``gpu`` (or
 ``index``) column holds the NVML index for multi-GPU captures. Empty cells (a metric the device
 does not support) become NaN. Other columns are ignored.
 
@@ -30,7 +31,8 @@ from ..errors import InputError
 from ..schema import DEVICE, T
 
 #: NVML GPM metric (the suffix of ``pynvml.NVML_GPM_METRIC_<NAME>``) -> schema column. Percent
-#: metrics stay percent; ``*_PER_SEC`` metrics are MB/s in the capture and stay MB/s. The live GPM
+#: metrics stay percent; ``*_PER_SEC`` metrics are MiB/s in NVML and the capture, MB/s in the
+#: schema (:data:`GPM_SCALE`). The live GPM
 #: collector queries ``getattr(pynvml, "NVML_GPM_METRIC_" + name)`` for each key; the gpm-csv
 #: column of a metric is ``name.lower()``.
 GPM_COLUMN_MAP: dict[str, str] = {
@@ -43,6 +45,12 @@ GPM_COLUMN_MAP: dict[str, str] = {
     "NVLINK_TOTAL_TX_PER_SEC": "nvlink_tx_mbps",
     "NVLINK_TOTAL_RX_PER_SEC": "nvlink_rx_mbps",
 }
+
+#: Schema column -> factor from NVML's unit to the schema's: NVML gives the ``*_PER_SEC`` GPM
+#: metrics in MiB/s (nvml.h), the schema stores MB/s (10^6 bytes/s): 1 MiB/s = 1.048576 MB/s.
+MIB_PER_S_IN_MB_PER_S = 1.048576
+GPM_SCALE: dict[str, float] = {col: MIB_PER_S_IN_MB_PER_S for name, col in GPM_COLUMN_MAP.items()
+                               if name.endswith("_PER_SEC")}
 
 #: CSV column -> schema column.
 CSV_COLUMN_MAP: dict[str, str] = {k.lower(): v for k, v in GPM_COLUMN_MAP.items()}
@@ -117,5 +125,5 @@ def read_gpm_csv(path: str | Path, device: str = "gpu:0") -> pd.DataFrame:
     else:
         out[DEVICE] = device
     for col in metrics:
-        out[CSV_COLUMN_MAP[col]] = numeric[col]
+        out[CSV_COLUMN_MAP[col]] = numeric[col] * GPM_SCALE.get(CSV_COLUMN_MAP[col], 1.0)
     return out.sort_values([DEVICE, T], kind="stable").reset_index(drop=True)

@@ -47,6 +47,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     steps = run.steps
     meta = run.meta
     curves = energy_mod.curves(samples)
+    gaps = device_event_notes(run.events)
     devices: list[DeviceReport] = []
     for dev, c in curves.items():
         info = run.devices.get(dev, {})
@@ -55,6 +56,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         for flag in (quality.source_flag(c.source), quality.gap_flag(dev, quality.device_times(samples, dev))):
             if flag:
                 notes.append(flag)
+        notes += gaps.pop(dev, [])
         devices.append(DeviceReport(
             device=dev, name=info.get("name"), kind=schema.device_kind(dev), energy_j=c.total_j,
             energy_source=c.source, energy_source_description=schema.SOURCE_DESCRIPTION[c.source],
@@ -115,6 +117,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     if run.status == "unfinished":
         flags.append("run never finished (still recording, or the recorder was killed): data up to the last flush")
     flags += _event_flags(run.events)
+    flags += [f"{dev}: {n}" for dev, notes in sorted(gaps.items()) for n in notes]  # devices without samples
     flags += [f"storage: {e}" for e in meta.get("errors") or []]
     host = next((d for d in devices if d.kind == "host"), None)
     if host is not None and host in chosen:
@@ -207,6 +210,37 @@ EVENT_FLAGS = {
     "collector_timeout": "a collector's reads were slow or stuck",
     "storage_error": "the disk refused samples during the run",
 }
+
+
+#: Per-device collector events (e.g. the NVML collector's) -> what the device's notes say.
+DEVICE_EVENTS = ("device_skipped", "device_lost", "metric_missing", "device_read_error")
+
+
+def device_event_notes(events: pd.DataFrame) -> dict[str, list[str]]:
+    """What was missing, per device, from the collectors' per-device events: a device skipped or
+    lost, a metric it could not give, readings dropped (the highest count the events reported)."""
+    if events.empty or "device" not in events.columns or "kind" not in events.columns:
+        return {}
+    ev = events[events["kind"].isin(DEVICE_EVENTS) & events["device"].notna()]
+    out: dict[str, list[str]] = {}
+    for (dev, kind), g in ev.groupby(["device", "kind"], sort=False):
+        notes = out.setdefault(str(dev), [])
+        reasons = [str(r) for r in dict.fromkeys(g["reason"].dropna())] if "reason" in g.columns else []
+        why = f" ({'; '.join(reasons)})" if reasons else ""
+        if kind == "device_skipped":
+            notes.append(f"not recorded: could not be opened{why}")
+        elif kind == "device_lost":
+            notes.append(f"lost during the run at t={float(g['t'].min()):.3f}: no samples after that{why}")
+        elif kind == "metric_missing":
+            for row in g.itertuples(index=False):
+                metrics = getattr(row, "metrics", None)
+                what = ", ".join(metrics) if isinstance(metrics, list) else "a metric"
+                notes.append(f"{what} not recorded: {getattr(row, 'reason', '')}")
+        else:
+            n = int(g["dropped"].max()) if "dropped" in g.columns and g["dropped"].notna().any() else len(g)
+            least = "at least " if n >= 3 else ""  # the events are rate-limited past the third
+            notes.append(f"{least}{n} reading(s) dropped after transient errors{why}")
+    return out
 
 
 def _event_flags(events: pd.DataFrame) -> list[str]:
