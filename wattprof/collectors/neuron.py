@@ -59,10 +59,14 @@ TYPE_NAMES: dict[str, str] = {"inf1": "Inferentia1", "inf2": "Inferentia2", "trn
                               "trn2": "Trainium2", "trn3": "Trainium3"}
 #: Maximum power per device, watts: third-party figures (AWS publishes none; aws-neuron/README.md).
 MAX_W_DEFAULTS: dict[str, float] = {"inf1": 75.0, "inf2": 100.0, "trn2": 500.0}
-#: neuron_hardware_info (device type, version) -> type; trn1.2xlarge reports ("trainium", "v2").
-_HW_TYPES: dict[tuple[str, str], str] = {("inferentia", "v1"): "inf1", ("inferentia", "v2"): "inf2",
-                                         ("trainium", "v2"): "trn1"}
-_INSTANCE_RE = re.compile(r"^(inf1|inf2|trn1|trn2|trn3)n?[.\-]", re.IGNORECASE)
+#: neuron_hardware_info (neuron_device_type, neuron_device_version) -> type. The user guide shows
+#: ("trainium2", "v4") on trn2; real reports: ("trainium", "v2") on trn1, ("inferentia2", "v3") on
+#: inf2, ("inferentia", "v1") on inf1. The name decides; a version that contradicts it is ignored.
+_HW_TYPES: dict[str, str] = {"inferentia": "inf1", "inferentia2": "inf2", "trainium": "trn1", "trainium1": "trn1",
+                             "trainium2": "trn2", "trainium3": "trn3"}
+#: Instance families: trn1.2xlarge, trn1n.32xlarge, trn2.48xlarge, trn2u.48xlarge (UltraServer
+#: node), trn2n (the user guide's example): a family letter suffix is a variant of the same chip.
+_INSTANCE_RE = re.compile(r"^(inf1|inf2|trn1|trn2|trn3)[a-z]*[.\-]", re.IGNORECASE)
 
 #: neuron-monitor config (README): every runtime's core counters, memory, vCPU use and execution
 #: stats; the host's vCPU use, memory and hardware counters.
@@ -81,12 +85,20 @@ def type_from_instance(instance_type: str | None) -> str | None:
     return m.group(1).lower() if m else None
 
 
-def normalise_type(value: str) -> str:
-    v = value.strip().lower()
+def type_from_name(value: str | None) -> str | None:
+    """``trn2``, ``Trainium2``, ``trainium2``, ``Inferentia`` (sysfs/neuron-monitor names) -> type key."""
+    v = (value or "").strip().lower()
     for key, name in TYPE_NAMES.items():
         if v in (key, name.lower()):
             return key
-    raise InputError(f"neuron: device_type {value!r} is not one of {', '.join(TYPE_NAMES)}")
+    return _HW_TYPES.get(v)
+
+
+def normalise_type(value: str) -> str:
+    found = type_from_name(value)
+    if found is None:
+        raise InputError(f"neuron: device_type {value!r} is not one of {', '.join(TYPE_NAMES)}")
+    return found
 
 
 def parse_power_line(text: str) -> tuple[str, float, float, float, float] | None:
@@ -257,8 +269,7 @@ class NeuronCollector(EventSurfacing, Collector):
             found = None
         if found:
             return found
-        key = (str(hardware.get("neuron_device_type", "")).lower(), str(hardware.get("neuron_device_version", "")).lower())
-        return _HW_TYPES.get(key)
+        return type_from_name(str(hardware.get("neuron_device_type", "")))
 
     def power_source(self, index: int) -> str:
         type_name = TYPE_NAMES.get(self.device_type or "", "this Neuron device type (unknown)")
