@@ -164,3 +164,170 @@ def test_fixture_files_are_what_the_generator_writes(tmp_path):
                  "neuron_monitor_trn2_48xlarge_replay.jsonl"):
         assert (tmp_path / name).read_text() == (NEURON / name).read_text(), name
         assert all(isinstance(json.loads(line), dict) for line in (NEURON / name).read_text().splitlines())
+
+
+# --- power: the sysfs node across driver layouts --------------------------------------------------------
+
+MINUTE = "POWER_STATUS_VALID,1789180860,0.86,25.00,18.86\n"
+
+
+def power_tree(root: Path, devices: int = 1, where: str = "stats/power", minute: str | None = MINUTE,
+               raw: str | None = None, first: int = 0) -> Path:
+    for n in range(first, first + devices):
+        d = root / f"neuron{n}" / where
+        d.mkdir(parents=True)
+        (root / f"neuron{n}" / "power").mkdir(exist_ok=True)  # the kernel's own runtime-PM directory
+        (root / f"neuron{n}" / "power" / "runtime_status").write_text("unsupported\n")
+        if minute is not None:
+            (d / "utilization").write_text(minute)
+        if raw is not None:
+            (d / "utilization_raw").write_text(raw)
+    return root
+
+
+def open_sysfs_only(root: Path, **opts) -> tuple[dict, list[dict], list[str]]:
+    c = NeuronCollector(sysfs_root=str(root), monitor="off", period_s=1, **opts)
+    try:
+        meta = c.open()
+        rows, errors = collect(c, 1.2)
+    finally:
+        c.close()
+    return meta, rows, errors
+
+
+def test_pre_2_31_layout_prefers_the_live_raw_node(tmp_path):
+    root = power_tree(tmp_path / "sys", devices=2, raw="POWER_STATUS_VALID,1789180861,41.25,37.50\n")
+    meta, rows, errors = open_sysfs_only(root, device_type="trn2")
+    src = meta["neuron:0"]["power_source"]
+    assert "stats/power/utilization_raw (live per-die power utilization, driver 2.29+)" in src
+    assert "else " + str(root / "neuron0" / "stats" / "power" / "utilization") in src
+    assert errors == [] and rows
+    # the largest die (41.25 %), above an epoch: 85 W floor + 41.25 % of 500 W
+    assert all(r["power_util_pct"] == 41.25 and r["power_est_w"] == pytest.approx(85 + 0.4125 * 500) for r in rows)
+
+
+def test_post_2_31_layout_finds_the_node_where_it_moved(tmp_path):
+    root = power_tree(tmp_path / "sys", where="stats/hardware/power", raw="die0: 12.5\ndie1: 30.0\n")
+    meta, rows, errors = open_sysfs_only(root, device_type="inf2")
+    src = meta["neuron:0"]["power_source"]
+    assert str(root / "neuron0" / "stats" / "hardware" / "power" / "utilization_raw") in src
+    assert errors == [] and rows and all(r["power_util_pct"] == 30.0 for r in rows)
+    assert all(r["power_est_w"] == pytest.approx(17 + 30.0) for r in rows)
+
+
+def test_absent_node_says_which_paths_were_tried(tmp_path, monitor):
+    root = power_tree(tmp_path / "sys", minute=None)
+    c = NeuronCollector(sysfs_root=str(root), monitor="off")
+    ok, why = c.available()
+    assert not ok and str(root / "neuron0" / "stats" / "power" / "utilization_raw") in why
+    assert "**/power/{utilization_raw,utilization} (depth <= 4)" in why and "2.21.37" not in why
+    with pytest.raises(CollectorError, match="tried .*stats/power/utilization;"):
+        c.open()
+    monitor(INF2)  # with neuron-monitor: a utilisation estimate, and the reason there is no sysfs figure
+    c = NeuronCollector(sysfs_root=str(root))
+    try:
+        src = c.open()["neuron:0"]["power_source"]
+    finally:
+        c.close()
+    assert src.startswith("estimated: utilization-based") and "no sysfs power node (tried " in src
+
+
+def test_an_unreadable_raw_format_is_reported_and_the_minute_file_used(tmp_path):
+    root = power_tree(tmp_path / "sys", raw="calibrating\n")
+    meta, rows, errors = open_sysfs_only(root, device_type="inf2")
+    assert any("utilization_raw holds 'calibrating', not a format wattprof reads" in e for e in errors)
+    assert rows and all(r["power_util_pct"] == 18.86 for r in rows)
+
+
+# --- power: defaults with their sources ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, max_w, words", [
+    ("trn1", 100.0, "derived: Inferentia2's figure"), ("trn2", 500.0, "third-party estimate"),
+    ("inf2", 100.0, "third-party estimate"), ("inf1", 75.0, "third-party estimate")])
+def test_every_supported_type_has_a_sourced_default_and_an_idle_floor(tmp_path, kind, max_w, words):
+    meta, rows, _ = open_sysfs_only(power_tree(tmp_path / "sys"), device_type=kind)
+    m = meta["neuron:0"]
+    assert m["power_estimated"] is True and m["max_w"] == max_w and words in m["max_w_from"]
+    assert m["idle_w"] == pytest.approx(0.17 * max_w, abs=0.05) and "assumed floor" in m["idle_w_from"]
+    assert f"max_w={max_w:g} W (default for" in m["power_source"] and "idle_w=" in m["power_source"]
+    assert rows and rows[0]["power_est_w"] == pytest.approx(m["idle_w"] + 0.1886 * max_w)
+
+
+def test_without_a_known_default_utilisation_is_kept_and_power_says_why(monitor, tmp_path):
+    monitor(INF2)
+    c = NeuronCollector(sysfs_root=str(power_tree(tmp_path / "sys")), device_type="trn3")
+    try:
+        meta = c.open()
+        rows, _ = collect(c, 0.8)
+    finally:
+        c.close()
+    assert meta["neuron:0"]["power_estimated"] is False and meta["neuron:0"]["max_w"] is None
+    assert meta["neuron:0"]["power_source"].startswith("none: no known maximum power for Trainium3")
+    assert any(r.get("util_pct") == 50.0 for r in rows) and all("power_est_w" not in r for r in rows)
+
+
+def test_the_report_says_the_neuron_figure_is_an_estimate_and_from_what(tmp_path):
+    from conftest import wattprof
+    root, run = power_tree(tmp_path / "sys"), tmp_path / "run"
+    env = {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "FAKE_NEURON_MONITOR_SPEED": "10",
+           "FAKE_NEURON_MONITOR_JSONL": str(INF2)}
+    p = wattprof("record", "--out", str(run), "-c", f"neuron:sysfs_root={root}", "-q", "--", "sleep", "1.5", env=env)
+    assert p.returncode == 0, p.stderr
+    md = wattprof("report", str(run), "--format", "markdown", env=env)
+    assert md.returncode == 0, md.stderr
+    assert "ESTIMATE" in md.stdout and "neuron sysfs power utilization" in md.stdout
+    assert "third-party estimate" in md.stdout and "assumed floor" in md.stdout
+
+
+# --- containers: sysfs numbering vs neuron-monitor's ----------------------------------------------------
+
+def test_container_numbering_without_identity_is_flagged_and_sysfs_not_used(monitor, tmp_path, monkeypatch):
+    monitor(INF2)  # neuron-monitor: device 0; sysfs (host-wide): neuron3
+    monkeypatch.delenv("FAKE_NEURON_LS_JSON", raising=False)
+    root = power_tree(tmp_path / "sys", first=3)
+    c = NeuronCollector(sysfs_root=str(root))
+    try:
+        meta = c.open()
+        rows, errors = collect(c, 0.8)
+    finally:
+        c.close()
+    assert list(meta) == ["neuron:0"]  # no neuron:3 invented from sysfs
+    assert "ambiguous device numbering" in meta["neuron:0"]["sysfs_pairing"]
+    assert meta["neuron:0"]["power_source"].startswith("estimated: utilization-based")
+    assert "sysfs_map=" in meta["neuron:0"]["power_source"]
+    assert any("ambiguous device numbering" in e for e in errors)
+    assert all("power_util_pct" not in r for r in rows)
+
+
+def test_container_devices_are_paired_by_pci_bdf_from_neuron_ls(monitor, tmp_path, monkeypatch):
+    monitor(INF2)
+    root = power_tree(tmp_path / "sys", first=3)
+    pci = tmp_path / "pci" / "0000:00:1f.0"
+    pci.mkdir(parents=True)
+    (root / "neuron3" / "device").symlink_to(pci)
+    ls = tmp_path / "ls.json"
+    ls.write_text(json.dumps([{"neuron_device": 0, "bdf": "00:1f.0", "nc_count": 2}]))
+    monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(ls))
+    c = NeuronCollector(sysfs_root=str(root))
+    try:
+        meta = c.open()
+        rows, _ = collect(c, 0.8)
+    finally:
+        c.close()
+    m = meta["neuron:0"]
+    assert m["pci_bdf"] == "00:1f.0" and m["sysfs_device"] == str(root / "neuron3")
+    assert m["sysfs_pairing"].startswith("sysfs paired by PCI BDF / serial (neuron-ls -j): 1 of 1")
+    assert rows and all(r["power_util_pct"] == 18.86 for r in rows if r["device"] == "neuron:0")
+
+
+def test_container_devices_can_be_paired_by_option(monitor, tmp_path):
+    monitor(INF2)
+    root = power_tree(tmp_path / "sys", first=3)
+    c = NeuronCollector(sysfs_root=str(root), sysfs_map="0:3")
+    try:
+        meta = c.open()
+        rows, _ = collect(c, 0.8)
+    finally:
+        c.close()
+    assert meta["neuron:0"]["sysfs_pairing"].startswith("sysfs paired by the sysfs_map option")
+    assert rows and all(r["power_util_pct"] == 18.86 for r in rows)
