@@ -310,15 +310,15 @@ def test_without_a_power_file_power_is_a_utilisation_estimate(fakes, tmp_path):
     assert all("power_est_w" not in r for r in rows if "util_pct" not in r)  # the partial first report
 
 
-def test_trainium1_without_max_w_is_labelled_unestimated(fakes, tmp_path):
-    c = NeuronCollector(sysfs_root=str(sysfs_tree(tmp_path / "sys")))
+def test_a_type_without_a_known_max_w_is_labelled_unestimated(fakes, tmp_path):
+    c = NeuronCollector(sysfs_root=str(sysfs_tree(tmp_path / "sys")), device_type="trn3")
     try:
         devices = c.open()
         rows, _ = collect(c, 0.5)
     finally:
         c.close()
     meta = devices["neuron:0"]
-    assert meta["power_source"].startswith("none: no published maximum power for Trainium1")
+    assert meta["power_source"].startswith("none: no known maximum power for Trainium3")
     assert "max_w=WATTS" in meta["power_source"] and meta["power_estimated"] is False
     assert rows and all("power_est_w" not in r for r in rows)
 
@@ -352,7 +352,7 @@ def test_sysfs_alone_gives_power_with_the_device_type_default(tmp_path):
     assert set(devices) == {"neuron:0", "neuron:1"} and errors == []
     assert devices["neuron:1"]["max_w"] == 100.0 and devices["neuron:1"]["max_w_from"].startswith("default for Inferentia2")
     assert devices["neuron:0"]["power_source"].startswith("estimated: idle_w + max_w x neuron sysfs")
-    assert all(r["power_est_w"] == pytest.approx(18.86) for r in rows)  # idle_w 0 + 18.86 % of 100 W
+    assert all(r["power_est_w"] == pytest.approx(17 + 18.86) for r in rows)  # idle floor 17 W + 18.86 % of 100 W
     for dev in ("neuron:0", "neuron:1"):  # one row per device per period_s, not per read()
         t = [r["t"] for r in rows if r["device"] == dev]
         assert len(t) >= 2 and min(b - a for a, b in zip(t, t[1:], strict=False)) >= 0.99

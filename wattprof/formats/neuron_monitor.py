@@ -23,10 +23,15 @@ neuron<N>``), because that is the unit power is known for:
   latencies ``latency_p50_s`` / ``latency_p99_s`` (``total_latency``, seconds; the largest over
   applications; missing when nothing ran).
 
-Cores map to devices through ``neuron_hardware_info``: ``neuroncore_per_device_count`` divided
-by ``logical_neuroncore_config`` cores per device (logical cores, as neuron-monitor numbers them;
-an assumption where LNC > 1), else through the models' ``neuroncore_index`` /
-``neuron_device_index``, else all cores on device 0.
+Cores map to devices through ``neuron_hardware_info``: core ``c`` (a global index, as
+``neuroncores_in_use`` keys are) is on device ``c // neuroncore_per_device_count``. That count is
+already the *logical* count (4 on a Trn2 with LNC=2, as ``neuron-ls`` shows): it is never divided
+by ``logical_neuroncore_config``. Without it, the count follows from the device type (physical
+cores per device, divided by the LNC on Trn2); without either, a single-device report puts every
+core on device 0 and a multi-device one maps none (and says so). A core beyond the devices the
+report describes is left out with an error, never given a device that does not exist. In
+``loaded_models``, ``neuroncore_index`` is the core's index *within* ``neuron_device_index``
+(the user guide shows core 0 on device 12): it names the application's device, never a global core.
 
 ``system_data`` gives a ``host`` sample (``cpu_util_pct`` = 100 - idle, host memory).
 Only columns present in :data:`wattprof.schema.METRICS` are stored by a run; the rest are kept in
@@ -154,50 +159,63 @@ def report_errors(obj: Any) -> list[str]:
     return out
 
 
+#: Physical NeuronCores per device, by ``neuron_hardware_info.neuron_device_type`` (user guide /
+#: architecture pages: Inferentia 4 x NeuronCore-v1, Trainium and Inferentia2 2 x NeuronCore-v2,
+#: Trainium2 8 x NeuronCore-v3, combined LNC at a time into logical cores). Only a fallback for a
+#: report without ``neuroncore_per_device_count``.
+PHYSICAL_CORES: dict[str, int] = {"inferentia": 4, "inferentia2": 2, "trainium": 2, "trainium2": 8}
+
+
 @dataclass
 class _Layout:
-    """Which device each NeuronCore is on."""
+    """Which device each (global, logical) NeuronCore is on."""
 
     cores_per_device: int | None
     device_count: int | None
-    core_device: dict[int, int] = field(default_factory=dict)
 
-    def device_of(self, core: int) -> int:
-        if core in self.core_device:
-            return self.core_device[core]
+    def device_of(self, core: int) -> int | None:
+        """The core's device, or None when the report does not say (or describes no such device)."""
+        if core < 0:
+            return None
         if self.cores_per_device:
-            return core // self.cores_per_device
-        return 0
+            dev = core // self.cores_per_device
+            return dev if self.device_count is None or dev < self.device_count else None
+        return 0 if self.device_count in (None, 1) else None
+
+    def describe(self) -> str:
+        per = f"{self.cores_per_device} core(s)" if self.cores_per_device else "an unknown number of cores"
+        count = f"{self.device_count} device(s)" if self.device_count is not None else "its devices"
+        return f"{count} x {per} (neuron_hardware_info)"
+
+
+def cores_per_device(hw: Mapping[str, Any]) -> int | None:
+    """Logical NeuronCores per device: ``neuroncore_per_device_count`` as reported (already logical),
+    else the device type's physical count divided by the LNC (Trn2 only)."""
+    per = _num(hw.get("neuroncore_per_device_count"))
+    if per >= 1:
+        return int(per)
+    physical = PHYSICAL_CORES.get(str(hw.get("neuron_device_type", "")).strip().lower())
+    if physical is None:
+        return None
+    lnc = _num(hw.get("logical_neuroncore_config"))
+    return max(physical // int(lnc), 1) if lnc > 1 else physical
 
 
 def _layout(obj: dict, hardware: Mapping[str, Any] | None) -> _Layout:
     hw = dict(hardware or {})
     hw.update({k: v for k, v in _dict(obj.get("neuron_hardware_info")).items() if v not in (None, "")})
-    per = _num(hw.get("neuroncore_per_device_count"))
-    lnc = _num(hw.get("logical_neuroncore_config"))
-    cores = None
-    if per > 0:
-        cores = max(int(per // lnc) if lnc > 1 else int(per), 1)
     count = _num(hw.get("neuron_device_count"))
-    layout = _Layout(cores, int(count) if 0 <= count <= MAX_DEVICES else None)
-    for app in _list(obj.get("neuron_runtime_data")):
-        for model in _list(_group(_dict(app).get("report"), "memory_used").get("loaded_models")):
-            for sg in _dict(_dict(model).get("subgraphs")).values():
-                core, dev = _int_key(_dict(sg).get("neuroncore_index")), _int_key(_dict(sg).get("neuron_device_index"))
-                if core is not None and dev is not None:
-                    layout.core_device.setdefault(core, dev)
-    return layout
+    return _Layout(cores_per_device(hw), int(count) if 0 <= count <= MAX_DEVICES else None)
 
 
 def _app_devices(report: dict, layout: _Layout, known: set[int]) -> set[int]:
+    """Devices an application's models are loaded on (``neuron_device_index``; ``neuroncore_index``
+    is device-local and says nothing about the device), else every known device."""
     devs: set[int] = set()
     for model in _list(_group(report, "memory_used").get("loaded_models")):
         for sg in _dict(_dict(model).get("subgraphs")).values():
             dev = _int_key(_dict(sg).get("neuron_device_index"))
-            if dev is None:
-                core = _int_key(_dict(sg).get("neuroncore_index"))
-                dev = layout.device_of(core) if core is not None else None
-            if dev is not None:
+            if dev is not None and dev >= 0 and (layout.device_count is None or dev < layout.device_count):
                 devs.add(dev)
     return devs or set(known)
 
@@ -252,7 +270,11 @@ def parse_report(obj: Any, *, hardware: Mapping[str, Any] | None = None) -> tupl
             core_mem[core] = core_mem.get(core, 0.0) + total
 
     known: set[int] = set(range(layout.device_count)) if layout.device_count else set()
-    known |= {layout.device_of(c) for c in (*core_util, *core_flops, *core_mem)}
+    where = {c: layout.device_of(c) for c in {*core_util, *core_flops, *core_mem}}
+    known |= {d for d in where.values() if d is not None}
+    lost = sorted(c for c, d in where.items() if d is None)
+    if lost:
+        errors.append(f"NeuronCore(s) {', '.join(map(str, lost))} not on any of the {layout.describe()}: left out")
     rows: dict[int, dict[str, Any]] = {d: {} for d in sorted(known)}
 
     partial = is_partial(obj)
