@@ -514,8 +514,9 @@ def test_export_round_trips_through_getmetricdata(moto_url, tmp_path):
     assert _read_back(client, "CO2eGrams", base_dims, ts) == [pytest.approx(report.carbon.g_co2e)]
     assert _read_back(client, "EnergyPerTokenJoules", base_dims, ts) == [pytest.approx(report.j_per_token)]
     assert _read_back(client, "Tokens", base_dims, ts) == [150_000]
-    for d in report.devices:
-        got = _read_back(client, "AveragePowerWatts", {**base_dims, "Device": d.device}, ts)
+    for d in report.devices:  # the stable device dimension: gpu:0, not cw:i-0abc.../gpu:0
+        assert d.device.startswith(f"cw:{INSTANCE}/")
+        got = _read_back(client, "AveragePowerWatts", {**base_dims, "Device": d.device.split("/")[-1]}, ts)
         assert got == [pytest.approx(d.mean_power_w)]
     lr = report.by_label["l0"]
     assert _read_back(client, "EnergyPerTokenJoules", {**base_dims, "Label": "l0"}, ts) == [pytest.approx(lr.j_per_token)]
