@@ -19,6 +19,7 @@ moto_server = pytest.importorskip("moto.server")
 
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
+from cloudwatch_fake import StrictCloudWatch  # noqa: E402
 
 import wattprof  # noqa: E402
 from wattprof.analysis.carbon import resolve_intensity  # noqa: E402
@@ -40,7 +41,7 @@ STEP_S = 10  # the agent's metrics_collection_interval: 10 s is high resolution
 
 
 @pytest.fixture(scope="module")
-def moto_url():
+def moto_server_url():
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -49,11 +50,28 @@ def moto_url():
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def strict_cw(moto_server_url):
+    """The strict fake of the CloudWatch rules moto lacks, in front of moto (tests/cloudwatch_fake.py)."""
+    fake = StrictCloudWatch(moto_server_url)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_url(strict_cw):
+    """Where the tests' CloudWatch lives: the strict fake, forwarding to moto."""
+    return strict_cw.url
+
+
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch, tmp_path, moto_url):
+def aws_env(monkeypatch, tmp_path, moto_server_url, strict_cw):
     """Dummy credentials, a region, no shared config, no instance metadata lookups, and every AWS
-    endpoint pointed at the local moto server; moto's state reset for each test."""
-    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+    endpoint pointed at the strict fake in front of the local moto server; both reset for each test."""
+    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+              "AWS_EC2_METADATA_SERVICE_ENDPOINT", "KUBERNETES_SERVICE_HOST", "NODE_NAME", "POD_NAME",
+              "POD_NAMESPACE"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -62,8 +80,13 @@ def aws_env(monkeypatch, tmp_path, moto_url):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    urlopen(Request(moto_url + "/moto-api/reset", method="POST"), timeout=10).read()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", strict_cw.url)
+    urlopen(Request(moto_server_url + "/moto-api/reset", method="POST"), timeout=10).read()
+    strict_cw.reset()
+    strict_cw.clock, strict_cw.list_delay_s = time.time, 0.0
+    yield
+    assert not strict_cw.rejected or getattr(strict_cw, "expect_rejections", False), strict_cw.rejected
+    strict_cw.expect_rejections = False
 
 
 def _only_localhost(request, **_):
@@ -113,36 +136,54 @@ def power_fn(gpu: int, t: np.ndarray, t0: float) -> np.ndarray:
     return idle + (peak - idle) * busy + 15.0 * busy * np.sin(x / 17.0)
 
 
+AGENT_DIMS = {
+    # append_dimensions {"InstanceId": "${aws:InstanceId}", ...}: the agent drops `host`
+    "appended": lambda gpu, instance, host: {"index": str(gpu), "name": GPU_NAME, "arch": "x86_64",
+                                             "InstanceId": instance, "InstanceType": "p5.48xlarge"},
+    # no append_dimensions: `host` names the machine
+    "host": lambda gpu, instance, host: {"index": str(gpu), "name": GPU_NAME, "arch": "x86_64", "host": host},
+    # the agent in a container without append_dimensions: no `host` (omit_hostname), no InstanceId
+    "container": lambda gpu, instance, host: {"index": str(gpu), "name": GPU_NAME, "arch": "x86_64"},
+}
+
+
 def put_agent_metrics(client, t_first: float, *, minutes: int = 10, step: int = STEP_S, instance: str = INSTANCE,
-                      host: str = HOST, rollup: bool = True) -> None:
+                      host: str = HOST, rollup: bool = True, style: str = "appended", t_until: float | None = None,
+                      t_from: float | None = None) -> None:
     """What the CloudWatch agent publishes for 2 GPUs: nvidia_smi_power_draw and utilization_gpu
-    (plus memory_used) per index, and a roll-up without `index` (aggregation_dimensions)."""
+    (plus memory_used) per index, with the dimension set of the agent configuration `style`, and a
+    roll-up without `index` (aggregation_dimensions). Sub-minute intervals are high resolution.
+    ``t_from``/``t_until``: publish only the readings in that span (late data, new metrics)."""
     times = np.arange(t_first, t_first + minutes * 60 + 1, step, dtype=float)
+    times = times[(times >= (t_from if t_from is not None else -np.inf))
+                  & (times <= (t_until if t_until is not None else np.inf))]
+    resolution = 1 if step < 60 else 60
     data = []
     for gpu in (0, 1):
-        dims = [{"Name": "index", "Value": str(gpu)}, {"Name": "name", "Value": GPU_NAME},
-                {"Name": "host", "Value": host}, {"Name": "arch", "Value": "x86_64"},
-                {"Name": "InstanceId", "Value": instance}]
+        dims = [{"Name": k, "Value": v} for k, v in AGENT_DIMS[style](gpu, instance, host).items()]
         p = power_fn(gpu, times, t_first)
         for t, w in zip(times, p, strict=True):
             when = datetime.fromtimestamp(t, tz=UTC)
             for name, value in (("nvidia_smi_power_draw", w), ("nvidia_smi_utilization_gpu", min(100.0, w / 6.5)),
                                 ("nvidia_smi_memory_used", 40000.0)):
                 data.append({"MetricName": name, "Dimensions": dims, "Timestamp": when, "Value": round(float(value), 3),
-                             "StorageResolution": 1})
+                             "StorageResolution": resolution})
     if rollup:
+        ident = {k: v for k, v in AGENT_DIMS[style](0, instance, host).items() if k in ("InstanceId", "host")}
         for t in times:
             total = float(power_fn(0, np.array([t]), t_first)[0] + power_fn(1, np.array([t]), t_first)[0])
-            data.append({"MetricName": "nvidia_smi_power_draw", "Dimensions": [{"Name": "InstanceId", "Value": instance}],
+            data.append({"MetricName": "nvidia_smi_power_draw",
+                         "Dimensions": [{"Name": k, "Value": v} for k, v in ident.items()],
                          "Timestamp": datetime.fromtimestamp(t, tz=UTC), "Value": total,
-                         "StorageResolution": 1})
+                         "StorageResolution": resolution})
     for i in range(0, len(data), 500):
         client.put_metric_data(Namespace="CWAgent", MetricData=data[i:i + 500])
 
 
 def expected_energy(gpu: int, t_first: float, t0: float, t1: float, *, step: int = STEP_S, minutes: int = 10,
-                    bucket: float = 1.0) -> float:
-    """Hand-computed: readings (rounded as published) placed at the middle of their 1 s bucket,
+                    bucket: float = float(STEP_S)) -> float:
+    """Hand-computed: readings (rounded as published) placed at the middle of their bucket (read at
+    the period the readings come at: 10 s),
     linear in between, integrated over [t0, t1]."""
     times = np.arange(t_first, t_first + minutes * 60 + 1, step, dtype=float)
     values = np.round(power_fn(gpu, times, t_first), 3)
@@ -171,7 +212,7 @@ def test_a_profiled_run_reads_agent_metrics_back_and_its_energy_is_the_integral(
     put_agent_metrics(make_factory(moto_url)("cloudwatch"), t_first)
     t0, t1 = t_first + 5.0, t_first + 595.0
     clock = HeldClock(t0)
-    spec = f"cloudwatch:endpoint_url={moto_url},instance_id={INSTANCE},region={REGION}"
+    spec = f"cloudwatch:endpoint_url={moto_url},instance_id={INSTANCE},region={REGION},agent_version=1.300056.0"
     with wattprof.profile("cw-run", collectors=[spec], sampler="thread", clock=clock, out=tmp_path / "run",
                           tags={"model": "8b"}) as prof:
         assert urlsplit(prof.recorder.collectors[0].client.meta.endpoint_url).hostname == "127.0.0.1"
@@ -192,8 +233,10 @@ def test_a_profiled_run_reads_agent_metrics_back_and_its_energy_is_the_integral(
     truth = sum(float(np.trapezoid(power_fn(g, fine, t_first), fine)) for g in (0, 1))
     assert report.energy_j == pytest.approx(truth, rel=5e-3)
     d0 = devs[f"cw:{INSTANCE}/gpu:0"]
-    assert d0.energy_source == "averaged_power" and d0.name == GPU_NAME
-    assert d0.power_source.startswith("measured: CloudWatch agent nvidia_smi_power_draw (")
+    # agent 1.300056.0 and newer publish the instantaneous reading: labelled as such
+    assert d0.energy_source == "instant_power" and d0.name == GPU_NAME
+    assert d0.power_source == ("measured: CloudWatch agent nvidia_smi_power_draw (period 10 s, statistic Average, "
+                               "instantaneous readings (agent 1.300056.0))")
     assert run.samples["mem_used_bytes"].dropna().iloc[0] == 40000.0 * 1024 * 1024
     assert report.by_label["train"].j_per_token == pytest.approx(report.by_label["train"].energy_j / 120_000)
     assert report.run["tags"] == {"model": "8b"}
@@ -202,22 +245,24 @@ def test_a_profiled_run_reads_agent_metrics_back_and_its_energy_is_the_integral(
 def test_fetch_picks_the_period_and_says_it_in_the_power_source(moto_url):
     t_first = recent_minute()
     factory = make_factory(moto_url)
-    put_agent_metrics(factory("cloudwatch"), t_first, minutes=3)
+    put_agent_metrics(factory("cloudwatch"), t_first, minutes=3, style="host")
     clock = ManualClock(t_first + 200)
-    c = CloudWatchCollector(clock=clock, host=HOST, client_factory=factory)
+    c = CloudWatchCollector(clock=clock, host=HOST, client_factory=factory, power="average")
     devices = c.open()
-    assert set(devices) == {f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"}
-    assert devices[f"cw:{INSTANCE}/gpu:0"]["dimensions"]["index"] == "0"
+    assert set(devices) == {f"cw:{HOST}/gpu:0", f"cw:{HOST}/gpu:1"}
+    assert devices[f"cw:{HOST}/gpu:0"]["dimensions"]["index"] == "0"
     rows = c.fetch(t_first, t_first + 180)
-    assert c.last_period == 1
+    assert c.last_period == 10  # the readings' interval (10 s), not 1 s: ten times fewer points
     assert rows[0]["t"] == t_first and rows[-1]["t"] == t_first + 180  # edges of the window
-    info = c.devices_after_fetch[f"cw:{INSTANCE}/gpu:0"]
-    assert info["power_source"] == "measured: CloudWatch agent nvidia_smi_power_draw (period 1 s, statistic Average)"
-    # the run outlasts the data (the agent had not flushed yet): a note, no invented energy
+    info = c.devices_after_fetch[f"cw:{HOST}/gpu:0"]
+    assert info["power_source"] == ("measured: CloudWatch agent nvidia_smi_power_draw (period 10 s, statistic "
+                                    "Average, 1 s averaged readings (power=average))")
+    # the run outlasts the data (the agent never sent it): it waits (bounded), then notes the gap
     rows = c.fetch(t_first, t_first + 300)
     assert rows[-1]["t"] < t_first + 200
+    assert c.waited_s == pytest.approx(300 + 120 - 200)  # up to wait_s after the run's end, on its clock
     assert any("no data for the last" in n and "wait_s" in n for n in c.notes)
-    assert c.devices_after_fetch[f"cw:{INSTANCE}/gpu:0"]["notes"]
+    assert c.devices_after_fetch[f"cw:{HOST}/gpu:0"]["notes"]
     # retention: 1 s data is kept 3 h, 60 s data 15 days
     assert choose_period(t_first, t_first + 3600) == 1
     assert choose_period(t_first, t_first + 4 * 3600) == 60
@@ -226,6 +271,11 @@ def test_fetch_picks_the_period_and_says_it_in_the_power_source(moto_url):
         choose_period(t_first, t_first + 4 * 3600, 10)
     with pytest.raises(InputError, match="multiple of 60"):
         choose_period(t_first, t_first + 60, 90)
+    assert choose_period(t_first, t_first + 60, 20) == 20  # a valid sub-minute period
+    assert choose_period(t_first, t_first + 60, interval_s=10) == 10
+    assert choose_period(t_first, t_first + 60, interval_s=60, high_resolution=False) == 60
+    with pytest.raises(InputError, match="standard resolution"):
+        choose_period(t_first, t_first + 60, 10, high_resolution=False)
 
 
 def test_standard_resolution_data_is_treated_as_minute_buckets(moto_url):
@@ -239,7 +289,7 @@ def test_standard_resolution_data_is_treated_as_minute_buckets(moto_url):
     inner = [r["t"] - t_first for r in rows[1:-1]]
     assert inner[:3] == [30.0, 90.0, 150.0]  # the middle of each minute
     assert "period 60 s" in c.devices_after_fetch[f"cw:{INSTANCE}/gpu:0"]["power_source"]
-    got = np.trapezoid([r["power_avg_w"] for r in rows], [r["t"] for r in rows])
+    got = np.trapezoid([r["power_w"] for r in rows], [r["t"] for r in rows])
     assert got == pytest.approx(expected_energy(0, t_first, t_first, t_first + 600, step=60, bucket=60.0), rel=1e-9)
 
 
@@ -254,7 +304,7 @@ def test_throttling_is_retried_with_backoff(moto_url):
     c.open()
     rows = c.fetch(t_first, t_first + 180)
     assert rows and c.retry.retries == 3
-    assert [n for n, _ in calls].count("GetMetricData") == 3  # two throttled, then through
+    assert [n for n, _ in calls].count("GetMetricData") == 4  # the probe: two throttled, then through; the data
     assert len(delays) == 3 and 0.025 <= delays[1] <= 0.05 <= delays[2] <= 0.1  # backoff doubles (with jitter)
 
     # bounded: more throttling than retries is a clear error, not a hang
@@ -298,8 +348,10 @@ def test_missing_metrics_are_a_clear_error_and_an_event_not_a_crash(moto_url, tm
     factory = make_factory(moto_url)
     put_agent_metrics(factory("cloudwatch"), t_first, minutes=2)
     c = CloudWatchCollector(clock=ManualClock(t_first), instance_id="i-0000000000nothere", client_factory=factory)
-    with pytest.raises(CollectorError, match=r"no CloudWatch agent metrics .* InstanceId=i-0000000000nothere"):
-        c.open()
+    assert c.open() == {}  # not listed (yet): looked for again when the run ends
+    with pytest.raises(CollectorError, match=r"no CloudWatch agent metrics .* InstanceId=i-0000000000nothere.*"
+                                             r"also at the run's end, after waiting 180 s"):
+        c.fetch(t_first, t_first + 60)
 
     # through the recorder: the run records the reason as an event and still finalises
     clock = ManualClock(t_first)
@@ -323,13 +375,16 @@ def test_several_machines_need_a_choice(moto_url):
     t_first = recent_minute()
     factory = make_factory(moto_url)
     put_agent_metrics(factory("cloudwatch"), t_first, minutes=2)
-    put_agent_metrics(factory("cloudwatch"), t_first, minutes=2, instance="i-0other", host="ip-10-0-9-9")
+    # a second machine whose agent appends no EC2 dimensions: named by `host`
+    put_agent_metrics(factory("cloudwatch"), t_first, minutes=2, host="ip-10-0-9-9", style="host")
     with pytest.raises(CollectorError, match="2 machines"):
         CloudWatchCollector(clock=ManualClock(t_first), client_factory=factory).open()
     devs = CloudWatchCollector(clock=ManualClock(t_first), client_factory=factory, all_hosts=1).open()
     assert len(devs) == 4
     assert set(CloudWatchCollector(clock=ManualClock(t_first), client_factory=factory, host="ip-10-0-9-9").open()) == {
-        "cw:i-0other/gpu:0", "cw:i-0other/gpu:1"}
+        "cw:ip-10-0-9-9/gpu:0", "cw:ip-10-0-9-9/gpu:1"}
+    assert set(CloudWatchCollector(clock=ManualClock(t_first), client_factory=factory, instance_id=INSTANCE).open()) == {
+        f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"}
 
 
 def test_explicit_dimensions_skip_listmetrics(moto_url):
@@ -338,12 +393,12 @@ def test_explicit_dimensions_skip_listmetrics(moto_url):
     factory = make_factory(moto_url, calls=calls)
     put_agent_metrics(factory("cloudwatch"), t_first, minutes=2, rollup=False)
     # a series' complete dimensions (moto matches them only in the order they were put: a moto gap)
-    dims = f"name={GPU_NAME};host={HOST};arch=x86_64;InstanceId={INSTANCE}"
+    dims = f"name={GPU_NAME};arch=x86_64;InstanceId={INSTANCE};InstanceType=p5.48xlarge"
     c = base.create(f"cloudwatch:discover=0,indices=0;1,dimensions={dims}", clock=ManualClock(t_first + 130))
     c.client_factory = factory
     assert set(c.open()) == {f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"}
     rows = c.fetch(t_first, t_first + 120)
-    assert {r["device"] for r in rows if r.get("power_avg_w")} == {f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"}
+    assert {r["device"] for r in rows if r.get("power_w")} == {f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"}
     assert "ListMetrics" not in {n for n, _ in calls}
 
 
@@ -459,8 +514,9 @@ def test_export_round_trips_through_getmetricdata(moto_url, tmp_path):
     assert _read_back(client, "CO2eGrams", base_dims, ts) == [pytest.approx(report.carbon.g_co2e)]
     assert _read_back(client, "EnergyPerTokenJoules", base_dims, ts) == [pytest.approx(report.j_per_token)]
     assert _read_back(client, "Tokens", base_dims, ts) == [150_000]
-    for d in report.devices:
-        got = _read_back(client, "AveragePowerWatts", {**base_dims, "Device": d.device}, ts)
+    for d in report.devices:  # the stable device dimension: gpu:0, not cw:i-0abc.../gpu:0
+        assert d.device.startswith(f"cw:{INSTANCE}/")
+        got = _read_back(client, "AveragePowerWatts", {**base_dims, "Device": d.device.split("/")[-1]}, ts)
         assert got == [pytest.approx(d.mean_power_w)]
     lr = report.by_label["l0"]
     assert _read_back(client, "EnergyPerTokenJoules", {**base_dims, "Label": "l0"}, ts) == [pytest.approx(lr.j_per_token)]

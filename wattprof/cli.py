@@ -548,12 +548,14 @@ def export() -> None:
 @click.option("--endpoint-url", help="CloudWatch endpoint (e.g. a VPC endpoint or a local test server).")
 @click.option("--profile", help="AWS profile.")
 @click.option("--dry-run", is_flag=True, help="Print the metric data instead of sending it.")
+@click.option("--device-dimension", type=click.Choice(["stable", "full"]), default="stable", show_default=True,
+              help="Device dimension: stable (gpu:0, one series across ephemeral instances) or full (the run's id).")
 @carbon_options
 @_guard
 def export_cloudwatch_cmd(run_dir: str, namespace: str, dimensions: tuple[str, ...], tag_dims: tuple[str, ...],
                           include_run_id: bool, aws_region: str | None, endpoint_url: str | None,
-                          profile: str | None, dry_run: bool, region: str | None, country: str | None,
-                          intensity: float | None, pue: float | None) -> None:
+                          profile: str | None, dry_run: bool, device_dimension: str, region: str | None,
+                          country: str | None, intensity: float | None, pue: float | None) -> None:
     """Put the run's results as CloudWatch metrics: energy, J/token, CO2 (with a location), average
     power per device, per label. Units are in the metric names. Needs the [aws] extra.
 
@@ -569,12 +571,17 @@ def export_cloudwatch_cmd(run_dir: str, namespace: str, dimensions: tuple[str, .
     rep = build_report(Run.open(run_dir), carbon=ctx)
     dims = _kv(dimensions, "--dimension")
     if dry_run:
-        data, base, skipped = build_metric_data(rep, dimensions=dims, tags=tag_dims, include_run_id=include_run_id)
-        click.echo(json.dumps({"namespace": namespace, "dimensions": base, "metric_data": data, "skipped": skipped},
-                              indent=1, default=str))
+        sanitised: list[str] = []
+        data, base, skipped = build_metric_data(rep, dimensions=dims, tags=tag_dims, include_run_id=include_run_id,
+                                                device_dimension=device_dimension, sanitised=sanitised)
+        click.echo(json.dumps({"namespace": namespace, "dimensions": base, "metric_data": data, "skipped": skipped,
+                               "sanitised": sanitised}, indent=1, default=str))
         return
     res = export_cloudwatch(rep, namespace=namespace, dimensions=dims, tags=tag_dims, include_run_id=include_run_id,
-                            endpoint_url=endpoint_url, region=aws_region, profile=profile)
+                            device_dimension=device_dimension, endpoint_url=endpoint_url, region=aws_region,
+                            profile=profile)
+    for note in res.sanitised:
+        click.echo(f"wattprof: {note}", err=True)
     click.echo(f"wattprof: put {res.data_points} data points in {res.calls} call(s) to namespace {res.namespace}",
                err=True)
 

@@ -404,6 +404,24 @@ class Recorder:
                 slot.buffer.extend(rows)
                 self.stats.samples += len(rows)
             slot.disabled = True  # fetched once
+            self._after_fetch(slot)
+
+    def _after_fetch(self, slot: _Slot) -> None:
+        """A remote collector may only know its devices (discovered late) and its quality notes
+        (late or missing data) after the fetch: keep both in the run."""
+        devices = getattr(slot.collector, "devices_after_fetch", None)
+        if devices:
+            try:
+                self.writer.add_devices(devices)
+                info = self.writer.meta["sources"].get(slot.source)
+                if isinstance(info, dict):
+                    info["devices"] = sorted(set(info.get("devices") or []) | set(devices))
+                    self.writer.write_meta()
+            except (RunError, OSError) as e:
+                self._event("storage_error", f"{slot.collector.name}: devices not written: {e}",
+                            source=slot.collector.name)
+        for note in getattr(slot.collector, "fetch_notes", None) or ():
+            self._event("collector_note", f"{slot.collector.name}: {note}", source=slot.collector.name)
 
     def flush(self) -> None:
         """Append every buffered sample to the run (one record batch per source, fsynced).

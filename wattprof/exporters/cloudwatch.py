@@ -20,12 +20,25 @@ metric), the run tags named in ``tags`` (an allow-list: nothing else of the run 
 environment is ever sent) and explicit ``dimensions``. Requests stay within the API's limits: 1000
 metric data and 1 MB per call, 30 dimensions per metric. Throttled calls are retried with bounded
 exponential backoff.
+
+CloudWatch rejects a whole request whose dimension values are not ASCII, hold control characters
+or are only whitespace: names and values are sanitised first (accents dropped, other characters
+replaced with ``_``), and :attr:`CloudWatchExport.sanitised` says what was changed. PutMetricData
+has no transactions: everything is built and checked before the first call, so AWS has no reason
+to refuse a later batch; if one still fails (throttling, network, permissions), the error is a
+:class:`PartialExportError` that says exactly which calls and data points went through.
+
+``Device`` is the device's stable part by default (``gpu:0`` for ``cw:i-0abc.../gpu:0``): a device
+id holding an instance id would make a new, separately billed custom metric for every ephemeral
+instance. ``device_dimension="full"`` keeps the run's device ids.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +70,43 @@ class CloudWatchExport:
     timestamp: float  # Unix seconds (the run's end)
     retries: int = 0  # throttled calls that were retried
     skipped: tuple[str, ...] = field(default_factory=tuple)  # what was not sent, and why
+    sanitised: tuple[str, ...] = field(default_factory=tuple)  # dimension names/values changed to be accepted
+
+
+class PartialExportError(WattprofError):
+    """A multi-call export failed after some calls went through; ``sent`` says exactly what did."""
+
+    def __init__(self, message: str, sent: CloudWatchExport, not_sent: int) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.not_sent = not_sent
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def sanitize(text: str, *, limit: int = 1024) -> str:
+    """``text`` as CloudWatch accepts a dimension name or value: ASCII (accents dropped, other
+    characters as ``_``), control characters as spaces, trimmed, at least one visible character
+    (``_`` otherwise), at most ``limit`` characters."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    plain = "".join(c if c.isascii() else "_" for c in plain)
+    plain = _CONTROL.sub(" ", plain).strip()
+    return (plain or "_")[:limit]
+
+
+def stable_device(device: str) -> str:
+    """The part of a device id that stays the same across machines: ``cw:i-0abc/gpu:0`` -> ``gpu:0``."""
+    return device.rsplit("/", 1)[-1] or device
+
+
+def _clean(name: str, value: str, notes: list[str]) -> tuple[str, str]:
+    n, v = sanitize(name, limit=255), sanitize(value)
+    if (n, v) != (name, value):
+        note = f"dimension {name!r}={value!r} sent as {n}={v} (CloudWatch accepts only ASCII without control characters)"
+        if note not in notes:
+            notes.append(note)
+    return n, v
 
 
 def _check_dim(name: str, value: str) -> None:
@@ -67,8 +117,10 @@ def _check_dim(name: str, value: str) -> None:
 
 
 def base_dimensions(report: Report, *, dimensions: Mapping[str, str] | None = None, tags: Sequence[str] = (),
-                    include_run_id: bool = False) -> tuple[dict[str, str], list[str]]:
-    """The dimensions every data point carries, and notes on allow-listed tags the run lacks."""
+                    include_run_id: bool = False, sanitised: list[str] | None = None
+                    ) -> tuple[dict[str, str], list[str]]:
+    """The dimensions every data point carries (sanitised, noted in ``sanitised``), and notes on
+    allow-listed tags the run lacks."""
     run = report.run
     out: dict[str, str] = {"Name": str(run.get("name") or "run")}
     if include_run_id and run.get("id"):
@@ -83,6 +135,8 @@ def base_dimensions(report: Report, *, dimensions: Mapping[str, str] | None = No
         out[str(key)] = str(value)
     for k, v in (dimensions or {}).items():
         out[str(k)] = str(v)
+    notes = sanitised if sanitised is not None else []
+    out = dict(_clean(k, v, notes) for k, v in out.items())
     for k, v in out.items():
         _check_dim(k, v)
     if len(out) + 1 > MAX_DIMENSIONS:  # +1: Device or Label
@@ -97,10 +151,15 @@ def _finite(x: float | None) -> bool:
 
 def build_metric_data(report: Report, *, dimensions: Mapping[str, str] | None = None, tags: Sequence[str] = (),
                       include_run_id: bool = False, per_device: bool = True, per_label: bool = True,
-                      timestamp: float | None = None) -> tuple[list[dict[str, Any]], dict[str, str], list[str]]:
+                      timestamp: float | None = None, device_dimension: str = "stable",
+                      sanitised: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, str], list[str]]:
     """The PutMetricData ``MetricData`` entries for ``report`` (also for a dry run), the base
-    dimensions, and notes on what was left out."""
-    base, skipped = base_dimensions(report, dimensions=dimensions, tags=tags, include_run_id=include_run_id)
+    dimensions, and notes on what was left out (and, in ``sanitised``, on what was changed)."""
+    if device_dimension not in ("stable", "full"):
+        raise InputError(f"device_dimension {device_dimension!r}: expected stable or full")
+    notes: list[str] = sanitised if sanitised is not None else []
+    base, skipped = base_dimensions(report, dimensions=dimensions, tags=tags, include_run_id=include_run_id,
+                                    sanitised=notes)
     ts = _timestamp(report) if timestamp is None else float(timestamp)
     when = datetime.fromtimestamp(ts, tz=UTC)
     data: list[dict[str, Any]] = []
@@ -108,7 +167,7 @@ def build_metric_data(report: Report, *, dimensions: Mapping[str, str] | None = 
     def put(name: str, value: float | None, extra: Mapping[str, str] | None = None, unit: str = "None") -> None:
         if not _finite(value):
             return
-        dims = {**base, **(extra or {})}
+        dims = {**base, **dict(_clean(k, v, notes) for k, v in (extra or {}).items())}
         data.append({"MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
                      "Timestamp": when, "Value": float(value), "Unit": unit})  # type: ignore[arg-type]
 
@@ -120,17 +179,24 @@ def build_metric_data(report: Report, *, dimensions: Mapping[str, str] | None = 
         put("CO2eGrams", report.carbon.g_co2e)
     else:
         skipped.append("CO2eGrams: the report has no carbon figure (no location given)")
+    names = {d.device: d.device for d in report.devices}
+    if device_dimension == "stable":
+        short = [stable_device(d.device) for d in report.devices]
+        for d in report.devices:
+            if short.count(stable_device(d.device)) == 1:
+                names[d.device] = stable_device(d.device)
+            else:
+                skipped.append(f"device {d.device}: its stable name {stable_device(d.device)} is shared with another "
+                               "machine's device: sent under its full id")
     if per_device:
         for d in report.devices:
             if d.energy_source == "none":
                 skipped.append(f"device {d.device}: no power data")
                 continue
-            _check_dim("Device", d.device)
-            put("EnergyJoules", d.energy_j, {"Device": d.device})
-            put("AveragePowerWatts", d.mean_power_w, {"Device": d.device})
+            put("EnergyJoules", d.energy_j, {"Device": names[d.device]})
+            put("AveragePowerWatts", d.mean_power_w, {"Device": names[d.device]})
     if per_label:
         for label, lr in report.by_label.items():
-            _check_dim("Label", label)
             put("EnergyJoules", lr.energy_j, {"Label": label})
             put("EnergyPerTokenJoules", lr.j_per_token, {"Label": label})
             put("AveragePowerWatts", lr.mean_power_w, {"Label": label})
@@ -175,21 +241,24 @@ def batches(data: Sequence[dict[str, Any]], *, max_items: int = MAX_DATA_PER_CAL
 
 def export_cloudwatch(report: Report, *, namespace: str = DEFAULT_NAMESPACE, dimensions: Mapping[str, str] | None = None,
                       tags: Sequence[str] = (), include_run_id: bool = False, per_device: bool = True,
-                      per_label: bool = True, client: Any = None, endpoint_url: str | None = None,
-                      region: str | None = None, profile: str | None = None,
+                      per_label: bool = True, device_dimension: str = "stable", client: Any = None,
+                      endpoint_url: str | None = None, region: str | None = None, profile: str | None = None,
                       client_factory: Callable[..., Any] | None = None, max_retries: int = 5, backoff_s: float = 0.5,
                       sleep: Callable[[float], None] = time.sleep, now: float | None = None) -> CloudWatchExport:
     """Put ``report``'s results into CloudWatch; return what was sent.
 
     ``client``: a boto3 CloudWatch client (else one is made from ``region``/``endpoint_url``/
     ``profile``). ``tags``: run tag keys to add as dimensions (allow-list). ``dimensions``: extra
-    constant dimensions. Raises InputError for bad arguments or a run too old for CloudWatch, and
-    WattprofError when AWS refuses the data.
+    constant dimensions. ``device_dimension``: ``stable`` (``gpu:0``) or ``full`` (the run's device
+    id). Raises InputError for bad arguments or a run too old for CloudWatch, WattprofError when AWS
+    refuses the data, and PartialExportError when it refused a call after earlier ones went through.
     """
     if not namespace or len(namespace) > 255 or namespace.startswith("AWS/") or namespace.startswith(":"):
         raise InputError(f"CloudWatch namespace {namespace!r}: 1-255 characters, not starting with 'AWS/' or ':'")
+    sanitised: list[str] = []
     data, base, skipped = build_metric_data(report, dimensions=dimensions, tags=tags, include_run_id=include_run_id,
-                                            per_device=per_device, per_label=per_label)
+                                            per_device=per_device, per_label=per_label,
+                                            device_dimension=device_dimension, sanitised=sanitised)
     ts = _timestamp(report)
     age = (time.time() if now is None else now) - ts
     if age > MAX_AGE_S:
@@ -204,19 +273,30 @@ def export_cloudwatch(report: Report, *, namespace: str = DEFAULT_NAMESPACE, dim
         except CollectorError as e:
             raise WattprofError(str(e)) from None
     retry = Retry(max_retries=max_retries, backoff_s=backoff_s, sleep=sleep)
-    calls = 0
     from botocore.exceptions import BotoCoreError, ClientError
 
-    for chunk in batches(data):
+    chunks = batches(data)  # everything is built and checked before the first call
+    sent: list[dict[str, Any]] = []
+
+    def summary(items: list[dict[str, Any]], calls: int) -> CloudWatchExport:
+        return CloudWatchExport(namespace=namespace, data_points=len(items), calls=calls,
+                                metric_names=tuple(sorted({d["MetricName"] for d in items})), dimensions=base,
+                                timestamp=ts, retries=retry.retries, skipped=tuple(skipped),
+                                sanitised=tuple(sanitised))
+
+    for i, chunk in enumerate(chunks):
         try:
             retry.call(lambda chunk=chunk: client.put_metric_data(Namespace=namespace, MetricData=chunk))
-        except ClientError as e:
-            extra = " (throttled: retries exhausted)" if is_throttle(e) else ""
-            raise WattprofError(f"CloudWatch PutMetricData ({calls} of {len(batches(data))} calls sent): "
-                                f"{error_text(e)}{extra}") from None
-        except BotoCoreError as e:
-            raise WattprofError(f"CloudWatch PutMetricData: {type(e).__name__}: {e}") from None
-        calls += 1
-    return CloudWatchExport(namespace=namespace, data_points=len(data), calls=calls,
-                            metric_names=tuple(sorted({d["MetricName"] for d in data})), dimensions=base,
-                            timestamp=ts, retries=retry.retries, skipped=tuple(skipped))
+        except (ClientError, BotoCoreError) as e:
+            why = (f"{error_text(e)}{' (throttled: retries exhausted)' if is_throttle(e) else ''}"
+                   if isinstance(e, ClientError) else f"{type(e).__name__}: {e}")
+            if i == 0:
+                raise WattprofError(f"CloudWatch PutMetricData: nothing was sent: {why}") from None
+            left = len(data) - len(sent)
+            raise PartialExportError(
+                f"CloudWatch PutMetricData: call {i + 1} of {len(chunks)} failed: {why}. Sent: {len(sent)} data points "
+                f"in {i} call(s) (metric data 1-{len(sent)} of {len(data)}); not sent: {left}. Re-running the export "
+                f"sends all {len(data)} again (a repeated data point is one more sample of that minute)",
+                summary(sent, i), left) from None
+        sent.extend(chunk)
+    return summary(sent, len(chunks))
