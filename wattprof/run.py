@@ -106,6 +106,57 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def write_json_exclusive(path: Path, obj: Any) -> None:
+    """Create ``path`` with ``obj`` as JSON, atomically and only if it does not exist: the file is
+    written and fsynced under a temporary name, then hard-linked to ``path`` (``link(2)`` fails
+    when ``path`` exists, so of two writers racing for it exactly one wins). :class:`RunError`
+    when ``path`` exists or cannot be written."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        raise RunError(f"{path.parent} already holds a run ({path.name} exists); choose another --out") from None
+    except OSError as e:
+        raise storage_error(path, e, "JSON") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+#: Argument names whose values are secrets: ``--password=x``, ``--api-token x``, ``AWS_SECRET_KEY=x``.
+_SECRET_NAME = re.compile(r"(passw(or)?d|secret|credential|(^|[-_])(api[-_]?|access[-_]?|auth[-_]?)?(token|key)$)", re.I)
+REDACTED = "***"
+
+
+def redact_command(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret-looking arguments replaced by ``***``: ``--password=x``,
+    ``--token x`` (the next argument), ``API_KEY=x``. What is recorded in ``meta.json`` (and so
+    in every report) is the redacted command; the program itself gets the real one."""
+    out: list[str] = []
+    hide_next = False
+    for a in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        name, eq, _value = a.partition("=")
+        bare = name.lstrip("-")
+        if eq and bare and _SECRET_NAME.search(bare) and " " not in name:
+            out.append(f"{name}={REDACTED}")
+        elif name.startswith("-") and not eq and bare and _SECRET_NAME.search(bare):
+            out.append(a)
+            hide_next = True
+        else:
+            out.append(a)
+    return out
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> int:
     """``os.write`` until all of ``data`` is written; returns the byte count. On an error the
     bytes already written are reported in the exception's ``written`` attribute."""
@@ -417,15 +468,13 @@ class RunWriter:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunError(f"cannot create run directory {p}: {e.strerror or e}") from None
-        if (p / META).exists():
-            raise RunError(f"{p} already holds a run (meta.json exists); choose another --out")
         now = time.time() if clock_time is None else clock_time
         meta = {
             "format": FORMAT,
             "id": uuid.uuid4().hex[:12],
             "name": name or p.name,
             "tags": dict(tags or {}),
-            "command": list(command) if command else None,
+            "command": redact_command(list(command)) if command else None,
             "host": {"hostname": socket.gethostname(), "pid": os.getpid()},
             "wattprof_version": __version__,
             "started_at": now,
@@ -438,7 +487,8 @@ class RunWriter:
             "errors": [],
         }
         w = cls(path=p, meta=meta)
-        w.write_meta()
+        with w._lock:  # claims the directory: of two writers racing for it, exactly one wins
+            write_json_exclusive(p / META, meta)
         return w
 
     def _reserve(self) -> None:
