@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from conftest import wattprof
@@ -16,6 +15,14 @@ from faultkit import meta
 
 from wattprof.errors import RunError
 from wattprof.run import RunWriter
+
+
+def _claim(out, barrier: threading.Barrier, won: list[str], lost: list[str]) -> None:
+    barrier.wait()
+    try:
+        won.append(RunWriter.create(out, name="racer").meta["id"])
+    except RunError as e:
+        lost.append(str(e))
 
 
 def test_two_writers_racing_for_one_directory_exactly_one_wins(tmp_path):
@@ -26,16 +33,7 @@ def test_two_writers_racing_for_one_directory_exactly_one_wins(tmp_path):
         barrier = threading.Barrier(4)
         won: list[str] = []
         lost: list[str] = []
-
-        def claim(i: int) -> None:
-            barrier.wait()
-            try:
-                w = RunWriter.create(out, name=f"w{i}")
-                won.append(w.meta["id"])
-            except RunError as e:
-                lost.append(str(e))
-
-        threads = [threading.Thread(target=claim, args=(i,)) for i in range(4)]
+        threads = [threading.Thread(target=_claim, args=(out, barrier, won, lost)) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:
