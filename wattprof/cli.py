@@ -331,13 +331,19 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
         assert fmt in SAMPLE_FORMATS
     opts = ImportOptions(fields=[f.strip() for f in fields.split(",")] if fields else None,
                          utc_offset_h=utc_offset, device=device, label=label)
+    from .importer import discard_if_empty
+
     writer = open_or_create(Path(run_dir), name=name)
-    if samples:
-        r = import_samples(writer, samples, fmt, opts)
-        click.echo(f"imported samples {describe(r)}", err=True)
-    if steps:
-        r = import_steps(writer, steps, None if steps_format == "auto" else steps_format, opts)
-        click.echo(f"imported steps {describe(r)}", err=True)
+    try:
+        if samples:
+            r = import_samples(writer, samples, fmt, opts)
+            click.echo(f"imported samples {describe(r)}", err=True)
+        if steps:
+            r = import_steps(writer, steps, None if steps_format == "auto" else steps_format, opts)
+            click.echo(f"imported steps {describe(r)}", err=True)
+    except BaseException:
+        discard_if_empty(writer)  # a new run that received nothing is not left behind
+        raise
     if show:
         _print_report(run_dir, "text", None)
 

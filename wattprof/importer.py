@@ -47,7 +47,7 @@ def _nvml_trace_samples(path: Path) -> tuple[pd.DataFrame, dict[str, dict], list
     for info in devices.values():
         info["power_source"] = f"measured: NVML energy counter and power, imported from {path.name}"
         info.pop("replayed_from", None)
-    return pd.DataFrame(rows), devices, []
+    return pd.DataFrame(rows), devices, list(collector.nvml.trace.warnings)
 
 
 @dataclass
@@ -123,6 +123,24 @@ def open_or_create(run_dir: Path, name: str | None = None) -> RunWriter:
     w.meta["started_at"] = None
     w.write_meta()
     return w
+
+
+def discard_if_empty(writer: RunWriter) -> bool:
+    """Remove a run this import created when nothing was imported into it (the input was
+    rejected): no empty run is left behind. True when removed."""
+    p = writer.path
+    try:
+        entries = [e.name for e in p.iterdir()]
+    except OSError:
+        return False
+    if writer.meta.get("status") != "imported" or set(entries) - {META}:
+        return False
+    try:
+        (p / META).unlink()
+        p.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def import_samples(writer: RunWriter, path: str | Path, fmt: str | None = None,

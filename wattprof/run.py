@@ -652,8 +652,17 @@ _META_DEFAULTS: dict[str, Any] = {"id": "", "name": None, "tags": {}, "command":
                                   "started_at": None, "ended_at": None, "status": "unfinished",
                                   "exit_code": None, "interval_s": None, "devices": {}, "sources": {},
                                   "errors": []}
+#: Ranges of numeric meta.json fields (inclusive): a value outside is reset, with a warning. Times
+#: are Unix seconds up to the year 2100 (milliseconds or 1e300 would crash date formatting later).
+MAX_UNIX_TIME = 4102444800.0
+META_RANGES: dict[str, tuple[float, float]] = {
+    "started_at": (0.0, MAX_UNIX_TIME), "ended_at": (0.0, MAX_UNIX_TIME),
+    "interval_s": (1e-6, 86400.0), "exit_code": (-(2**31), 2**31 - 1),
+}
 #: per-device fields with a type readers rely on
 _DEVICE_NUMBERS = ("power_limit_w",)
+#: a device's power limit, in watts (a whole node stays under a megawatt)
+_POWER_LIMIT_RANGE = (0.0, 1e6)
 _DEVICE_TEXTS = ("name", "uuid", "power_source", "kind", "vendor", "note")
 
 
@@ -672,6 +681,12 @@ def _clean_meta(meta: dict) -> list[str]:
         if not ok:
             problems.append(f"'{key}' is {type(v).__name__} {str(v)[:40]!r}, ignored")
             meta[key] = _META_DEFAULTS[key]
+            continue
+        lo_hi = META_RANGES.get(key)
+        if lo_hi is not None and v is not None and not lo_hi[0] <= v <= lo_hi[1]:
+            problems.append(f"'{key}' is {str(v)[:40]!r}, outside {lo_hi[0]:g}..{lo_hi[1]:g}"
+                            f"{' (Unix seconds expected)' if key.endswith('_at') else ''}, ignored")
+            meta[key] = _META_DEFAULTS[key]
     tags = meta.get("tags") or {}
     meta["tags"] = {str(k): v if isinstance(v, str) else json.dumps(v, default=str) for k, v in tags.items()}
     if meta.get("command") is not None:
@@ -683,7 +698,8 @@ def _clean_meta(meta: dict) -> list[str]:
             continue
         info = dict(info)
         for k in _DEVICE_NUMBERS:
-            if k in info and info[k] is not None and not _finite(info[k]):
+            if k in info and info[k] is not None and not (
+                    _finite(info[k]) and _POWER_LIMIT_RANGE[0] < info[k] <= _POWER_LIMIT_RANGE[1]):
                 problems.append(f"device {str(dev)[:40]!r}: '{k}' is {str(info[k])[:40]!r}, ignored")
                 info[k] = None
         for k in _DEVICE_TEXTS:
