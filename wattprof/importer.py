@@ -59,6 +59,20 @@ class ImportOptions:
     device: str = "gpu:0"
     label: str | None = None
 
+    def __post_init__(self) -> None:
+        """Option values checked before anything is read or written (one-line errors, exit 2)."""
+        from .formats.nvidia_smi_csv import check_utc_offset
+
+        self.utc_offset_h = check_utc_offset(self.utc_offset_h)
+        for what, text in (("--label", self.label), ("--device", self.device),
+                           *(("--fields", f) for f in self.fields or [])):
+            if text is None:
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(f"{what} {text!r} is not valid text (undecodable bytes); expected UTF-8") from None
+
 
 def _nvidia_smi_samples(path: Path, opts: ImportOptions) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
     from .formats.nvidia_smi_csv import parse_csv

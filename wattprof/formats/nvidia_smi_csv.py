@@ -132,8 +132,8 @@ class ParseResult:
 
 #: Lines converted at once by :func:`parse_csv` (bounds the memory of the text being converted).
 CHUNK_LINES = 65536
-#: Time zones are within UTC-12..UTC+14; a little room either side, nothing more.
-MAX_UTC_OFFSET_H = 24.0
+#: Time zones are within UTC-12..UTC+14 (the vLLM reader takes the same range).
+MAX_UTC_OFFSET_H = 14.0
 
 
 def check_utc_offset(hours: float) -> float:
