@@ -20,7 +20,6 @@ from ..errors import InputError
 from ..schema import DEFAULT_LABEL, LABEL_KEYS, STEP_COLUMNS
 from . import finite_number
 
-
 #: Largest step time (Unix seconds, the year 2100) and token count of one step that are read.
 MAX_TIME_S = 4102444800.0
 MAX_TOKENS = 1e15
