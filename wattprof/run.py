@@ -512,8 +512,11 @@ class RunWriter:
     @classmethod
     def open_existing(cls, path: str | Path) -> RunWriter:
         """Open a run to add data (``wattprof import`` on an existing run)."""
+        from .repair import refuse_if_recording
+
         p = Path(path)
         meta = Run.read_meta(p)
+        refuse_if_recording(p, meta, "import into it")  # its recorder rewrites meta.json at the end
         return cls(path=p, meta=meta)
 
     def write_meta(self) -> None:

@@ -3,18 +3,21 @@ command line, collectors and samplers that die, runs left behind by a crashed re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from conftest import wattprof
-from faultkit import meta
+from faultkit import events, meta
 
 from wattprof.errors import RunError
-from wattprof.run import RunWriter
+from wattprof.run import Run, RunWriter
 
 
 def _claim(out, barrier: threading.Barrier, won: list[str], lost: list[str]) -> None:
@@ -87,3 +90,83 @@ def test_secret_looking_arguments_are_redacted_in_meta_and_every_report(tmp_path
     for f in run.rglob("*"):
         if f.is_file():
             assert hidden.encode() not in f.read_bytes(), f
+
+
+def _start_recording(run, seconds: float = 60.0) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop("WATTPROF_RUN_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "wattprof", "record", "-q", "--out", str(run), "-c", "nvml-replay",
+                             "--interval", "0.05", "--", sys.executable, "-c", f"import time; time.sleep({seconds})"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(run.glob("samples-*.arrows")):
+        time.sleep(0.05)
+    time.sleep(1.5)  # a flush or two on disk
+    return proc
+
+
+def test_import_into_a_run_being_recorded_is_refused_clearly(tmp_path, h100):
+    """Item 8: `import` into a run while `record` writes it was a lost update (`finalize` rewrote
+    meta.json from memory, the import's source vanished). Now the import is refused with a
+    one-line message while the recorder is alive, and the run finishes intact."""
+    run = tmp_path / "run"
+    proc = _start_recording(run, seconds=4)
+    try:
+        p = wattprof("import", str(run), "--steps", str(h100 / "steps.jsonl"))
+        assert p.returncode == 2, p.stderr
+        assert "still being recorded" in p.stderr and "Traceback" not in p.stderr
+        assert not list(run.glob("steps-import*"))
+    finally:
+        proc.wait(timeout=120)
+    assert meta(run)["status"] == "finished"
+    p = wattprof("import", str(run), "--steps", str(h100 / "steps.jsonl"))  # finished: allowed
+    assert p.returncode == 0, p.stderr
+    assert any(s.get("format") == "steps-jsonl" for s in meta(run)["sources"].values())
+
+
+def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftovers(tmp_path):
+    """Item 14: a crashed run kept `.reserve` and `.tmp` files for ever and stayed `recording`.
+    `wattprof repair RUN` finalises it: Parquet, status `interrupted`, an event and an error line
+    saying why, leftovers removed; samples kept. Refused while the recorder is alive."""
+    import psutil
+
+    run = tmp_path / "run"
+    proc = _start_recording(run)
+    try:
+        alive = wattprof("repair", str(run))
+        assert alive.returncode == 2 and "still being recorded" in alive.stderr, alive.stderr
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        for c in locals().get("children", []):
+            with contextlib.suppress(psutil.Error):
+                c.kill()
+    (run / ".meta.json.abc123.tmp").write_text("{")  # a write cut short by the crash
+    assert (run / ".reserve").exists() and meta(run)["status"] == "recording"
+    before = len(Run.open(run).samples)
+    assert before > 10
+    p = wattprof("repair", str(run))
+    assert p.returncode == 0, p.stderr
+    assert not (run / ".reserve").exists() and not list(run.glob(".*.tmp"))
+    assert not list(run.glob("samples-*.arrows")) and list(run.glob("samples-*.parquet"))
+    m = meta(run)
+    assert m["status"] == "interrupted" and any("repair" in e for e in m["errors"])
+    assert len(Run.open(run).samples) == before
+    assert "repaired" in [e["kind"] for e in events(run)]
+    rep = wattprof("report", str(run))
+    assert rep.returncode == 0 and "interrupted" in rep.stdout, rep.stderr
+    again = wattprof("repair", str(run))
+    assert again.returncode == 0 and "nothing to repair" in again.stderr
+
+
+def test_merging_a_run_with_itself_is_refused(tmp_path, h100):
+    """Item 14: `merge R R` (or a copy of R) used to count R twice."""
+    run = tmp_path / "r"
+    assert wattprof("import", str(run), "--samples", str(h100 / "nvidia-smi-query-100ms.csv")).returncode == 0
+    p = wattprof("merge", str(run), str(run), "-o", str(tmp_path / "m"))
+    assert p.returncode == 2 and "never with itself" in p.stderr, p.stderr
+    shutil.copytree(run, tmp_path / "copy")
+    p = wattprof("merge", str(run), str(tmp_path / "copy"), "-o", str(tmp_path / "m"))
+    assert p.returncode == 2 and "copies of one run" in p.stderr, p.stderr
+    assert not (tmp_path / "m" / "meta.json").exists()
