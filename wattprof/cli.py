@@ -269,6 +269,31 @@ def merge(shards: tuple[str, ...], out: str, names: tuple[str, ...], correct: bo
     click.echo(describe(result))
 
 
+# ---- repair -----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Repair a run recorded on another host (its recorder cannot be checked).")
+@_guard
+def repair(run_dir: str, force: bool) -> None:
+    """Finalise a run whose recorder is gone (crashed, killed with SIGKILL, machine rebooted).
+
+    Compacts its samples to Parquet, marks it interrupted (with an event saying why) and removes
+    leftovers (.reserve, half-written .tmp files). Refused while the recorder is alive.
+
+    \b
+    Example:
+      wattprof repair wattprof-runs/20261123-101500-train
+    """
+    from .repair import repair as do_repair
+
+    r = do_repair(run_dir, force=force)
+    for a in r.actions or ["nothing to repair"]:
+        click.echo(f"wattprof: {a}", err=True)
+    click.echo(f"wattprof: {run_dir}: {r.status}", err=True)
+
+
 # ---- import -----------------------------------------------------------------------------------------
 
 
@@ -331,13 +356,19 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
         assert fmt in SAMPLE_FORMATS
     opts = ImportOptions(fields=[f.strip() for f in fields.split(",")] if fields else None,
                          utc_offset_h=utc_offset, device=device, label=label)
+    from .importer import discard_if_empty
+
     writer = open_or_create(Path(run_dir), name=name)
-    if samples:
-        r = import_samples(writer, samples, fmt, opts)
-        click.echo(f"imported samples {describe(r)}", err=True)
-    if steps:
-        r = import_steps(writer, steps, None if steps_format == "auto" else steps_format, opts)
-        click.echo(f"imported steps {describe(r)}", err=True)
+    try:
+        if samples:
+            r = import_samples(writer, samples, fmt, opts)
+            click.echo(f"imported samples {describe(r)}", err=True)
+        if steps:
+            r = import_steps(writer, steps, None if steps_format == "auto" else steps_format, opts)
+            click.echo(f"imported steps {describe(r)}", err=True)
+    except BaseException:
+        discard_if_empty(writer)  # a new run that received nothing is not left behind
+        raise
     if show:
         _print_report(run_dir, "text", None)
 

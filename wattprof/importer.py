@@ -47,7 +47,7 @@ def _nvml_trace_samples(path: Path) -> tuple[pd.DataFrame, dict[str, dict], list
     for info in devices.values():
         info["power_source"] = f"measured: NVML energy counter and power, imported from {path.name}"
         info.pop("replayed_from", None)
-    return pd.DataFrame(rows), devices, []
+    return pd.DataFrame(rows), devices, list(collector.nvml.trace.warnings)
 
 
 @dataclass
@@ -58,6 +58,20 @@ class ImportOptions:
     utc_offset_h: float = 0.0
     device: str = "gpu:0"
     label: str | None = None
+
+    def __post_init__(self) -> None:
+        """Option values checked before anything is read or written (one-line errors, exit 2)."""
+        from .formats.nvidia_smi_csv import check_utc_offset
+
+        self.utc_offset_h = check_utc_offset(self.utc_offset_h)
+        for what, text in (("--label", self.label), ("--device", self.device),
+                           *(("--fields", f) for f in self.fields or [])):
+            if text is None:
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(f"{what} {text!r} is not valid text (undecodable bytes); expected UTF-8") from None
 
 
 def _nvidia_smi_samples(path: Path, opts: ImportOptions) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
@@ -123,6 +137,24 @@ def open_or_create(run_dir: Path, name: str | None = None) -> RunWriter:
     w.meta["started_at"] = None
     w.write_meta()
     return w
+
+
+def discard_if_empty(writer: RunWriter) -> bool:
+    """Remove a run this import created when nothing was imported into it (the input was
+    rejected): no empty run is left behind. True when removed."""
+    p = writer.path
+    try:
+        entries = [e.name for e in p.iterdir()]
+    except OSError:
+        return False
+    if writer.meta.get("status") != "imported" or set(entries) - {META}:
+        return False
+    try:
+        (p / META).unlink()
+        p.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def import_samples(writer: RunWriter, path: str | Path, fmt: str | None = None,

@@ -208,7 +208,19 @@ def merge_runs(shards: list[str | Path], out: str | Path, *, names: list[str] | 
         raise InputError("merge needs at least one run")
     if (Path(out) / "meta.json").exists():
         raise InputError("already holds a run: choose another output directory", path=str(out))
+    seen: dict[Path, str] = {}
+    for p in shards:
+        key = Path(p).resolve()
+        if key in seen:
+            raise InputError(f"the same run is given twice ({seen[key]} and {p}): a run is merged with other "
+                             "nodes' runs, never with itself", path=str(p))
+        seen[key] = str(p)
     runs = [Run.open(p) for p in shards]
+    ids = [r.meta.get("id") for r in runs]
+    for i, rid in enumerate(ids):
+        if rid and ids.index(rid) != i:
+            raise InputError(f"{shards[ids.index(rid)]} and {shards[i]} are copies of one run (id {rid}): a run is "
+                             "merged with other nodes' runs, never with itself", path=str(shards[i]))
     nodes = _node_names(runs, names)
     intervals = [float(r.meta.get("interval_s") or 0) for r in runs]
     threshold = float(threshold_s) if threshold_s is not None else max(max(intervals), 0.01)

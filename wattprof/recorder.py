@@ -136,13 +136,18 @@ class Recorder:
         for c in self.collectors:
             try:
                 devices = c.open()
-            except WattprofError as e:
-                self._event("collector_error", f"{c.name}: could not open: {e}", source=c.name)
-                log.warning("collector %s could not open: %s", c.name, e)
+                if not isinstance(devices, dict):
+                    raise TypeError(f"open() returned {type(devices).__name__}, expected a dict of devices")
+                options = c.options()
+            except Exception as e:  # noqa: BLE001 - isolate any collector (third-party plugins too)
+                what = str(e) if isinstance(e, WattprofError) else f"{type(e).__name__}: {e}"
+                self._event("collector_error", f"{c.name}: could not open: {what}", source=c.name)
+                log.warning("collector %s could not open: %s", c.name, what)
+                self._close_quietly(c)
                 continue
             self.writer.add_devices(devices)
             source = self.writer.add_source(c.name, {"kind": "collector", "collector": c.name, "version": c.version,
-                                                     "options": c.options(), "devices": sorted(devices)})
+                                                     "options": options, "devices": sorted(devices)})
             stream = self.writer.sample_stream(source, list(c.metrics))
             self._slots.append(_Slot(c, source, stream))
         self._check_clock()
@@ -195,8 +200,9 @@ class Recorder:
             slot.closed = True
             try:
                 slot.collector.close()
-            except WattprofError as e:
-                self._event("collector_error", f"{slot.collector.name}: close failed: {e}",
+            except Exception as e:  # noqa: BLE001 - isolate any collector (third-party plugins too)
+                what = str(e) if isinstance(e, WattprofError) else f"{type(e).__name__}: {e}"
+                self._event("collector_error", f"{slot.collector.name}: close failed: {what}",
                             source=slot.collector.name)
 
     # ---- run edges --------------------------------------------------------------------------------
@@ -221,6 +227,14 @@ class Recorder:
         for h in helpers:
             h.join(max(deadline - time.perf_counter(), 0.0))
         self._threads.extend(h for h in helpers if h.is_alive())
+
+    @staticmethod
+    def _close_quietly(c: Collector) -> None:
+        """Release what a collector whose open() failed may hold (its error is already recorded)."""
+        try:
+            c.close()
+        except Exception as e:  # noqa: BLE001 - isolate any collector
+            log.debug("collector %s: close after a failed open: %s: %s", c.name, type(e).__name__, e)
 
     # ---- one thread per collector ---------------------------------------------------------------
     def _sample_slot(self, slot: _Slot, t0: float) -> None:

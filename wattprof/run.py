@@ -106,6 +106,57 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def write_json_exclusive(path: Path, obj: Any) -> None:
+    """Create ``path`` with ``obj`` as JSON, atomically and only if it does not exist: the file is
+    written and fsynced under a temporary name, then hard-linked to ``path`` (``link(2)`` fails
+    when ``path`` exists, so of two writers racing for it exactly one wins). :class:`RunError`
+    when ``path`` exists or cannot be written."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        raise RunError(f"{path.parent} already holds a run ({path.name} exists); choose another --out") from None
+    except OSError as e:
+        raise storage_error(path, e, "JSON") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+#: Argument names whose values are secrets: ``--password=x``, ``--api-token x``, ``AWS_SECRET_KEY=x``.
+_SECRET_NAME = re.compile(r"(passw(or)?d|secret|credential|(^|[-_])(api[-_]?|access[-_]?|auth[-_]?)?(token|key)$)", re.I)
+REDACTED = "***"
+
+
+def redact_command(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret-looking arguments replaced by ``***``: ``--password=x``,
+    ``--token x`` (the next argument), ``API_KEY=x``. What is recorded in ``meta.json`` (and so
+    in every report) is the redacted command; the program itself gets the real one."""
+    out: list[str] = []
+    hide_next = False
+    for a in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        name, eq, _value = a.partition("=")
+        bare = name.lstrip("-")
+        if eq and bare and _SECRET_NAME.search(bare) and " " not in name:
+            out.append(f"{name}={REDACTED}")
+        elif name.startswith("-") and not eq and bare and _SECRET_NAME.search(bare):
+            out.append(a)
+            hide_next = True
+        else:
+            out.append(a)
+    return out
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> int:
     """``os.write`` until all of ``data`` is written; returns the byte count. On an error the
     bytes already written are reported in the exception's ``written`` attribute."""
@@ -417,15 +468,13 @@ class RunWriter:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunError(f"cannot create run directory {p}: {e.strerror or e}") from None
-        if (p / META).exists():
-            raise RunError(f"{p} already holds a run (meta.json exists); choose another --out")
         now = time.time() if clock_time is None else clock_time
         meta = {
             "format": FORMAT,
             "id": uuid.uuid4().hex[:12],
             "name": name or p.name,
             "tags": dict(tags or {}),
-            "command": list(command) if command else None,
+            "command": redact_command(list(command)) if command else None,
             "host": {"hostname": socket.gethostname(), "pid": os.getpid()},
             "wattprof_version": __version__,
             "started_at": now,
@@ -438,7 +487,8 @@ class RunWriter:
             "errors": [],
         }
         w = cls(path=p, meta=meta)
-        w.write_meta()
+        with w._lock:  # claims the directory: of two writers racing for it, exactly one wins
+            write_json_exclusive(p / META, meta)
         return w
 
     def _reserve(self) -> None:
@@ -462,8 +512,11 @@ class RunWriter:
     @classmethod
     def open_existing(cls, path: str | Path) -> RunWriter:
         """Open a run to add data (``wattprof import`` on an existing run)."""
+        from .repair import refuse_if_recording
+
         p = Path(path)
         meta = Run.read_meta(p)
+        refuse_if_recording(p, meta, "import into it")  # its recorder rewrites meta.json at the end
         return cls(path=p, meta=meta)
 
     def write_meta(self) -> None:
@@ -602,8 +655,17 @@ _META_DEFAULTS: dict[str, Any] = {"id": "", "name": None, "tags": {}, "command":
                                   "started_at": None, "ended_at": None, "status": "unfinished",
                                   "exit_code": None, "interval_s": None, "devices": {}, "sources": {},
                                   "errors": []}
+#: Ranges of numeric meta.json fields (inclusive): a value outside is reset, with a warning. Times
+#: are Unix seconds up to the year 2100 (milliseconds or 1e300 would crash date formatting later).
+MAX_UNIX_TIME = 4102444800.0
+META_RANGES: dict[str, tuple[float, float]] = {
+    "started_at": (0.0, MAX_UNIX_TIME), "ended_at": (0.0, MAX_UNIX_TIME),
+    "interval_s": (1e-6, 86400.0), "exit_code": (-(2**31), 2**31 - 1),
+}
 #: per-device fields with a type readers rely on
 _DEVICE_NUMBERS = ("power_limit_w",)
+#: a device's power limit, in watts (a whole node stays under a megawatt)
+_POWER_LIMIT_RANGE = (0.0, 1e6)
 _DEVICE_TEXTS = ("name", "uuid", "power_source", "kind", "vendor", "note")
 
 
@@ -622,6 +684,12 @@ def _clean_meta(meta: dict) -> list[str]:
         if not ok:
             problems.append(f"'{key}' is {type(v).__name__} {str(v)[:40]!r}, ignored")
             meta[key] = _META_DEFAULTS[key]
+            continue
+        lo_hi = META_RANGES.get(key)
+        if lo_hi is not None and v is not None and not lo_hi[0] <= v <= lo_hi[1]:
+            problems.append(f"'{key}' is {str(v)[:40]!r}, outside {lo_hi[0]:g}..{lo_hi[1]:g}"
+                            f"{' (Unix seconds expected)' if key.endswith('_at') else ''}, ignored")
+            meta[key] = _META_DEFAULTS[key]
     tags = meta.get("tags") or {}
     meta["tags"] = {str(k): v if isinstance(v, str) else json.dumps(v, default=str) for k, v in tags.items()}
     if meta.get("command") is not None:
@@ -633,7 +701,8 @@ def _clean_meta(meta: dict) -> list[str]:
             continue
         info = dict(info)
         for k in _DEVICE_NUMBERS:
-            if k in info and info[k] is not None and not _finite(info[k]):
+            if k in info and info[k] is not None and not (
+                    _finite(info[k]) and _POWER_LIMIT_RANGE[0] < info[k] <= _POWER_LIMIT_RANGE[1]):
                 problems.append(f"device {str(dev)[:40]!r}: '{k}' is {str(info[k])[:40]!r}, ignored")
                 info[k] = None
         for k in _DEVICE_TEXTS:

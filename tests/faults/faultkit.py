@@ -5,6 +5,8 @@ is mocked.
 
 - ``fault-every-nth:n=N``: raises on every Nth read (a flaky sensor);
 - ``fault-hang:after=K,seconds=S``: its Kth read blocks for S seconds (0: for ever);
+- ``fault-plugin:on=open|close``: a third-party plugin whose ``open()`` or ``close()`` raises an
+  exception that is not a wattprof error (``KeyError``);
 - ``fault-vanish:after=K,devices=N``: the real NVML collector on the replay backend, whose GPUs
   fall off the bus after K reads (``ReplayNvml.lost``: NVML_ERROR_GPU_IS_LOST from then on).
 """
@@ -27,6 +29,7 @@ ENTRY_POINTS = {
     "fault-every-nth": "faultkit:EveryNth",
     "fault-hang": "faultkit:Hang",
     "fault-vanish": "faultkit:Vanish",
+    "fault-plugin": "faultkit:BrokenPlugin",
 }
 
 
@@ -82,6 +85,27 @@ class Vanish(NvmlReplayCollector):
         if self.k == self.after:
             self.nvml.lost.update(range(len(self._handles)))  # every GPU falls off the bus
         return super().read()
+
+
+class BrokenPlugin(Collector):
+    name = "fault-plugin"
+    metrics = ("power_w",)
+
+    def __init__(self, *, on: str = "open", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.on = on
+
+    def open(self) -> dict[str, dict]:
+        if self.on == "open":
+            raise KeyError("injected: open() of a third-party plugin")
+        return {"gpu:5": {"kind": "gpu", "name": "plugin test sensor"}}
+
+    def read(self) -> list[dict[str, Any]]:
+        return [{"device": "gpu:5", "power_w": 25.0}]
+
+    def close(self) -> None:
+        if self.on == "close":
+            raise KeyError("injected: close() of a third-party plugin")
 
 
 def plugin_env(tmp: Path) -> dict[str, str]:

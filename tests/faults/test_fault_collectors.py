@@ -95,3 +95,25 @@ def test_a_gpu_that_falls_off_the_bus_stops_its_collector_and_the_run_goes_on(tm
     rep = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)
     assert {d["device"] for d in rep["devices"]} >= {"gpu:0", "gpu:1", "host"}
     assert rep["energy_j"] > 0
+
+
+def test_a_plugin_whose_open_or_close_raises_any_exception_never_breaks_record(tmp_path):
+    """Guarantee (issue 12, item 9): a collector whose open() or close() raises an exception that
+    is not a wattprof error (any third-party plugin) is recorded as a `collector_error` event;
+    the run is finalised, the other collectors sample, and `record` exits with the child's status."""
+    for on in ("open", "close"):
+        work = tmp_path / on
+        work.mkdir()
+        run = work / "run"
+        p = wattprof("record", "--out", str(run), "-q", "--interval", str(INTERVAL), "-c", f"fault-plugin:on={on}",
+                     "-c", "nvml-replay", "--", sys.executable, "-c", "import time, sys; time.sleep(1); sys.exit(3)",
+                     env=plugin_env(work))
+        assert p.returncode == 3, p.stderr
+        assert "Traceback" not in p.stderr
+        m = meta(run)
+        assert m["status"] == "failed" and m["exit_code"] == 3
+        errs = [e["message"] for e in events(run) if e["kind"] == "collector_error"]
+        assert any(f"{on}" in e and "KeyError" in e for e in errs), errs
+        assert len(_device_times(run, "gpu:0")) > 5
+        if on == "close":  # it sampled before its close failed
+            assert len(_device_times(run, "gpu:5")) > 5

@@ -12,16 +12,24 @@ without it GPUs are numbered by first appearance of their ``uuid``. ``name``, ``
 limit go to the devices table. Fields wattprof has no column for are ignored.
 
 :func:`parse_csv` reads a file; :class:`LineParser` reads a live stream line by line. Both run
-the same conversion code (:class:`_Layout`), so they give identical values.
+the same conversion code (:class:`_Layout`), so they give identical values. The file is read as a
+stream of chunks of :data:`CHUNK_LINES` lines, each converted to float64 arrays at once: memory
+holds the result (about 0.4 bytes per byte of a typical capture), not the text
+(``benchmarks/csv_memory.py``).
+
+Values no GPU prints are rejected with the line: negative power, utilisation, clocks or memory.
+Timestamps of a GPU going backwards are sorted, and a GPU's duplicate timestamps keep their first
+row; both are said in :attr:`ParseResult.warnings` (conflicting duplicates counted apart).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,6 +81,8 @@ class _Spec:
         value = float(number) * self.scale
         if not math.isfinite(value):
             raise ValueError("number too large")
+        if value < 0 and self.column != "temp_c":
+            raise ValueError("negative: power, utilisation, clocks and memory are never negative")
         return value
 
 
@@ -120,6 +130,24 @@ class ParseResult:
     warnings: list[str] = field(default_factory=list)
 
 
+#: Lines converted at once by :func:`parse_csv` (bounds the memory of the text being converted).
+CHUNK_LINES = 65536
+#: Time zones are within UTC-12..UTC+14 (the vLLM reader takes the same range).
+MAX_UTC_OFFSET_H = 14.0
+
+
+def check_utc_offset(hours: float) -> float:
+    """``hours`` as a float if it is a UTC offset (finite, within +/-24 h), else :class:`InputError`."""
+    try:
+        h = float(hours)
+    except (TypeError, ValueError, OverflowError):
+        h = math.nan
+    if not (math.isfinite(h) and abs(h) <= MAX_UTC_OFFSET_H):
+        raise InputError(f"--utc-offset {str(hours)[:40]}: expected hours between {-MAX_UTC_OFFSET_H:g} and "
+                         f"{MAX_UTC_OFFSET_H:g} (local time = UTC + HOURS)")
+    return h
+
+
 # --- small helpers ----------------------------------------------------------------------------
 
 def _is_missing(text: str) -> bool:
@@ -165,7 +193,7 @@ class _Layout:
     def __init__(self, fields: Sequence[str], path: str | None, utc_offset_h: float) -> None:
         self.fields = [f.strip() for f in fields]
         self.path = path
-        self.utc_offset_h = float(utc_offset_h)
+        self.utc_offset_h = check_utc_offset(utc_offset_h)
         self._check()
         #: schema column -> positions of its source fields, preferred first.
         self.sources: dict[str, list[int]] = {}
@@ -306,15 +334,12 @@ def _check_count(values: Sequence[str], n: int, path: str | None, line: int) -> 
                          "(expected one value per --query-gpu field, in order)", path=path, line=line)
 
 
-def _read_lines(p: Path) -> list[tuple[int, str]]:
-    if not p.is_file():
-        raise InputError("file not found (expected nvidia-smi --query-gpu CSV output)", path=str(p))
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text (expected nvidia-smi --query-gpu CSV output)",
-                         path=str(p)) from None
-    return [(n, s.strip()) for n, s in enumerate(text.splitlines(), 1) if s.strip()]
+def _numbered_lines(f: Any) -> Iterator[tuple[int, str]]:
+    """Non-blank lines of an open text file, stripped, with their 1-based line numbers."""
+    for n, line in enumerate(f, 1):
+        text = line.strip()
+        if text:
+            yield n, text
 
 
 def _layout_for(first: list[str], fields: Sequence[str] | None, path: str,
@@ -336,40 +361,136 @@ def _layout_for(first: list[str], fields: Sequence[str] | None, path: str,
 
 def parse_csv(path: str | Path, *, fields: list[str] | None = None,
               utc_offset_h: float = 0.0) -> ParseResult:
-    """Read a ``nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]`` file."""
+    """Read a ``nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]`` file, streamed."""
     p = Path(path)
-    lines = _read_lines(p)
-    if not lines:
-        raise InputError("empty file (expected nvidia-smi --query-gpu CSV output)", path=str(p))
+    if not p.is_file():
+        raise InputError("file not found (expected nvidia-smi --query-gpu CSV output)", path=str(p))
+    check_utc_offset(utc_offset_h)
+    try:
+        with p.open(encoding="utf-8", newline=None) as f:
+            return _parse_stream(_numbered_lines(f), fields, str(p), utc_offset_h)
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text (expected nvidia-smi --query-gpu CSV output)",
+                         path=str(p)) from None
+
+
+class _Columns:
+    """Converted chunks, kept as float64 arrays (and device codes) until the end."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {c: [] for c in (T, *columns)}
+        self.codes: list[np.ndarray] = []
+        self.lines: list[np.ndarray] = []
+        self.names: dict[str, int] = {}
+
+    def add(self, arrays: dict[str, np.ndarray], lines: np.ndarray) -> None:
+        for c, part in self.parts.items():
+            part.append(np.asarray(arrays[c], dtype=np.float64))
+        dev = arrays[DEVICE]
+        uniq, inverse = np.unique(dev.astype(str), return_inverse=True)
+        table = np.array([self.names.setdefault(str(u), len(self.names)) for u in uniq], dtype=np.int32)
+        self.codes.append(table[inverse].astype(np.int32))
+        self.lines.append(lines.astype(np.int64))
+
+    def take(self, c: str) -> np.ndarray:
+        out = np.concatenate(self.parts[c]) if self.parts[c] else np.empty(0)
+        self.parts[c] = []
+        return out
+
+
+def _parse_stream(lines: Iterator[tuple[int, str]], fields: Sequence[str] | None, path: str,
+                  utc_offset_h: float) -> ParseResult:
+    first = next(lines, None)
+    if first is None:
+        raise InputError("empty file (expected nvidia-smi --query-gpu CSV output)", path=path)
     warnings: list[str] = []
-    layout, has_header = _layout_for(_split(lines[0][1]), fields, str(p), utc_offset_h, warnings)
-    rows, numbers = _data_rows(lines[1:] if has_header else lines, len(layout.fields), str(p), warnings)
-    if not rows:
-        raise InputError("no samples in file (expected nvidia-smi --query-gpu CSV lines)", path=str(p))
-    arrays = layout.convert(rows, np.array(numbers))
+    layout, has_header = _layout_for(_split(first[1]), fields, path, utc_offset_h, warnings)
+    n = len(layout.fields)
+    store = _Columns(layout.columns)
     devices: dict[str, dict] = {}
-    _collect_devices(devices, arrays)
-    samples = pd.DataFrame({c: arrays[c] for c in (T, DEVICE, *layout.columns)})
-    samples = samples.astype({c: "float64" for c in (T, *layout.columns)})
-    samples = samples.sort_values([T, DEVICE], kind="stable").reset_index(drop=True)
-    return ParseResult(samples, devices, warnings)
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+
+    def flush() -> None:
+        if rows:
+            arrays = layout.convert(rows, np.array(numbers))
+            _collect_devices(devices, arrays)
+            store.add(arrays, np.array(numbers))
+            rows.clear()
+            numbers.clear()
+
+    pending = None if has_header else first
+    for item in lines:
+        if pending is not None:
+            _take_row(pending, n, path, rows, numbers, last=False)
+            if len(rows) >= CHUNK_LINES:
+                flush()
+        pending = item
+    if pending is not None:
+        _take_row(pending, n, path, rows, numbers, last=True, warnings=warnings)
+    flush()
+    if not store.codes:
+        raise InputError("no samples in file (expected nvidia-smi --query-gpu CSV lines)", path=path)
+    return ParseResult(_frame(store, layout.columns, path, warnings), devices, warnings)
 
 
-def _data_rows(lines: list[tuple[int, str]], n: int, path: str,
-               warnings: list[str]) -> tuple[list[list[str]], list[int]]:
-    rows, numbers = [], []
-    for k, (number, text) in enumerate(lines):
-        values = _split(text)
-        if _is_header(values):
-            continue
-        if len(values) < n and k == len(lines) - 1:
-            warnings.append(f"{path}:{number}: last line has {len(values)} of {n} values "
-                            "(cut off when nvidia-smi stopped); skipped")
-            continue
-        _check_count(values, n, path, number)
-        rows.append(values)
-        numbers.append(number)
-    return rows, numbers
+def _take_row(item: tuple[int, str], n: int, path: str, rows: list[list[str]], numbers: list[int], *,
+              last: bool, warnings: list[str] | None = None) -> None:
+    number, text = item
+    values = _split(text)
+    if _is_header(values):
+        return
+    if last and len(values) < n and warnings is not None:
+        warnings.append(f"{path}:{number}: last line has {len(values)} of {n} values "
+                        "(cut off when nvidia-smi stopped); skipped")
+        return
+    _check_count(values, n, path, number)
+    rows.append(values)
+    numbers.append(number)
+
+
+def _frame(store: _Columns, columns: list[str], path: str, warnings: list[str]) -> pd.DataFrame:
+    """The samples frame, sorted by time then device; a GPU's timestamps going backwards and its
+    duplicate timestamps (first row kept) are said in ``warnings``."""
+    name = Path(path).name
+    codes = np.concatenate(store.codes)
+    store.codes = []
+    t = store.take(T)
+    names = list(store.names)
+    rank = np.argsort(np.argsort(np.array(names, dtype=object))).astype(np.int32)  # device order by name
+    by_dev = np.argsort(codes, kind="stable")  # file order within each device
+    same = codes[by_dev][1:] == codes[by_dev][:-1]
+    back = int((same & (np.diff(t[by_dev]) < 0)).sum())
+    del by_dev, same
+    if back:
+        warnings.append(f"{name}: timestamps went backwards {back} time(s) (a GPU's rows out of order); "
+                        "rows sorted by time")
+    order = np.lexsort((rank[codes], t))
+    t, codes = t[order], codes[order]
+    dup = np.zeros(len(t), dtype=bool)
+    dup[1:] = (t[1:] == t[:-1]) & (codes[1:] == codes[:-1])
+    cols: dict[str, np.ndarray] = {}
+    conflicting = np.zeros(len(t), dtype=bool)
+    for c in columns:
+        v = store.take(c)[order]
+        if dup.any():
+            a, b = v[1:], v[:-1]
+            conflicting[1:] |= dup[1:] & ~((a == b) | (np.isnan(a) & np.isnan(b)))
+        cols[c] = v
+    del order
+    keep = None
+    if dup.any():
+        keep = ~dup
+        n_conf = int(conflicting.sum())
+        warnings.append(f"{name}: {int(dup.sum())} duplicate timestamp(s) of a GPU"
+                        + (f", {n_conf} with conflicting values" if n_conf else "")
+                        + "; the first row of each kept")
+    device_names = np.array(names, dtype=object)
+    out = {T: t, DEVICE: device_names[codes]}
+    out.update(cols)
+    if keep is not None:
+        out = {k: v[keep] for k, v in out.items()}
+    return pd.DataFrame(out, copy=False)
 
 
 def sniff(path: str | Path) -> bool:

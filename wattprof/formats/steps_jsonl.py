@@ -3,6 +3,10 @@
 Keys: ``t_start``, ``t_end`` (wall clock Unix seconds, required), optional ``tokens``, ``step``,
 ``rank``, and a label under ``label``, ``phase`` or ``kind`` (first found wins). Other keys are
 kept as extra columns. Blank lines are ignored.
+
+Ranges are checked too: times within +/-:data:`MAX_TIME_S` (Unix seconds up to 2100: not
+milliseconds), ``tokens`` at most :data:`MAX_TOKENS` per step (so that sums stay finite), and text
+(labels, extra keys) must be valid Unicode (no lone surrogates, which no output can encode).
 """
 
 from __future__ import annotations
@@ -16,15 +20,34 @@ from ..errors import InputError
 from ..schema import DEFAULT_LABEL, LABEL_KEYS, STEP_COLUMNS
 from . import finite_number
 
+#: Largest step time (Unix seconds, the year 2100) and token count of one step that are read.
+MAX_TIME_S = 4102444800.0
+MAX_TOKENS = 1e15
 
-def _number(value: object, key: str, path: str, line: int, *, required: bool) -> float | None:
+
+def _number(value: object, key: str, path: str, line: int, *, required: bool,
+            limit: float = MAX_TIME_S) -> float | None:
     if value is None:
         if required:
             raise InputError(f"missing '{key}' (expected a number of seconds)", path=path, line=line)
         return None
     if not finite_number(value):
         raise InputError(f"'{key}' is {str(value)[:40]}, expected a finite number", path=path, line=line)
+    if abs(value) > limit:  # type: ignore[arg-type]
+        unit = " (Unix seconds, not milliseconds)" if key.startswith("t_") else ""
+        raise InputError(f"'{key}' is {str(value)[:40]}, expected at most {limit:g}{unit}", path=path, line=line)
     return float(value)
+
+
+def _text_ok(value: object) -> bool:
+    """False for a string no output can encode (a lone surrogate such as ``"\\ud800"`` in JSON)."""
+    if not isinstance(value, str) or value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 
@@ -38,10 +61,14 @@ def normalize_step(obj: object, path: str, line: int) -> dict:
     assert t0 is not None and t1 is not None
     if t1 < t0:
         raise InputError(f"t_end ({t1}) is before t_start ({t0})", path=path, line=line)
-    tokens = _number(obj.get("tokens"), "tokens", path, line, required=False)
+    tokens = _number(obj.get("tokens"), "tokens", path, line, required=False, limit=MAX_TOKENS)
     if tokens is not None and tokens < 0:
         raise InputError(f"'tokens' is {tokens}, expected >= 0", path=path, line=line)
     label = next((obj[k] for k in LABEL_KEYS if obj.get(k) is not None), DEFAULT_LABEL)
+    for k, v in obj.items():
+        if not (_text_ok(k) and _text_ok(v)):
+            raise InputError(f"'{k if _text_ok(k) else repr(k)}' is not valid Unicode text (a lone surrogate); "
+                             "expected UTF-8 text", path=path, line=line)
     out = {k: v for k, v in obj.items() if k not in LABEL_KEYS}
     out.update(t_start=t0, t_end=t1, tokens=tokens, label=str(label))
     return out

@@ -221,10 +221,22 @@ def _load(p: Path) -> object:
 
 
 
+#: Largest values read (beyond them a result is damaged, and arithmetic on them overflows): seconds
+#: of a duration or latency (a year), perf_counter stamps (300 years of uptime), token counts.
+MAX_SECONDS = 3.2e7
+MAX_PERF_COUNTER_S = 1e10
+MAX_TOKENS = 1e15
+_LIMITS = {"duration": MAX_SECONDS, "start_times": MAX_PERF_COUNTER_S, "ttfts": MAX_SECONDS, "itls": MAX_SECONDS}
+
+
+def _limit(key: str) -> float:
+    return _LIMITS.get(key.split("[")[0], MAX_TOKENS)
+
+
 def _num(obj: dict, key: str, path: str, *, integer: bool = False) -> float:
     v = obj[key]
-    if not _finite(v) or v < 0:
-        raise InputError(f"'{key}' is {v!r}, expected a finite number >= 0", path=path)
+    if not _finite(v) or v < 0 or v > _limit(key):
+        raise InputError(f"'{key}' is {v!r}, expected a finite number >= 0 and <= {_limit(key):g}", path=path)
     if integer and v != int(v):
         raise InputError(f"'{key}' is {v!r}, expected a whole number", path=path)
     return float(v)
@@ -234,10 +246,10 @@ def _num_list(v: object, key: str, path: str, *, integer: bool = False) -> list[
     if not isinstance(v, list):
         raise InputError(f"'{key}' is {type(v).__name__}, expected a list of numbers", path=path)
     for i, x in enumerate(v):
-        if not _finite(x) or (
+        if not _finite(x) or abs(x) > _limit(key) or (
                 integer and (x < 0 or x != int(x))):
             want = "a whole number >= 0" if integer else "a finite number"
-            raise InputError(f"'{key}'[{i}] is {x!r}, expected {want}", path=path)
+            raise InputError(f"'{key}'[{i}] is {x!r}, expected {want} of at most {_limit(key):g}", path=path)
     return [float(x) for x in v]
 
 
@@ -315,8 +327,9 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
             dropped += 1
             continue
         ttft = ttfts_raw[i]
-        if not _finite(ttft) or ttft < 0:
-            raise InputError(f"'ttfts'[{i}] is {ttft!r}, expected a finite number >= 0", path=ps)
+        if not _finite(ttft) or ttft < 0 or ttft > MAX_SECONDS:
+            raise InputError(f"'ttfts'[{i}] is {ttft!r}, expected a finite number >= 0 and <= {MAX_SECONDS:g}",
+                             path=ps)
         itl = _num_list(itls_raw[i], f"itls[{i}]", ps)
         if any(x < 0 for x in itl):
             raise InputError(f"'itls'[{i}] has a negative latency", path=ps)

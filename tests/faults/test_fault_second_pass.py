@@ -1,0 +1,172 @@
+"""Issue 12, second pass of faults and bad input: races on the run directory, secrets on the
+command line, collectors and samplers that die, runs left behind by a crashed recorder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import wattprof
+from faultkit import events, meta
+
+from wattprof.errors import RunError
+from wattprof.run import Run, RunWriter
+
+
+def _claim(out, barrier: threading.Barrier, won: list[str], lost: list[str]) -> None:
+    barrier.wait()
+    try:
+        won.append(RunWriter.create(out, name="racer").meta["id"])
+    except RunError as e:
+        lost.append(str(e))
+
+
+def test_two_writers_racing_for_one_directory_exactly_one_wins(tmp_path):
+    """Item 5: claiming a run directory is atomic (link(2) of a complete meta.json): of writers
+    started at the same instant on the same --out, exactly one gets it, the others a RunError."""
+    for attempt in range(20):
+        out = tmp_path / f"run{attempt}"
+        barrier = threading.Barrier(4)
+        won: list[str] = []
+        lost: list[str] = []
+        threads = [threading.Thread(target=_claim, args=(out, barrier, won, lost)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1 and len(lost) == 3, (won, lost)
+        assert all("already holds a run" in m for m in lost)
+        assert json.loads((out / "meta.json").read_text())["id"] == won[0]
+        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_two_record_processes_on_the_same_out_one_is_refused(tmp_path):
+    """Item 5 through the CLI: the second `record --out SAME` says the directory holds a run."""
+    run = tmp_path / "run"
+    env = dict(os.environ)
+    env.pop("WATTPROF_RUN_DIR", None)
+    cmd = [sys.executable, "-m", "wattprof", "record", "-q", "--out", str(run), "-c", "nvml-replay", "--",
+           sys.executable, "-c", "import time; time.sleep(1.5)"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in outs)
+    assert codes[0] == 0 and codes[1] != 0, outs
+    assert any("already holds a run" in err for _, err in outs)
+    m = meta(run)
+    assert m["status"] == "finished"
+
+
+@pytest.mark.parametrize("args, hidden", [
+    (["--password=hunter2", "--epochs", "1"], "hunter2"),
+    (["--hf-token", "hf_abcdef123456"], "hf_abcdef123456"),
+    (["API_KEY=sk-live-0123456789"], "sk-live-0123456789"),
+    (["--client-secret", "s3cr3t-value"], "s3cr3t-value"),
+])
+def test_secret_looking_arguments_are_redacted_in_meta_and_every_report(tmp_path, args, hidden):
+    """Decided in issue 12: values of arguments whose names look secret (password, token, key,
+    secret) are recorded as *** in meta.json, so no report (text, JSON, Markdown, HTML) shows
+    them; the program itself receives the real values."""
+    run = tmp_path / "run"
+    seen = tmp_path / "argv.json"
+    child = f"import json, sys; json.dump(sys.argv[1:], open({str(seen)!r}, 'w'))"
+    p = wattprof("record", "-q", "--out", str(run), "-c", "nvml-replay", "--", sys.executable, "-c", child, *args)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(seen.read_text()) == args  # the program got the real value
+    m = meta(run)
+    assert "***" in " ".join(m["command"])
+    assert hidden not in " ".join(m["command"])
+    for fmt in ("text", "json", "markdown", "html"):
+        r = wattprof("report", str(run), "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        assert hidden not in r.stdout
+    for f in run.rglob("*"):
+        if f.is_file():
+            assert hidden.encode() not in f.read_bytes(), f
+
+
+def _start_recording(run, seconds: float = 60.0) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop("WATTPROF_RUN_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "wattprof", "record", "-q", "--out", str(run), "-c", "nvml-replay",
+                             "--interval", "0.05", "--", sys.executable, "-c", f"import time; time.sleep({seconds})"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(run.glob("samples-*.arrows")):
+        time.sleep(0.05)
+    time.sleep(1.5)  # a flush or two on disk
+    return proc
+
+
+def test_import_into_a_run_being_recorded_is_refused_clearly(tmp_path, h100):
+    """Item 8: `import` into a run while `record` writes it was a lost update (`finalize` rewrote
+    meta.json from memory, the import's source vanished). Now the import is refused with a
+    one-line message while the recorder is alive, and the run finishes intact."""
+    run = tmp_path / "run"
+    proc = _start_recording(run, seconds=4)
+    try:
+        p = wattprof("import", str(run), "--steps", str(h100 / "steps.jsonl"))
+        assert p.returncode == 2, p.stderr
+        assert "still being recorded" in p.stderr and "Traceback" not in p.stderr
+        assert not list(run.glob("steps-import*"))
+    finally:
+        proc.wait(timeout=120)
+    assert meta(run)["status"] == "finished"
+    p = wattprof("import", str(run), "--steps", str(h100 / "steps.jsonl"))  # finished: allowed
+    assert p.returncode == 0, p.stderr
+    assert any(s.get("format") == "steps-jsonl" for s in meta(run)["sources"].values())
+
+
+def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftovers(tmp_path):
+    """Item 14: a crashed run kept `.reserve` and `.tmp` files for ever and stayed `recording`.
+    `wattprof repair RUN` finalises it: Parquet, status `interrupted`, an event and an error line
+    saying why, leftovers removed; samples kept. Refused while the recorder is alive."""
+    import psutil
+
+    run = tmp_path / "run"
+    proc = _start_recording(run)
+    try:
+        alive = wattprof("repair", str(run))
+        assert alive.returncode == 2 and "still being recorded" in alive.stderr, alive.stderr
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        for c in locals().get("children", []):
+            with contextlib.suppress(psutil.Error):
+                c.kill()
+    (run / ".meta.json.abc123.tmp").write_text("{")  # a write cut short by the crash
+    assert (run / ".reserve").exists() and meta(run)["status"] == "recording"
+    before = len(Run.open(run).samples)
+    assert before > 10
+    p = wattprof("repair", str(run))
+    assert p.returncode == 0, p.stderr
+    assert not (run / ".reserve").exists() and not list(run.glob(".*.tmp"))
+    assert not list(run.glob("samples-*.arrows")) and list(run.glob("samples-*.parquet"))
+    m = meta(run)
+    assert m["status"] == "interrupted" and any("repair" in e for e in m["errors"])
+    assert len(Run.open(run).samples) == before
+    assert "repaired" in [e["kind"] for e in events(run)]
+    rep = wattprof("report", str(run))
+    assert rep.returncode == 0 and "interrupted" in rep.stdout, rep.stderr
+    again = wattprof("repair", str(run))
+    assert again.returncode == 0 and "nothing to repair" in again.stderr
+
+
+def test_merging_a_run_with_itself_is_refused(tmp_path, h100):
+    """Item 14: `merge R R` (or a copy of R) used to count R twice."""
+    run = tmp_path / "r"
+    assert wattprof("import", str(run), "--samples", str(h100 / "nvidia-smi-query-100ms.csv")).returncode == 0
+    p = wattprof("merge", str(run), str(run), "-o", str(tmp_path / "m"))
+    assert p.returncode == 2 and "never with itself" in p.stderr, p.stderr
+    shutil.copytree(run, tmp_path / "copy")
+    p = wattprof("merge", str(run), str(tmp_path / "copy"), "-o", str(tmp_path / "m"))
+    assert p.returncode == 2 and "copies of one run" in p.stderr, p.stderr
+    assert not (tmp_path / "m" / "meta.json").exists()
