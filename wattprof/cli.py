@@ -284,8 +284,9 @@ def merge(shards: tuple[str, ...], out: str, names: tuple[str, ...], correct: bo
 @click.option("--device", default="gpu:0", show_default=True, help="Device the gpm-csv samples belong to.")
 @click.option("--steps", "steps", type=click.Path(dir_okay=False),
               help="Steps log to add: JSON lines, or a `vllm bench serve --save-result` JSON.")
-@click.option("--steps-format", type=click.Choice(["auto", "jsonl", "vllm-bench"]), default="auto",
-              show_default=True)
+@click.option("--steps-format", type=click.Choice(["auto", "jsonl", "vllm-bench", "otlp-json"]), default="auto",
+              show_default=True, help="otlp-json: OpenTelemetry GenAI spans as the Collector's file exporter "
+              "writes them (docs/agents.md).")
 @click.option("--label", help="Label for the imported steps (vllm-bench default: serve).")
 @click.option("--name", "-n", help="Run name when creating a new run.")
 @click.option("--report/--no-report", "show", default=False, help="Print the text report afterwards.")
@@ -308,6 +309,7 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
       wattprof import runs/job --samples nvidia-smi.csv --steps steps.jsonl
       wattprof import runs/job --samples smi.csv --fields timestamp,index,power.draw,utilization.gpu
       wattprof import runs/serve --samples nvml.csv --steps vllm_result.json
+      wattprof import runs/agent --samples nvml.csv --steps spans.jsonl --steps-format otlp-json
     """
     from .importer import (
         SAMPLE_FORMATS,

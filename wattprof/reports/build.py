@@ -131,6 +131,9 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         energy = float(sum(d.energy_j for d in chosen))
         wasted = WastedEnergy(idle_j=idle.energy_j, host_bound_j=host_bound, total_j=total_w,
                               share=total_w / energy if energy > 0 else 0.0)
+    from .agents import agent_sections
+
+    agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon)
     carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
         if carbon is not None else None
     return Report(
@@ -143,7 +146,8 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
         wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
         timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
-        segments=segments, bottleneck_timeline=bt, nodes=nodes,
+        segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
+        agents=agents,
     )
 
 
