@@ -478,8 +478,9 @@ EXIT_NOTHING = 3
               help="What the latest run is compared with.")
 @click.option("--threshold", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="PCT",
               help="Smallest change in percent that can be a regression (the noise may raise the bar).")
-@click.option("--metric", type=click.Choice(["j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step"]),
-              default="j_per_token", show_default=True)
+@click.option("--metric", type=click.Choice(["j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step",
+                                            "j_per_task"]),
+              default="j_per_token", show_default=True, help="j_per_task: mean energy per agent task (docs/agents.md).")
 @click.option("--label", help="Judge one label's metric instead of the run's.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="report.html | .md | .json (else text).")
 @click.option("--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json", "html"]), default=None)
@@ -496,6 +497,7 @@ def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, t
     Examples:
       wattprof nightly /data/wattprof-runs --fail-on-regression -o nightly.html
       wattprof nightly runs/ --benchmark llama-8b --baseline median:7 --threshold 3
+      wattprof nightly runs/ --benchmark agent-eval --metric j_per_task
     """
     from .analysis import nightly as nl
     from .history import load_history, load_summary

@@ -44,6 +44,8 @@ class RunSummary:
     mean_power_w: float | None
     steps: int
     by_label: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: runs with agent tasks (docs/agents.md): mean energy per task; None without tasks
+    j_per_task: float | None = None
     version: int = SUMMARY_VERSION
 
     def metric(self, name: str, label: str | None = None) -> float | None:
@@ -53,7 +55,7 @@ class RunSummary:
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-METRICS = ("j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step")
+METRICS = ("j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step", "j_per_task")
 
 
 def summarize(run: Run) -> RunSummary:
@@ -74,6 +76,7 @@ def summarize(run: Run) -> RunSummary:
         duration_s=r.duration_s, energy_j=r.energy_j, energy_source=r.energy_source, boundary=r.boundary,
         estimated=r.estimated, tokens=r.tokens, j_per_token=r.j_per_token,
         mean_power_w=r.energy_j / r.duration_s if r.duration_s > 0 else None, steps=r.steps, by_label=by_label,
+        j_per_task=sum(t.energy_j for t in r.tasks) / len(r.tasks) if r.tasks else None,
     )
 
 
