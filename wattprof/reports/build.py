@@ -133,7 +133,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
                               share=total_w / energy if energy > 0 else 0.0)
     from .agents import agent_sections
 
-    agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon)
+    agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon, run.events)
     carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
         if carbon is not None else None
     return Report(
