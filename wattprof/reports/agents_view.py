@@ -66,9 +66,10 @@ def summary_lines(r: Report) -> list[str]:
 def text_lines(r: Report) -> list[str]:
     from .text import _table
 
+    out = ["", "Serving engines (token counters)"] + ["  " + x for x in serving_lines(r)] if r.serving else []
     if not r.tasks:
-        return []
-    out = ["", task_title(r)]
+        return out
+    out += ["", task_title(r)]
     out += ["  " + x for x in _table(TASK_HEADERS, task_rows(r))]
     out += ["  " + x for x in summary_lines(r)]
     if call_rows(r):
@@ -82,9 +83,10 @@ def text_lines(r: Report) -> list[str]:
 def markdown_lines(r: Report) -> list[str]:
     from .markdown import escape, table
 
+    out = (["## Serving engines", ""] + [f"- {escape(x)}" for x in serving_lines(r)] + [""]) if r.serving else []
     if not r.tasks:
-        return []
-    out = [f"## {task_title(r)}", "", *table(TASK_HEADERS, task_rows(r), right=range(1, 11)), ""]
+        return out[:-1]
+    out += [f"## {task_title(r)}", "", *table(TASK_HEADERS, task_rows(r), right=range(1, 11)), ""]
     out += [f"- {escape(x)}" for x in summary_lines(r)]
     if call_rows(r):
         out += ["", "Costliest model calls:", "", *table(CALL_HEADERS, call_rows(r), right=(2, 3, 4))]
@@ -96,12 +98,27 @@ def markdown_lines(r: Report) -> list[str]:
 def html_section(r: Report) -> str:
     from .html import esc, table
 
+    serving = ("<section><h2>Serving engines</h2><ul>" + "".join(f"<li>{esc(x)}</li>" for x in serving_lines(r))
+               + "</ul></section>") if r.serving else ""
     if not r.tasks:
-        return ""
+        return serving
     items = "".join(f"<li>{esc(x)}</li>" for x in summary_lines(r))
     calls = (f"<h3>Costliest model calls</h3>{table(CALL_HEADERS, call_rows(r), num=(2, 3, 4))}"
              if call_rows(r) else "")
     models = (f"<section><h2>Energy per model</h2>{table(MODEL_HEADERS, model_rows(r), num=range(1, 7))}</section>"
               if r.by_model else "")
-    return (f"<section><h2>{esc(task_title(r))}</h2>{table(TASK_HEADERS, task_rows(r), num=range(1, 11))}"
+    return (f"{serving}<section><h2>{esc(task_title(r))}</h2>{table(TASK_HEADERS, task_rows(r), num=range(1, 11))}"
             f'<ul class="note">{items}</ul>{calls}</section>{models}')
+
+
+def serving_lines(r: Report) -> list[str]:
+    """One line per serving engine scraped during the run (collector prometheus)."""
+    out = []
+    for s in r.serving:
+        per = [w["j_per_output_token"] for w in s["windows"] if w["j_per_output_token"] is not None]
+        spread = f"; over time {fmt_jpt(min(per))} to {fmt_jpt(max(per))}" if per else ""
+        out.append(f"{s['device']} ({s.get('url') or '-'}): {fmt_num(s['prompt_tokens'], '', 0)} prompt + "
+                   f"{fmt_num(s['output_tokens'], '', 0)} output tokens (server's counters) in "
+                   f"{s['t_end'] - s['t_start']:.1f} s, {fmt_j(s['energy_j'])} ({r.boundary}): "
+                   f"{fmt_jpt(s['j_per_output_token']).replace('/token', '/output token')}{spread}")
+    return out

@@ -49,6 +49,8 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     curves = energy_mod.curves(samples)
     devices: list[DeviceReport] = []
     for dev, c in curves.items():
+        if schema.device_kind(dev) == "serve":  # token counters of a server (reports/serving.py), no power
+            continue
         info = run.devices.get(dev, {})
         mean_w, max_w = energy_mod.mean_power(samples, dev)
         notes = list(c.notes)
@@ -134,6 +136,9 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     from .agents import agent_sections
 
     agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon, run.events)
+    from .serving import serving_sections
+
+    serving = serving_sections(samples, used_curves, run.devices)
     carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
         if carbon is not None else None
     return Report(
@@ -147,7 +152,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
         timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
         segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
-        agents=agents,
+        agents=agents, serving=serving,
     )
 
 

@@ -208,6 +208,8 @@ class Report:
     tasks: list[TaskReport] = field(default_factory=list)
     by_model: dict[str, ModelReport] = field(default_factory=dict)
     agents: AgentsSummary | None = None
+    #: serving engines' token counters scraped during the run (collector prometheus): J/token over time
+    serving: list[dict[str, Any]] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=lambda: dict(UNITS))
     schema_version: int = 1
 
