@@ -73,13 +73,18 @@ class Profile:
             ``"thread"`` in a thread of this process; ``"auto"`` (default): process on the system
             clock, thread when a clock is injected.
         clock: injectable clock (tests, replay).
+        otlp: receive this process's OpenTelemetry GenAI spans (``True``: OTLP/HTTP on 127.0.0.1:4318;
+            an int: that port, 0 for any free one) as model-call and tool steps grouped into agent
+            tasks; sets ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` for the block unless it is set. Flush
+            your tracer provider before the block ends (docs/agents.md).
     """
 
     def __init__(self, name: str | None = None, *, collectors: Sequence[str] | None = None,
                  interval: float = DEFAULT_INTERVAL_S, out: str | os.PathLike | None = None,
                  tags: dict[str, str] | None = None, label: str = "step",
                  sync: bool | Callable[[], Any] | None = None, join: bool = True,
-                 sampler: Literal["auto", "process", "thread"] = "auto", clock: Clock = SYSTEM_CLOCK) -> None:
+                 sampler: Literal["auto", "process", "thread"] = "auto", clock: Clock = SYSTEM_CLOCK,
+                 otlp: bool | int = False) -> None:
         if sampler not in ("auto", "process", "thread"):
             raise WattprofError(f"sampler must be 'auto', 'process' or 'thread', not {sampler!r}")
         if sampler == "process" and clock is not SYSTEM_CLOCK:
@@ -106,6 +111,8 @@ class Profile:
         self._saved_env: dict[str, str | None] = {}
         self._active = False
         self._rank = rank()
+        self.otlp = otlp
+        self.otlp_receiver: Any = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Profile:
@@ -132,6 +139,13 @@ class Profile:
             for var, value in ((ENV_RUN_DIR, str(self.run_dir.resolve())), (ENV_RUN_ID, run_id)):
                 self._saved_env[var] = os.environ.get(var)
                 os.environ[var] = value
+            if self.otlp is not False and self.otlp is not None:
+                try:
+                    self._start_otlp()
+                except WattprofError:  # e.g. the port is taken: undo the start, then say so
+                    self._active = True
+                    self.stop(status="failed")
+                    raise
         # strict=False: a disk that refuses step marks warns once and never stops the training loop
         self._steps = JsonlAppender(self.run_dir / f"steps-{self._rank}-{os.getpid()}.jsonl", strict=False)
         self._last_mark = self.clock.time()
@@ -140,6 +154,18 @@ class Profile:
             _stack.append(self)
         return self
 
+    def _start_otlp(self) -> None:
+        from .otlp.receiver import DEFAULT_PORT, ENV_TRACES_ENDPOINT, OtlpReceiver, child_env
+
+        assert self.run_dir is not None
+        port = DEFAULT_PORT if self.otlp is True else int(self.otlp)
+        self.otlp_receiver = OtlpReceiver(self.run_dir, port=port)
+        self.otlp_receiver.start()
+        env = child_env(dict(os.environ), self.otlp_receiver.endpoint)
+        if env.get(ENV_TRACES_ENDPOINT) != os.environ.get(ENV_TRACES_ENDPOINT):
+            self._saved_env[ENV_TRACES_ENDPOINT] = os.environ.get(ENV_TRACES_ENDPOINT)
+            os.environ[ENV_TRACES_ENDPOINT] = env[ENV_TRACES_ENDPOINT]
+
     def stop(self, *, status: str = "finished", exit_code: int | None = None) -> None:
         if not self._active:
             return
@@ -147,6 +173,15 @@ class Profile:
         with _stack_lock:
             if self in _stack:
                 _stack.remove(self)
+        if self.otlp_receiver is not None:
+            import warnings
+
+            try:
+                self.otlp_receiver.stop()
+            except (WattprofError, OSError, ValueError) as e:  # measurement never breaks the user's program
+                warnings.warn(f"wattprof: the OTLP receiver could not write its steps: {e}", RuntimeWarning,
+                              stacklevel=2)
+            self.otlp_receiver = None
         if self._steps is not None:
             self._steps.close()
         if self._sampler_proc is not None:
@@ -182,7 +217,7 @@ class Profile:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             p = Profile(self.name or fn.__name__, collectors=self.collector_specs, interval=self.interval,
                         out=self.out, tags=self.tags, label=self.label, sync=self._sync_arg, join=self.join,
-                        sampler=self.sampler, clock=self.clock)
+                        sampler=self.sampler, clock=self.clock, otlp=self.otlp)
             with p:
                 return fn(*args, **kwargs)
 

@@ -113,11 +113,15 @@ def _kv(pairs: tuple[str, ...], what: str) -> dict[str, str]:
               help="Serve live Prometheus metrics on this port while recording (0: any free port).")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True,
               help="Address for --metrics-port (another address exposes the endpoint beyond this machine).")
+@click.option("--otlp", "otlp_port", type=click.IntRange(0, 65535), is_flag=False, flag_value=4318, default=None,
+              metavar="[=PORT]", help="Receive the command's OpenTelemetry GenAI spans (OTLP/HTTP on 127.0.0.1, "
+              "default port 4318, 0: any free port) as model-call and tool steps grouped into agent tasks; "
+              "the command gets OTEL_EXPORTER_OTLP_TRACES_ENDPOINT unless it has one (docs/agents.md).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @_guard
 def record(out: str | None, name: str | None, collectors: tuple[str, ...], interval: float,
            tags: tuple[str, ...], grace: float, quiet: bool, progress: bool | None, metrics_port: int | None,
-           metrics_addr: str, command: tuple[str, ...]) -> None:
+           metrics_addr: str, otlp_port: int | None, command: tuple[str, ...]) -> None:
     """Record a run around COMMAND (run directly, no shell).
 
     The command's own calls to `wattprof.profile()` / `wattprof.step()` join this run. SIGINT,
@@ -128,6 +132,7 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
       wattprof record -- python train.py --epochs 1
       wattprof record -n bench -t commit=abc123 -c nvml -c host -- ./serve.sh
       wattprof record -c nvml-replay -- sleep 5   # no GPU: replay a recorded H100 trace
+      wattprof record --otlp=4318 -- python agent.py   # energy per agent task from its GenAI spans
     """
     from .collectors import base
     from .recorder import Recorder
@@ -154,12 +159,30 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
             writer.finalize(status="failed", exit_code=EXIT_USAGE)
             raise
         click.echo(f"wattprof: live metrics on http://{metrics_addr}:{port}/metrics", err=True)
+    receiver = None
+    if otlp_port is not None:
+        from .otlp.receiver import OtlpReceiver
+
+        receiver = OtlpReceiver(run_dir, port=otlp_port)
+        try:
+            receiver.start()
+        except WattprofError:
+            if metrics is not None:
+                metrics.stop()
+            recorder.stop()
+            writer.finalize(status="failed", exit_code=EXIT_USAGE)
+            raise
+        click.echo(f"wattprof: receiving OTLP traces on {receiver.endpoint}", err=True)
     live = None
     if not quiet and (progress if progress is not None else sys.stderr.isatty()):
         from .live import start_live_status
 
         live = start_live_status(recorder, run_dir, sys.stderr)
     env = dict(os.environ, WATTPROF_RUN_DIR=str(run_dir.resolve()), WATTPROF_RUN_ID=writer.meta["id"])
+    if receiver is not None:
+        from .otlp.receiver import child_env
+
+        env = child_env(env, receiver.endpoint)
     status, rc = "failed", EXIT_WATTPROF_FAILED
     try:
         try:
@@ -184,6 +207,8 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
             live.stop()
         if metrics is not None:
             metrics.stop()
+        if receiver is not None:
+            _stop_receiver(receiver, writer)
         recorder.stop()
         try:
             writer.finalize(status=status, exit_code=rc)
@@ -201,6 +226,14 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
             click.echo(f"wattprof: could not summarise the run: {e}", err=True)
         click.echo(f"wattprof: run saved in {run_dir}", err=True)
     sys.exit(rc)
+
+
+def _stop_receiver(receiver: Any, writer: Any) -> None:
+    """Write the received spans' steps; a failure is an event of the run, never the command's status."""
+    try:
+        receiver.stop()
+    except (WattprofError, OSError, ValueError) as e:
+        writer.event("otlp_error", f"OTLP receiver could not write its steps: {e}")
 
 
 class _Forwarding:
@@ -309,8 +342,9 @@ def repair(run_dir: str, force: bool) -> None:
 @click.option("--device", default="gpu:0", show_default=True, help="Device the gpm-csv samples belong to.")
 @click.option("--steps", "steps", type=click.Path(dir_okay=False),
               help="Steps log to add: JSON lines, or a `vllm bench serve --save-result` JSON.")
-@click.option("--steps-format", type=click.Choice(["auto", "jsonl", "vllm-bench"]), default="auto",
-              show_default=True)
+@click.option("--steps-format", type=click.Choice(["auto", "jsonl", "vllm-bench", "otlp-json"]), default="auto",
+              show_default=True, help="otlp-json: OpenTelemetry GenAI spans as the Collector's file exporter "
+              "writes them (docs/agents.md).")
 @click.option("--label", help="Label for the imported steps (vllm-bench default: serve).")
 @click.option("--name", "-n", help="Run name when creating a new run.")
 @click.option("--report/--no-report", "show", default=False, help="Print the text report afterwards.")
@@ -333,6 +367,7 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
       wattprof import runs/job --samples nvidia-smi.csv --steps steps.jsonl
       wattprof import runs/job --samples smi.csv --fields timestamp,index,power.draw,utilization.gpu
       wattprof import runs/serve --samples nvml.csv --steps vllm_result.json
+      wattprof import runs/agent --samples nvml.csv --steps spans.jsonl --steps-format otlp-json
     """
     from .importer import (
         SAMPLE_FORMATS,
@@ -507,8 +542,9 @@ EXIT_NOTHING = 3
               help="What the latest run is compared with.")
 @click.option("--threshold", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="PCT",
               help="Smallest change in percent that can be a regression (the noise may raise the bar).")
-@click.option("--metric", type=click.Choice(["j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step"]),
-              default="j_per_token", show_default=True)
+@click.option("--metric", type=click.Choice(["j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step",
+                                            "j_per_task"]),
+              default="j_per_token", show_default=True, help="j_per_task: mean energy per agent task (docs/agents.md).")
 @click.option("--label", help="Judge one label's metric instead of the run's.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="report.html | .md | .json (else text).")
 @click.option("--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json", "html"]), default=None)
@@ -525,6 +561,7 @@ def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, t
     Examples:
       wattprof nightly /data/wattprof-runs --fail-on-regression -o nightly.html
       wattprof nightly runs/ --benchmark llama-8b --baseline median:7 --threshold 3
+      wattprof nightly runs/ --benchmark agent-eval --metric j_per_task
     """
     from .analysis import nightly as nl
     from .history import load_history, load_summary

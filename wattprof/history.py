@@ -47,6 +47,8 @@ class RunSummary:
     #: the same per-label figures as a list of flat records (``{"label": ..., "energy_j": ...}``): the
     #: shape a query engine unnests (docs/fleet.md); ``by_label`` is the one Python code looks up
     labels: list[dict[str, Any]] = field(default_factory=list)
+    #: runs with agent tasks (docs/agents.md): mean energy per task; None without tasks
+    j_per_task: float | None = None
     version: int = SUMMARY_VERSION
 
     def metric(self, name: str, label: str | None = None) -> float | None:
@@ -56,7 +58,7 @@ class RunSummary:
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-METRICS = ("j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step")
+METRICS = ("j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step", "j_per_task")
 
 
 def summarize(run: Run) -> RunSummary:
@@ -78,6 +80,7 @@ def summarize(run: Run) -> RunSummary:
         estimated=r.estimated, tokens=r.tokens, j_per_token=r.j_per_token,
         mean_power_w=r.energy_j / r.duration_s if r.duration_s > 0 else None, steps=r.steps, by_label=by_label,
         labels=[{"label": k, **v} for k, v in by_label.items()],
+        j_per_task=sum(t.energy_j for t in r.tasks) / len(r.tasks) if r.tasks else None,
     )
 
 

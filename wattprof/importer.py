@@ -99,7 +99,7 @@ SAMPLE_FORMATS: dict[str, SampleReader] = {
     "nvidia-smi-csv": _nvidia_smi_samples,
     "gpm-csv": _gpm_samples,
 }
-STEP_FORMATS = ("jsonl", "vllm-bench")
+STEP_FORMATS = ("jsonl", "vllm-bench", "otlp-json")
 
 
 def detect_samples_format(path: Path) -> str:
@@ -122,10 +122,12 @@ def detect_samples_format(path: Path) -> str:
 
 
 def detect_steps_format(path: Path) -> str:
-    from .formats import vllm_bench
+    from .formats import otlp_json, vllm_bench
 
     if path.suffix == ".json" and vllm_bench.sniff(path):
         return "vllm-bench"
+    if otlp_json.sniff(path):
+        return "otlp-json"
     return "jsonl"
 
 
@@ -212,6 +214,22 @@ def _vllm_steps(path: Path, writer: RunWriter, opts: ImportOptions) -> tuple[pd.
     return bench.steps(offset=info["offset_s"], label=label), notes, info
 
 
+def _otlp_steps(path: Path) -> tuple[pd.DataFrame, list[str], dict]:
+    """OTLP JSON spans (the Collector's file exporter) -> model-call and tool steps, with their tasks."""
+    from .formats.genai import SEMCONV_VERSION, map_spans
+    from .formats.otlp_json import read_otlp_json
+    from .formats.steps_jsonl import steps_frame
+
+    f = read_otlp_json(path)
+    m = map_spans(f.spans)
+    if not m.steps:
+        raise InputError("no GenAI model-call or tool spans (gen_ai.operation.name chat, text_completion, "
+                         "generate_content, embeddings, execute_tool) in file", path=str(path))
+    notes = f.problems[:5] + ([f"... {len(f.problems) - 5} more span problems"] if len(f.problems) > 5 else [])
+    return steps_frame(m.steps), notes + m.flags, {"semconv": f"gen_ai {SEMCONV_VERSION}", "spans": len(f.spans),
+                                                   "tasks": m.tasks}
+
+
 def import_steps(writer: RunWriter, path: str | Path, fmt: str | None = None,
                  opts: ImportOptions | None = None) -> ImportResult:
     from .formats.steps_jsonl import read_steps_jsonl
@@ -227,6 +245,8 @@ def import_steps(writer: RunWriter, path: str | Path, fmt: str | None = None,
     extra: dict = {}
     if fmt == "vllm-bench":
         steps, notes, extra = _vllm_steps(p, writer, opts)
+    elif fmt == "otlp-json":
+        steps, notes, extra = _otlp_steps(p)
     else:
         steps = read_steps_jsonl(p)
         if opts.label:

@@ -365,6 +365,8 @@ class Recorder:
                             f"({slot.failures} so far): {type(err).__name__}: {err}",
                             source=slot.collector.name, t=now)
             return
+        for kind, message in getattr(slot.collector, "take_run_events", list)():
+            self._event(kind, message, source=slot.collector.name, t=now)
         for r in rows:
             r.setdefault("t", now)
             self.stats.last[r["device"]] = r

@@ -58,6 +58,9 @@ METRICS: dict[str, Metric] = {
         Metric("latency_p99_s", "s", "execution total latency, 99th percentile"),
         Metric("runtime_cpu_pct", "%", "the accelerator runtime's vCPU use (user + system)"),
         Metric("runtime_host_mem_bytes", "B", "host memory used by the accelerator runtime"),
+        Metric("prompt_tokens_per_s", "1/s", "serving engine's prompt tokens per second (its Prometheus counter)"),
+        Metric("output_tokens_per_s", "1/s", "serving engine's generated tokens per second (its Prometheus counter)"),
+        Metric("requests_running", "count", "requests the serving engine is running (its Prometheus gauge)"),
     ]
 }
 
@@ -101,17 +104,17 @@ SOURCE_DESCRIPTION: dict[str, str] = {
     "none": "no power data",
 }
 
-DeviceKind = Literal["gpu", "neuron", "host", "other"]
+DeviceKind = Literal["gpu", "neuron", "host", "serve", "other"]
 
 
 def device_kind(device: str) -> DeviceKind:
     """``gpu:0`` -> ``gpu``; ``host`` -> ``host``; ``cw:i-1/gpu:0`` -> ``gpu``."""
     last = device.rsplit("/", 1)[-1]
     kind = last.split(":", 1)[0]
-    if kind in ("gpu", "neuron", "host"):
+    if kind in ("gpu", "neuron", "host", "serve"):
         return kind  # type: ignore[return-value]
     return "other"
 
 
 def is_accelerator(device: str) -> bool:
-    return device_kind(device) in ("gpu", "neuron", "other")
+    return device_kind(device) in ("gpu", "neuron", "other")  # "serve": token counters of a server, no power

@@ -15,7 +15,7 @@ FROM read_json('${RUNS}/**/summary.json',
         tokens: 'DOUBLE', j_per_token: 'DOUBLE', mean_power_w: 'DOUBLE', steps: 'BIGINT',
         labels: 'STRUCT(label VARCHAR, energy_j DOUBLE, j_per_token DOUBLE, tokens DOUBLE, duration_s DOUBLE,
                         steps BIGINT, mean_power_w DOUBLE, j_per_step DOUBLE, verdict VARCHAR)[]',
-        version: 'INTEGER'
+        j_per_task: 'DOUBLE', version: 'INTEGER'
     })
 WHERE status <> 'unfinished';
 

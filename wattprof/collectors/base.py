@@ -41,6 +41,7 @@ BUILTINS: dict[str, str] = {
     "nvidia-smi": "wattprof.collectors.nvidia_smi:NvidiaSmiCollector",
     "neuron": "wattprof.collectors.neuron:NeuronCollector",
     "cloudwatch": "wattprof.collectors.cloudwatch:CloudWatchCollector",
+    "prometheus": "wattprof.collectors.prometheus:PrometheusCollector",
 }
 
 #: Collectors used when the user names none: every one of these that is available.
@@ -75,6 +76,11 @@ class Collector(ABC):
     def options(self) -> dict[str, Any]:
         """The options this collector was built with (recorded in the run's metadata)."""
         return {}
+
+    def take_run_events(self) -> list[tuple[str, str]]:
+        """``(kind, message)`` of things that happened that are not errors (a counter reset, a server
+        gone); the recorder records them after each read."""
+        return []
 
     @property
     def version(self) -> str:

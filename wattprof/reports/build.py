@@ -50,6 +50,8 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     gaps = device_event_notes(run.events)
     devices: list[DeviceReport] = []
     for dev, c in curves.items():
+        if schema.device_kind(dev) == "serve":  # token counters of a server (reports/serving.py), no power
+            continue
         info = run.devices.get(dev, {})
         mean_w, max_w = energy_mod.mean_power(samples, dev)
         notes = list(c.notes)
@@ -134,6 +136,12 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         energy = float(sum(d.energy_j for d in chosen))
         wasted = WastedEnergy(idle_j=idle.energy_j, host_bound_j=host_bound, total_j=total_w,
                               share=total_w / energy if energy > 0 else 0.0)
+    from .agents import agent_sections
+
+    agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon, run.events)
+    from .serving import serving_sections
+
+    serving = serving_sections(samples, used_curves, run.devices)
     carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
         if carbon is not None else None
     return Report(
@@ -146,7 +154,8 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
         wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
         timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
-        segments=segments, bottleneck_timeline=bt, nodes=nodes,
+        segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
+        agents=agents, serving=serving,
     )
 
 

@@ -293,8 +293,10 @@ def _notes(r: Report) -> str:
 
 def render(r: Report) -> str:
     name = r.run.get("name")
-    body = "".join([_header(r), _cards(r), _timeline(r), _labels(r), _inference(r), _bottlenecks(r), _wasted(r), _carbon(r),
-                    _devices(r), _notes(r)])
+    from .agents_view import html_section
+
+    body = "".join([_header(r), _cards(r), _timeline(r), _labels(r), _inference(r), html_section(r), _bottlenecks(r),
+                    _wasted(r), _carbon(r), _devices(r), _notes(r)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="referrer" content="no-referrer">'

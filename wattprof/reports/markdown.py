@@ -169,6 +169,8 @@ def render(r: Report) -> str:
     est = " **ESTIMATE**" if r.estimated else ""
     head = [f"# wattprof report: {escape(r.run.get('name'))}", "",
             f"**{escape(fmt_j(r.energy_j))}**{est}, boundary: {escape(r.boundary)}, source: {escape(_source(r))}."]
-    parts = [head, _summary(r), _devices(r), _labels(r) if r.by_label else [], _inference(r), _bottlenecks(r), _wasted(r),
-             _carbon(r), _notes(r)]
+    from .agents_view import markdown_lines
+
+    parts = [head, _summary(r), _devices(r), _labels(r) if r.by_label else [], _inference(r), markdown_lines(r),
+             _bottlenecks(r), _wasted(r), _carbon(r), _notes(r)]
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"

@@ -125,6 +125,60 @@ class NodeReport:
 
 
 @dataclass
+class TaskReport:
+    """One agent task (an ``invoke_agent`` span, else a trace): docs/agents.md."""
+
+    id: str
+    name: str
+    energy_j: float  # llm + tool + wait: the task's whole span, concurrency split (docs/agents.md)
+    duration_s: float
+    llm_calls: int
+    tool_calls: int
+    input_tokens: float | None
+    output_tokens: float | None
+    j_per_output_token: float | None
+    llm_energy_j: float
+    tool_energy_j: float
+    wait_energy_j: float
+    tool_s: float
+    wait_s: float
+    t_start: float
+    t_end: float
+    g_co2e: float | None = None
+    co2_location: str | None = None  # None: no location given, CO2 not computed
+    costliest_call: dict[str, Any] | None = None
+
+
+@dataclass
+class ModelReport:
+    """Energy of one model's calls (their concurrency shares), per input and per output token."""
+
+    model: str
+    calls: int
+    energy_j: float
+    input_tokens: float | None
+    output_tokens: float | None
+    prefill_energy_j: float | None
+    decode_energy_j: float | None
+    j_per_input_token: float | None
+    j_per_output_token: float | None
+    note: str | None = None
+
+
+@dataclass
+class AgentsSummary:
+    """How task energies were attributed, their distribution and the costliest calls."""
+
+    rule: str
+    semconv: str | None
+    tasks: int
+    energy_j: float  # energy over the union of the task spans (== the sum of the tasks' energy_j)
+    distribution_j: dict[str, float] | None
+    costliest_calls: list[dict[str, Any]]
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Report:
     run: dict[str, Any]  # id, name, path, status, tags, command, started_at, ended_at, exit_code
     boundary: str  # which devices the totals cover, e.g. "GPU only (1 device)"
@@ -150,6 +204,12 @@ class Report:
     bottleneck_timeline: list[dict[str, Any]] = field(default_factory=list)
     #: merged multi-node runs: per-node subtotals (empty for a single-node run)
     nodes: dict[str, NodeReport] = field(default_factory=dict)
+    #: runs with GenAI spans (docs/agents.md): per agent task (costliest first) and per model
+    tasks: list[TaskReport] = field(default_factory=list)
+    by_model: dict[str, ModelReport] = field(default_factory=dict)
+    agents: AgentsSummary | None = None
+    #: serving engines' token counters scraped during the run (collector prometheus): J/token over time
+    serving: list[dict[str, Any]] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=lambda: dict(UNITS))
     schema_version: int = 1
 

@@ -188,6 +188,9 @@ def render(r: Report) -> str:
         out.append(f"Host (not in the totals, {kind}): {fmt_j(h.energy_j)}, mean {fmt_num(h.mean_power_w, ' W')}; "
                    f"{h.power_source or h.energy_source_description}")
     out += _bottleneck_lines(r) + _wasted_lines(r) + _carbon_lines(r)
+    from .agents_view import text_lines
+
+    out += text_lines(r)
     notes = r.flags + label_notes(r) + [f"{d.device}: {n}" for d in r.devices for n in d.notes] + r.warnings
     if notes or r.events:
         out.append("")
