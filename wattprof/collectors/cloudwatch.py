@@ -177,8 +177,9 @@ def aws_available(*, region: str | None = None, profile: str | None = None) -> t
 
 
 def make_client(*, region: str | None = None, endpoint_url: str | None = None, profile: str | None = None,
-                client_factory: Callable[..., Any] | None = None) -> Any:
-    """A CloudWatch client. ``client_factory`` is called like ``boto3.client`` (tests wrap it)."""
+                client_factory: Callable[..., Any] | None = None, region_hint: str = "region=REGION") -> Any:
+    """A CloudWatch client. ``client_factory`` is called like ``boto3.client`` (tests wrap it).
+    ``region_hint``: how the caller's user passes a region (the collector option, or a CLI flag)."""
     try:
         import boto3
         from botocore.config import Config
@@ -199,7 +200,7 @@ def make_client(*, region: str | None = None, endpoint_url: str | None = None, p
     session = boto3.Session(profile_name=profile)
     reg = resolve_region(region, session)
     if not reg:
-        raise CollectorError("no AWS region: pass region=REGION, or set AWS_REGION / AWS_DEFAULT_REGION")
+        raise InputError(f"no AWS region: pass {region_hint}, or set AWS_REGION / AWS_DEFAULT_REGION")
     return session.client("cloudwatch", region_name=reg, **kwargs)
 
 
