@@ -66,11 +66,9 @@ def test_co2_matches_a_hand_computation_from_codecarbons_data(tmp_path, h100):
     assert sum(rep["carbon"]["by_label_g_co2e"].values()) < rep["carbon"]["g_co2e"]
 
 
-def test_unknown_region_is_said_and_energy_still_reported(tmp_path, h100):
+def test_unknown_region_is_a_usage_error_and_no_location_is_said(tmp_path, h100):
     run = imported(tmp_path, h100)
     p = wattprof("report", str(run), "-f", "json", "--region", "aws:mars-1")
-    assert p.returncode == 0 and "unknown region 'aws:mars-1'" in p.stderr
-    rep = json.loads(p.stdout)
-    assert rep["carbon"] is None and "CO2 not computed" in rep["carbon_note"] and rep["energy_j"] > 0
+    assert p.returncode == 2 and "unknown region 'aws:mars-1'" in p.stderr and not p.stdout
     rep = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)
     assert rep["carbon"] is None and "no location known" in rep["carbon_note"]

@@ -61,8 +61,8 @@ class Profile:
 
     Args:
         name: the run's name (default: the function's name when used as a decorator, else ``run``).
-        collectors: collector specs such as ``["nvml", "host"]`` or ``["nvml-replay:speed=1"]``;
-            default: every available one of ``nvml`` and ``host``.
+        collectors: collector specs such as ``["nvml", "host"]`` or ``["nvml-replay:devices=2"]``
+            (``wattprof collectors`` lists them); default: every available one of ``nvml`` and ``host``.
         interval: sampling interval in seconds (default 0.1: NVML power refreshes every ~100 ms).
         out: run directory (default ``$WATTPROF_DIR`` or ``./wattprof-runs`` / ``<time>-<name>``).
         tags: ``{"commit": "abc123", "model": "8b"}``, kept in the run for history and nightly.
@@ -77,6 +77,8 @@ class Profile:
             an int: that port, 0 for any free one) as model-call and tool steps grouped into agent
             tasks; sets ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` for the block unless it is set. Flush
             your tracer provider before the block ends (docs/agents.md).
+        verbose: print one stderr line when recording starts saying what is measured
+            (``wattprof: measuring: gpu:0 (NVML energy counter), host (estimate: ...)``).
     """
 
     def __init__(self, name: str | None = None, *, collectors: Sequence[str] | None = None,
@@ -84,7 +86,7 @@ class Profile:
                  tags: dict[str, str] | None = None, label: str = "step",
                  sync: bool | Callable[[], Any] | None = None, join: bool = True,
                  sampler: Literal["auto", "process", "thread"] = "auto", clock: Clock = SYSTEM_CLOCK,
-                 otlp: bool | int = False) -> None:
+                 otlp: bool | int = False, verbose: bool = True) -> None:
         if sampler not in ("auto", "process", "thread"):
             raise WattprofError(f"sampler must be 'auto', 'process' or 'thread', not {sampler!r}")
         if sampler == "process" and clock is not SYSTEM_CLOCK:
@@ -98,6 +100,7 @@ class Profile:
         self.label = label
         self.join = join
         self.clock = clock
+        self.verbose = verbose
         self._sync_arg = sync
         self._sync: Callable[[], Any] | None = None
         self.run_dir: Path | None = None
@@ -123,6 +126,7 @@ class Profile:
         if self.join and parent and (Path(parent) / "meta.json").is_file():
             self.run_dir = Path(parent)
             self.joined = True
+            self._announce_to_parent()
         else:
             self.run_dir = Path(self.out) if self.out else default_run_dir(self.name)
             if self.sampler == "process":
@@ -146,6 +150,8 @@ class Profile:
                     self._active = True
                     self.stop(status="failed")
                     raise
+            if self.verbose:
+                self._say_what_is_measured()
         # strict=False: a disk that refuses step marks warns once and never stops the training loop
         self._steps = JsonlAppender(self.run_dir / f"steps-{self._rank}-{os.getpid()}.jsonl", strict=False)
         self._last_mark = self.clock.time()
@@ -165,6 +171,35 @@ class Profile:
         if env.get(ENV_TRACES_ENDPOINT) != os.environ.get(ENV_TRACES_ENDPOINT):
             self._saved_env[ENV_TRACES_ENDPOINT] = os.environ.get(ENV_TRACES_ENDPOINT)
             os.environ[ENV_TRACES_ENDPOINT] = env[ENV_TRACES_ENDPOINT]
+
+    def _announce_to_parent(self) -> None:
+        """Tell the recorded run this profile joined what it is called (merged by ``wattprof record``)."""
+        if self.name is None and not self.tags:
+            return
+        from .naming import PROFILE_JOINED
+
+        assert self.run_dir is not None
+        events = JsonlAppender(self.run_dir / f"events-{os.getpid()}.jsonl", strict=False)
+        events.append({"t": self.clock.time(), "kind": PROFILE_JOINED, "name": self.name, "tags": self.tags,
+                       "message": f"profile {self.name!r} joined the run (tags {self.tags})"})
+        events.close()
+
+    def _say_what_is_measured(self) -> None:
+        """One stderr line: which devices are measured and how (no silent host-only fallback)."""
+        import json
+        import sys
+
+        from .measuring import measuring_line
+
+        assert self.run_dir is not None
+        if self.writer is not None:
+            devices = self.writer.meta.get("devices") or {}
+        else:
+            try:
+                devices = json.loads((self.run_dir / "meta.json").read_text(encoding="utf-8")).get("devices") or {}
+            except (OSError, ValueError):
+                devices = {}
+        print(f"wattprof: {measuring_line(devices)}", file=sys.stderr, flush=True)
 
     def stop(self, *, status: str = "finished", exit_code: int | None = None) -> None:
         if not self._active:
@@ -217,7 +252,7 @@ class Profile:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             p = Profile(self.name or fn.__name__, collectors=self.collector_specs, interval=self.interval,
                         out=self.out, tags=self.tags, label=self.label, sync=self._sync_arg, join=self.join,
-                        sampler=self.sampler, clock=self.clock, otlp=self.otlp)
+                        sampler=self.sampler, clock=self.clock, otlp=self.otlp, verbose=self.verbose)
             with p:
                 return fn(*args, **kwargs)
 

@@ -135,18 +135,26 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
       wattprof record --otlp=4318 -- python agent.py   # energy per agent task from its GenAI spans
     """
     from .collectors import base
+    from .measuring import measuring_line
+    from .naming import default_run_name
     from .recorder import Recorder
     from .reports import text
     from .reports.build import build_report
     from .run import Run, RunWriter, default_run_dir
 
+    if quiet and progress:
+        raise InputError("--quiet and --progress contradict each other: give one of them")
     tag_map = _kv(tags, "--tag")
-    run_name = name or Path(command[0]).name
+    run_name = name or default_run_name(command)
+    if out and (Path(out) / "meta.json").exists():
+        raise InputError(f"--out {out}: already holds a run; record into a new directory "
+                         "(or leave out --out for a fresh one)")
     chosen = base.resolve(collectors or None)
     run_dir = Path(out) if out else default_run_dir(run_name)
     writer = RunWriter.create(run_dir, name=run_name, tags=tag_map, command=list(command), interval_s=interval)
     recorder = Recorder(writer, chosen, interval=interval)
     recorder.start()
+    click.echo(f"wattprof: {measuring_line(writer.meta.get('devices') or {})}", err=True)
     metrics = None
     if metrics_port is not None:
         from .exporters.prometheus import LiveMetricsServer
@@ -202,6 +210,7 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
                 signal.signal(sig, handler)
             rc = code if code >= 0 else 128 - code
             status = "interrupted" if forwarded.received else ("finished" if code == 0 else "failed")
+            _merge_joined_identity(writer, run_dir, tag_map, name_given=name is not None)
     finally:
         if live is not None:
             live.stop()
@@ -234,6 +243,21 @@ def _stop_receiver(receiver: Any, writer: Any) -> None:
         receiver.stop()
     except (WattprofError, OSError, ValueError) as e:
         writer.event("otlp_error", f"OTLP receiver could not write its steps: {e}")
+
+
+def _merge_joined_identity(writer: Any, run_dir: Path, tags: dict[str, str], *, name_given: bool) -> None:
+    """The command's own ``wattprof.profile(name, tags=...)`` names the run (the command line wins
+    conflicts, and says so)."""
+    from .naming import joined_profiles, merge_identity
+
+    inner = joined_profiles(run_dir)
+    if not inner:
+        return
+    ident = merge_identity(writer.meta["name"], writer.meta.get("tags") or {}, name_given=name_given, inner=inner)
+    writer.meta["name"], writer.meta["tags"] = ident.name, ident.tags
+    for note in ident.notes:
+        writer.event("identity_conflict", note)
+        click.echo(f"wattprof: note: {note}", err=True)
 
 
 class _Forwarding:
@@ -415,7 +439,12 @@ def _format_for(fmt: str | None, output: str | None) -> str:
     if fmt:
         return fmt
     ext = Path(output).suffix.lower().lstrip(".") if output else ""
-    return {"md": "markdown", "markdown": "markdown", "html": "html", "htm": "html", "json": "json"}.get(ext, "text")
+    known = {"md": "markdown", "markdown": "markdown", "html": "html", "htm": "html", "json": "json",
+             "txt": "text", "text": "text", "": "text"}
+    if ext not in known:
+        raise InputError(f"-o {output}: no report format writes .{ext} files; use .txt, .md, .html or .json, "
+                         "or pass --format")
+    return known[ext]
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -428,17 +457,18 @@ def _emit(text: str, output: str | None) -> None:
 
 def _carbon_context(region: str | None, country: str | None, intensity: float | None,
                     pue: float | None) -> tuple[Any, str | None]:
-    """(carbon context or None, note): an unknown location is reported, never a silent default,
-    and the energy report still goes out."""
+    """(carbon context or None, note): an unknown location is a usage error, never a silent default."""
     from .analysis.carbon import resolve_intensity
 
     if pue is not None and region is None and country is None and intensity is None:
         raise InputError("--pue needs a location: --region, --country or --intensity")
+    # An unknown location is a usage error (exit 2) before anything is reported: a CI job that asked
+    # for CO2 must not get a report without it and exit 0.
+    flag = "--region" if region is not None else "--country" if country is not None else "--intensity"
     try:
         return resolve_intensity(region=region, country=country, intensity_g_per_kwh=intensity, pue=pue), None
     except InputError as e:
-        click.echo(f"wattprof: warning: {e}; CO2 not computed, energy reported", err=True)
-        return None, f"CO2 not computed: {e}"
+        raise InputError(f"{flag}: {e}") from None
 
 
 def _print_report(run_dir: str, fmt: str | None, output: str | None, carbon: tuple[Any, str | None] = (None, None)
@@ -498,8 +528,9 @@ def report(run_dir: str, fmt: str | None, output: str | None, region: str | None
 @main.command()
 @click.argument("run_a", type=click.Path())
 @click.argument("run_b", type=click.Path())
-@click.option("--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json"]), default=None)
-@click.option("--output", "-o", type=click.Path(dir_okay=False))
+@click.option("--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json", "html"]), default=None,
+              help="Output format (default: from -o's extension, else text).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @carbon_options
 @_guard
 def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region: str | None, country: str | None,
@@ -516,17 +547,21 @@ def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region:
     from .history import load_summary
     from .reports import nightly as render
 
+    f = _format_for(fmt, output)
+    ctx, _ = _carbon_context(region, country, intensity, pue)
     a, b = load_summary(run_a), load_summary(run_b)
     sections = nightly.compare(a, b)
-    ctx, _ = _carbon_context(region, country, intensity, pue)
     if ctx is not None:
         from .analysis.carbon import co2_g
 
         ga, gb = co2_g(a.energy_j, ctx), co2_g(b.energy_j, ctx)
         sections["totals"].append(nightly.Side("co2e_g", ga, gb, 100 * (gb / ga - 1) if ga else None))
-    f = _format_for(fmt, output)
-    text = render.compare_json(a.name, b.name, sections) if f == "json" else \
-        render.compare_text(a.name, b.name, sections, markdown=f == "markdown")
+    if f == "json":
+        text = render.compare_json(a.name, b.name, sections)
+    elif f == "html":
+        text = render.compare_html(a, b, sections)
+    else:
+        text = render.compare_text(a.name, b.name, sections, markdown=f == "markdown")
     _emit(text, output)
 
 
@@ -539,7 +574,8 @@ EXIT_NOTHING = 3
 @click.option("--benchmark", "-b", "benchmarks", multiple=True, help="Only these benchmarks (repeatable; "
               "a run's benchmark is its tag benchmark=, else its name).")
 @click.option("--baseline", default="last", show_default=True, metavar="last|median:N|RUN",
-              help="What the latest run is compared with.")
+              help="What the latest run is compared with: the previous run, the median of the last N, or a "
+                   "run directory. A verdict needs at least 3 earlier runs.")
 @click.option("--threshold", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="PCT",
               help="Smallest change in percent that can be a regression (the noise may raise the bar).")
 @click.option("--metric", type=click.Choice(["j_per_token", "energy_j", "duration_s", "mean_power_w", "j_per_step",
@@ -564,13 +600,21 @@ def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, t
       wattprof nightly runs/ --benchmark agent-eval --metric j_per_task
     """
     from .analysis import nightly as nl
-    from .history import load_history, load_summary
-    from .reports.nightly import NIGHTLY_RENDERERS
+    from .history import find_runs, load_history, load_summary
+    from .reports.nightly import NIGHTLY_RENDERERS, nightly_summary
 
+    f = _format_for(fmt, output)
+    kind, _ = nl.parse_baseline(baseline)
+    if not find_runs(list(runs)):
+        raise InputError(f"no run found in {', '.join(runs)} (a run is a directory with meta.json, "
+                         "as `wattprof record` writes)")
     warnings: list[str] = []
     history = load_history(list(runs), warnings=warnings)
     for w in warnings:
         click.echo(f"wattprof: warning: {w}", err=True)
+    if label is not None and not any(label in s.by_label for s in history):
+        known = sorted({lab for s in history for lab in s.by_label})
+        raise InputError(f"--label {label!r}: no run has this label (labels: {', '.join(known) or 'none'})")
     groups = nl.group(history)
     if benchmarks:
         unknown = [b for b in benchmarks if b not in groups]
@@ -578,7 +622,9 @@ def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, t
             warnings.append(f"no runs of benchmark {b!r}")
         groups = {k: v for k, v in groups.items() if k in benchmarks}
     named = None
-    if nl.parse_baseline(baseline)[0] == "run":
+    if kind == "run":
+        if not (Path(baseline) / "meta.json").is_file():
+            raise InputError(f"--baseline {baseline!r}: expected last, median:N or a run directory")
         named = load_summary(baseline)
     results = [r for v in groups.values()
                if (r := nl.evaluate(v, baseline=baseline, threshold_pct=threshold, metric=metric, label=label,
@@ -586,7 +632,9 @@ def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, t
     if not results:
         click.echo("wattprof: nothing to compare (each benchmark needs a latest run and a baseline)", err=True)
         sys.exit(EXIT_NOTHING)
-    _emit(NIGHTLY_RENDERERS[_format_for(fmt, output)](results, warnings), output)
+    _emit(NIGHTLY_RENDERERS[f](results, warnings), output)
+    if output or f != "text":  # the verdicts always reach stdout (text already ends with them)
+        click.echo(nightly_summary(results), nl=False, err=not output and f != "text")
     if fail_on_regression and any(r.change.verdict == "regression" for r in results):
         sys.exit(EXIT_REGRESSION)
 

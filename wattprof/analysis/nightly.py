@@ -18,8 +18,10 @@ import numpy as np
 from ..errors import InputError
 from ..history import METRICS, RunSummary
 
-Verdict = Literal["regression", "improvement", "ok", "no-data"]
+Verdict = Literal["regression", "improvement", "ok", "no-data", "insufficient-history"]
 DEFAULT_NOISE_RUNS = 10
+#: runs before the latest one needed for a verdict: fewer cannot tell a change from the noise
+MIN_BASELINE_RUNS = 3
 
 
 @dataclass
@@ -46,12 +48,16 @@ class BenchmarkResult:
     #: every run of the benchmark, oldest first: (started_at, value, run path)
     series: list[tuple[float, float | None, str]] = field(default_factory=list)
     labels: list[Change] = field(default_factory=list)
+    #: every run of the benchmark, oldest first (the points of ``series``: names, ids, tags)
+    runs: list[RunSummary] = field(default_factory=list)
 
 
 def parse_baseline(text: str) -> tuple[str, int | str | None]:
     """``last`` | ``median:N`` | a run path/id."""
     if text == "last":
         return "last", None
+    if text == "median" or (text.startswith("median") and not text.startswith("median:")):
+        raise InputError(f"--baseline {text!r}: say median:N, the median of the last N runs (e.g. median:7)")
     if text.startswith("median:"):
         try:
             n = int(text.split(":", 1)[1])
@@ -118,10 +124,13 @@ def evaluate(runs: list[RunSummary], *, baseline: str = "last", threshold_pct: f
         reference = previous[-max(n, DEFAULT_NOISE_RUNS):]
     noise = noise_pct([_value(s, metric, label) for s in reference])
     change, verdict = judge(base_value, _value(latest, metric, label), noise, threshold_pct)
+    enough = len(previous) >= MIN_BASELINE_RUNS
+    if not enough and verdict != "no-data":
+        verdict = "insufficient-history"
     result = BenchmarkResult(
         benchmark=latest.benchmark, latest=latest, baseline_runs=base_runs, baseline_kind=baseline,
         change=Change(metric, label, base_value, _value(latest, metric, label), change, noise, threshold_pct, verdict),
-        series=[(s.started_at or 0.0, _value(s, metric, label), s.path) for s in runs],
+        series=[(s.started_at or 0.0, _value(s, metric, label), s.path) for s in runs], runs=list(runs),
     )
     for lab in latest.by_label:
         if label is not None:
@@ -130,6 +139,8 @@ def evaluate(runs: list[RunSummary], *, baseline: str = "last", threshold_pct: f
         b = float(np.median(bvals)) if bvals else None
         nz = noise_pct([_value(s, metric, lab) for s in reference])
         ch, vd = judge(b, _value(latest, metric, lab), nz, threshold_pct)
+        if not enough and vd != "no-data":
+            vd = "insufficient-history"
         result.labels.append(Change(metric, lab, b, _value(latest, metric, lab), ch, nz, threshold_pct, vd))
     return result
 
@@ -139,7 +150,7 @@ def group(history: list[RunSummary]) -> dict[str, list[RunSummary]]:
     for s in history:
         out.setdefault(s.benchmark, []).append(s)
     for v in out.values():
-        v.sort(key=lambda s: s.started_at or 0.0)
+        v.sort(key=lambda s: (s.started_at or 0.0, s.ended_at or 0.0, s.path))  # equal starts stay distinct
     return out
 
 

@@ -166,10 +166,27 @@ def collector_class(name: str) -> type[Collector]:
 def create(spec: str | CollectorSpec, *, clock: Clock = SYSTEM_CLOCK) -> Collector:
     s = parse_spec(spec) if isinstance(spec, str) else spec
     cls = collector_class(s.name)
+    valid = option_names(cls)
+    unknown = [k for k in s.options if valid is not None and k not in valid]
+    if unknown:
+        listed = ", ".join(f"{k}=" for k in valid or ()) or "none"
+        raise InputError(f"collector '{s.name}': unknown option {', '.join(repr(k) for k in unknown)} "
+                         f"(options of {s.name}: {listed})")
     try:
         return cls(clock=clock, **s.options)
     except TypeError as e:
         raise InputError(f"collector '{s}': bad option ({e})") from None
+
+
+def option_names(cls: type[Collector]) -> list[str] | None:
+    """The keyword options a collector class takes (None when it takes any ``**kwargs``)."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.name not in ("self", "clock") and p.kind is not p.VAR_POSITIONAL
+            and not p.name.startswith("_")]
 
 
 def resolve(specs: Iterable[str | CollectorSpec] | None, *, clock: Clock = SYSTEM_CLOCK) -> list[Collector]:
@@ -179,8 +196,9 @@ def resolve(specs: Iterable[str | CollectorSpec] | None, *, clock: Clock = SYSTE
         for spec in specs:
             c = create(spec, clock=clock)
             ok, reason = c.available()
-            if not ok:
-                raise CollectorError(f"collector '{spec}' is not available: {reason}")
+            if not ok:  # the user asked for it: a usage error, before anything runs
+                raise InputError(f"collector '{spec}' is not available here: {reason} "
+                                 "(`wattprof collectors` lists what is)")
             out.append(c)
         return out
     chosen = []

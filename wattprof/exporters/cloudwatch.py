@@ -269,7 +269,7 @@ def export_cloudwatch(report: Report, *, namespace: str = DEFAULT_NAMESPACE, dim
     if client is None:
         try:
             client = make_client(region=region, endpoint_url=endpoint_url, profile=profile,
-                                 client_factory=client_factory)
+                                 client_factory=client_factory, region_hint="--aws-region REGION")
         except CollectorError as e:
             raise WattprofError(str(e)) from None
     retry = Retry(max_retries=max_retries, backoff_s=backoff_s, sleep=sleep)

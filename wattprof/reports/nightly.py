@@ -13,7 +13,8 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from ..analysis.nightly import BenchmarkResult, Change, Side
+from ..analysis.nightly import MIN_BASELINE_RUNS, BenchmarkResult, Change, Side
+from ..history import RunSummary
 
 # ---- compare --------------------------------------------------------------------------------------
 
@@ -32,6 +33,41 @@ def _pct(p: float | None) -> str:
     return "-" if p is None else f"{p:+.1f} %"
 
 
+#: the unit each compared metric is in (``per`` metrics are scaled to mJ/µJ when small)
+UNITS: dict[str, str] = {"energy_j": "J", "j_per_token": "J/token", "j_per_step": "J/step", "duration_s": "s",
+                         "mean_power_w": "W", "tokens": "tokens", "steps": "steps", "co2e_g": "g CO2e"}
+
+
+def with_unit(metric: str, v: float | str | None) -> str:
+    """``0.0001352`` of ``j_per_token`` -> ``0.135 mJ/token``; ``12590`` J -> ``12.59 kJ``."""
+    if v is None:
+        return "-"
+    if not isinstance(v, (int, float)):
+        return str(v)
+    unit = UNITS.get(metric)
+    if unit is None:
+        return _fmt(float(v))
+    if unit in ("tokens", "steps"):
+        return f"{v:,.0f}"
+    if unit.startswith("J"):
+        per = unit[1:]
+        a = abs(v)
+        for scale, prefix in ((1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ")):
+            if a >= scale or scale == 1e-6:
+                return f"{v / scale:.4g} {prefix}J{per}"
+    if unit == "s":
+        return _duration(float(v))
+    return f"{v:,.4g} {unit}" if abs(v) < 1000 else f"{v:,.0f} {unit}"
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.3g} s"
+    m, sec = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s"
+
+
 def _md(text: str) -> str:
     return html.escape(str(text)).replace("|", "\\|").replace("`", "\\`").replace("\n", " ")
 
@@ -47,13 +83,18 @@ def compare_text(name_a: str, name_b: str, sections: dict[str, list[Side]], mark
             out.append(f"### {_md(title)}\n")
             out.append("| metric | A | B | change |")
             out.append("| --- | ---: | ---: | ---: |")
-            out += [f"| {_md(r.what)} | {_md(_fmt(r.a))} | {_md(_fmt(r.b))} | {_pct(r.change_pct)} |" for r in rows]
+            out += [f"| {_md(r.what)} | {_md(with_unit(r.what, r.a))} | {_md(with_unit(r.what, r.b))} | "
+                    f"{_pct(r.change_pct)} |" for r in rows]
             out.append("")
         else:
             out.append(title)
             w = max(len(r.what) for r in rows)
+            wa = max(14, *(len(with_unit(r.what, r.a)) for r in rows))
+            wb = max(14, *(len(with_unit(r.what, r.b)) for r in rows))
+            out.append(f"  {'':{w}}  {'A':>{wa}}  {'B':>{wb}}  {'change':>9}")
             for r in rows:
-                out.append(f"  {r.what.ljust(w)}  {_fmt(r.a):>14}  {_fmt(r.b):>14}  {_pct(r.change_pct):>9}")
+                out.append(f"  {r.what.ljust(w)}  {with_unit(r.what, r.a):>{wa}}  {with_unit(r.what, r.b):>{wb}}  "
+                           f"{_pct(r.change_pct):>9}")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -67,29 +108,78 @@ def compare_json(name_a: str, name_b: str, sections: dict[str, list[Side]]) -> s
 
 
 def _when(t: float | None) -> str:
-    return "-" if not t else dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
+    return "-" if not t else dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _what(c: Change) -> str:
+    return c.metric + (f" [{c.label}]" if c.label else "")
+
+
+def _noise(c: Change) -> str:
+    return "-" if c.noise_pct is None else f"{c.noise_pct:.1f} %"
+
+
+def _against(r: BenchmarkResult) -> str:
+    n = len(r.baseline_runs)
+    if r.baseline_kind == "last":
+        return "the previous run"
+    if r.baseline_kind.startswith("median:"):
+        return f"the median of the last {n} run{'s' if n != 1 else ''}"
+    return f"run {r.baseline_runs[0].name} ({r.baseline_runs[0].path})" if r.baseline_runs else r.baseline_kind
+
+
+def _point_id(s: RunSummary) -> str:
+    """What a point is: its commit (tag commit=), else its other tags, else its run id."""
+    if s.tags.get("commit"):
+        return f"commit {s.tags['commit']}"
+    other = {k: v for k, v in s.tags.items() if k != "benchmark"}
+    if other:
+        return " ".join(f"{k}={v}" for k, v in sorted(other.items()))
+    return f"run {s.id or s.path}"
+
+
+def verdict_sentence(r: BenchmarkResult) -> str:
+    """``REGRESSION steady: j_per_token +12.0 % (0.135 mJ/token, was 0.121 mJ/token: the median of the
+    last 7 runs; noise 1.2 %, threshold 5.0 %)``"""
+    c = r.change
+    m = c.metric
+    if c.verdict == "no-data":
+        return f"NO DATA    {r.benchmark}: {_what(c)} missing in the latest run or its baseline"
+    head = "INSUFFICIENT HISTORY" if c.verdict == "insufficient-history" else c.verdict.upper()
+    tail = ""
+    if c.verdict == "insufficient-history":
+        tail = f"; no verdict: {len(r.runs) - 1} earlier run(s), a verdict needs {MIN_BASELINE_RUNS}"
+    return (f"{head:11} {r.benchmark}: {_what(c)} {_pct(c.change_pct)} ({with_unit(m, c.latest)}, was "
+            f"{with_unit(m, c.baseline)}: {_against(r)}; noise {_noise(c)}, threshold {c.threshold_pct:.1f} %{tail})")
+
+
+def nightly_summary(results: list[BenchmarkResult]) -> str:
+    """The verdicts in a few lines (always printed on stdout by ``wattprof nightly``)."""
+    regressions = [r.benchmark for r in results if r.change.verdict == "regression"]
+    lines = [verdict_sentence(r) for r in results]
+    lines.append(f"{len(results)} benchmark(s), {len(regressions)} regression(s)"
+                 + (f": {', '.join(regressions)}" if regressions else ""))
+    return "\n".join(lines) + "\n"
 
 
 def _change_line(c: Change) -> str:
-    noise = "-" if c.noise_pct is None else f"{c.noise_pct:.1f} %"
-    return (f"{c.verdict.upper():11} {_pct(c.change_pct):>9}  baseline {_fmt(c.baseline)}  latest {_fmt(c.latest)}  "
-            f"noise {noise}  threshold {c.threshold_pct:.1f} %")
+    m = c.metric
+    return (f"{c.verdict.upper():11} {_pct(c.change_pct):>9}  baseline {with_unit(m, c.baseline)}  "
+            f"latest {with_unit(m, c.latest)}  noise {_noise(c)}")
 
 
 def nightly_text(results: list[BenchmarkResult], warnings: list[str]) -> str:
     out = []
     for r in results:
         c = r.change
-        out.append(f"{r.benchmark}: {c.metric}{' [' + c.label + ']' if c.label else ''}  latest {_when(r.latest.started_at)}"
-                   f"  baseline {r.baseline_kind} ({len(r.baseline_runs)} run(s))")
+        out.append(f"{r.benchmark}: {_what(c)}, latest run {_when(r.latest.started_at)} ({_point_id(r.latest)}) "
+                   f"against {_against(r)}")
         out.append("  " + _change_line(c))
         for lc in r.labels:
             out.append(f"    {lc.label}: {_change_line(lc)}")
         out.append(f"  latest run: {r.latest.path}")
-    regressions = [r.benchmark for r in results if r.change.verdict == "regression"]
     out.append("")
-    out.append(f"{len(results)} benchmark(s), {len(regressions)} regression(s)"
-               + (f": {', '.join(regressions)}" if regressions else ""))
+    out.append(nightly_summary(results).rstrip("\n"))
     out += [f"warning: {w}" for w in warnings]
     return "\n".join(out) + "\n"
 
@@ -99,9 +189,10 @@ def nightly_markdown(results: list[BenchmarkResult], warnings: list[str]) -> str
            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         c = r.change
-        out.append(f"| {_md(r.benchmark)} | {_md(c.metric)} | **{c.verdict}** | {_pct(c.change_pct)} | "
-                   f"{_fmt(c.baseline)} | {_fmt(c.latest)} | "
-                   f"{'-' if c.noise_pct is None else f'{c.noise_pct:.1f} %'} | {len(r.series)} |")
+        out.append(f"| {_md(r.benchmark)} | {_md(_what(c))} | **{c.verdict}** | {_pct(c.change_pct)} | "
+                   f"{_md(with_unit(c.metric, c.baseline))} ({_md(_against(r))}) | "
+                   f"{_md(with_unit(c.metric, c.latest))} ({_md(_point_id(r.latest))}) | {_noise(c)} | "
+                   f"{len(r.series)} |")
     if warnings:
         out += ["", "Warnings:", *[f"- {_md(w)}" for w in warnings]]
     return "\n".join(out) + "\n"
@@ -110,77 +201,180 @@ def nightly_markdown(results: list[BenchmarkResult], warnings: list[str]) -> str
 def nightly_json(results: list[BenchmarkResult], warnings: list[str]) -> str:
     doc = {"benchmarks": [{"benchmark": r.benchmark, "baseline": r.baseline_kind,
                            "baseline_runs": [s.path for s in r.baseline_runs], "latest_run": r.latest.path,
+                           "unit": UNITS.get(r.change.metric),
                            "change": asdict(r.change), "labels": [asdict(x) for x in r.labels],
-                           "series": [{"started_at": t, "value": v, "run": p} for t, v, p in r.series]}
+                           "series": [{"started_at": t, "value": v, "run": p,
+                                       **({"id": s.id, "name": s.name, "tags": s.tags}
+                                          if (s := _run_at(r, p)) is not None else {})}
+                                      for t, v, p in r.series]}
                           for r in results],
            "regressions": [r.benchmark for r in results if r.change.verdict == "regression"],
            "warnings": warnings}
     return json.dumps(doc, indent=2) + "\n"
 
 
-def trend_svg(r: BenchmarkResult) -> str:
-    """J/token (or the chosen metric) over time, the baseline band, regressions marked. Inline SVG."""
+def _run_at(r: BenchmarkResult, path: str) -> RunSummary | None:
+    return next((s for s in r.runs if s.path == path), None)
+
+
+def trend_svg(r: BenchmarkResult) -> str | None:
+    """The metric run after run (x: the runs in order, so runs started at the same second stay
+    distinct), the baseline band, the regression marked, units on the axis. Inline SVG; None when
+    no run has a value (no empty chart)."""
+    import warnings as py_warnings
+
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    pts = [(i, v, s) for i, ((_, v, p), s) in enumerate(zip(r.series, r.runs or [None] * len(r.series),
+                                                             strict=True)) if v is not None]
+    if not pts:
+        return None
+    c = r.change
+    m = c.metric
+    # one unit for the whole axis, chosen from the median value
+    scale, unit = _axis_unit(m, [v for _, v, _ in pts])
     matplotlib.rcParams["svg.hashsalt"] = "wattprof"
-    pts = [(dt.datetime.fromtimestamp(t, tz=dt.UTC), v) for t, v, _ in r.series if v is not None]
-    fig = Figure(figsize=(7.5, 2.8), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if pts:
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color="#1f6feb", label=r.change.metric)
-        c = r.change
+    with py_warnings.catch_warnings():
+        py_warnings.simplefilter("ignore")  # layout hints are not the user's business
+        fig = Figure(figsize=(7.5, 2.8), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        xs = [i + 1 for i, _, _ in pts]
+        ys = [v / scale for _, v, _ in pts]
+        ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color="#1f6feb", label=_what(c))
         if c.baseline is not None:
             band = c.baseline * max(c.threshold_pct, c.noise_pct or 0) / 100
-            ax.axhspan(c.baseline - band, c.baseline + band, color="#2da44e", alpha=0.15,
+            ax.axhspan((c.baseline - band) / scale, (c.baseline + band) / scale, color="#2da44e", alpha=0.15,
                        label="baseline ± max(threshold, noise)")
-            ax.axhline(c.baseline, color="#2da44e", lw=1)
+            ax.axhline(c.baseline / scale, color="#2da44e", lw=1)
         if c.verdict == "regression":
             ax.plot([xs[-1]], [ys[-1]], marker="X", ms=11, color="#cf222e", ls="none", label="regression")
-    ax.set_ylabel(r.change.metric)
-    ax.set_title(r.benchmark, fontsize=10)
-    ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
+        ax.set_ylabel(f"{m} ({unit})" if unit else m)
+        ax.set_xlabel("run (oldest first; see the table for dates and commits)")
+        ax.set_xlim(0.5, len(r.series) + 0.5)
+        if len(r.series) <= 20:
+            ax.set_xticks(range(1, len(r.series) + 1))
+        ax.set_title(r.benchmark, fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]
 
 
+def _axis_unit(metric: str, values: list[float]) -> tuple[float, str]:
+    unit = UNITS.get(metric, "")
+    if not unit.startswith("J") or not values:
+        return 1.0, unit
+    med = sorted(abs(v) for v in values)[len(values) // 2]
+    for scale, prefix in ((1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ")):
+        if med >= scale or scale == 1e-6:
+            return scale, f"{prefix}{unit}"
+    return 1.0, unit
+
+
+_NIGHTLY_CSS = """
+.verdict-regression { border-left:4px solid #b91c1c; } .verdict-improvement { border-left:4px solid #15803d; }
+.verdict-insufficient-history, .verdict-no-data { border-left:4px solid #9ca3af; }
+tr.bad td { background:#fef2f2; } tr.good td { background:#f0fdf4; }
+figure.trend svg { display:block; max-width:100%; height:auto; }
+"""
+
+
+def _page(title: str, body: str) -> str:
+    from .html import CSP, CSS
+
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{CSS}{_NIGHTLY_CSS}</style></head>\n"
+            f"<body><main>{body}<footer>wattprof</footer></main></body></html>\n")
+
+
+def _report_link(path: str) -> str:
+    """A link to the run's own HTML report when one sits in its directory (report.html or *.html)."""
+    from pathlib import Path
+
+    d = Path(path)
+    found = sorted(d.glob("*.html")) if d.is_dir() else []
+    if not found:
+        return ""
+    return f' <a href="{html.escape(found[0].resolve().as_uri(), quote=True)}">report</a>'
+
+
 def nightly_html(results: list[BenchmarkResult], warnings: list[str]) -> str:
+    from .html import _card, esc, table
+
     e = html.escape
-    rows = []
+    regressions = [r for r in results if r.change.verdict == "regression"]
+    cards = [_card("benchmarks", str(len(results)), "judged tonight", "card main"),
+             _card("regressions", str(len(regressions)), ", ".join(r.benchmark for r in regressions) or "none")]
+    rows, classes = [], []
     for r in results:
         c = r.change
-        cls = {"regression": "bad", "improvement": "good"}.get(c.verdict, "")
-        rows.append(f"<tr class='{cls}'><td>{e(r.benchmark)}</td><td>{e(c.metric)}</td><td><b>{e(c.verdict)}</b></td>"
-                    f"<td>{e(_pct(c.change_pct))}</td><td>{e(_fmt(c.baseline))}</td><td>{e(_fmt(c.latest))}</td>"
-                    f"<td>{e('-' if c.noise_pct is None else f'{c.noise_pct:.1f} %')}</td><td>{len(r.series)}</td></tr>")
-    plots = "".join(f"<section><h2>{e(r.benchmark)}</h2><figure class='trend'>{trend_svg(r)}</figure>"
-                    f"<p class='small'>latest: {e(r.latest.path)}</p></section>" for r in results)
+        classes.append({"regression": "bad", "improvement": "good"}.get(c.verdict, ""))
+        rows.append([esc(r.benchmark), esc(_what(c)), esc(c.verdict), esc(_pct(c.change_pct)),
+                     esc(with_unit(c.metric, c.latest)), esc(with_unit(c.metric, c.baseline)), esc(_against(r)),
+                     esc(_noise(c)), esc(str(len(r.series)))])
+    summary = table(["benchmark", "metric", "verdict", "change", "latest", "baseline", "baseline is", "noise", "runs"],
+                    rows, num=(3, 4, 5, 7, 8), row_class=classes)
+    sections = []
+    for r in results:
+        c = r.change
+        svg = trend_svg(r)
+        fig = (f"<figure class='trend'>{svg}<figcaption>{e(_what(c))} run after run; green: the baseline and "
+               f"the band a change must leave to count.</figcaption></figure>") if svg else \
+            "<p class='lead'>No run of this benchmark has a value for this metric: no chart.</p>"
+        pts = []
+        for i, ((t, v, p), s) in enumerate(zip(r.series, r.runs or [None] * len(r.series), strict=True), start=1):
+            ident = esc(_point_id(s)) if s is not None else esc("-")
+            name = esc(s.name) if s is not None else esc("-")
+            pts.append([esc(str(i)), esc(_when(t)), name, ident, esc(with_unit(c.metric, v)),
+                        type(esc(""))(f"<code>{e(p)}</code>{_report_link(p)}")])
+        runs_table = table(["#", "started", "run", "commit / tags", _what(c), "directory"], pts, num=(0, 4))
+        sections.append(
+            f"<section class='verdict-{e(c.verdict)}'><h2>{e(r.benchmark)}: {e(c.verdict)} "
+            f"{e(_pct(c.change_pct))}</h2><p class='lead'>{e(verdict_sentence(r))}</p>{fig}"
+            f"<details><summary>{len(r.series)} runs</summary>{runs_table}</details></section>")
     warn = "".join(f"<li>{e(w)}</li>" for w in warnings)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>wattprof nightly</title>
-<style>
-body{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1f2328;max-width:60rem}}
-table{{border-collapse:collapse;margin:1rem 0}} td,th{{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:right}}
-td:first-child,th:first-child{{text-align:left}} tr.bad td{{background:#ffebe9}} tr.good td{{background:#dafbe1}}
-.small{{color:#59636e;font-size:.85rem}} figure.trend svg{{max-width:100%;height:auto}}
-</style></head><body>
-<h1>wattprof nightly</h1>
-<p class="small">A change is a regression when it is worse than both the threshold and the noise of the baseline runs
-(2 × 1.4826 × MAD / median). Lower is better.</p>
-<table><tr><th>benchmark</th><th>metric</th><th>verdict</th><th>change</th><th>baseline</th><th>latest</th>
-<th>noise</th><th>runs</th></tr>{''.join(rows)}</table>
-{plots}
-{f'<h2>Warnings</h2><ul>{warn}</ul>' if warn else ''}
-</body></html>
-"""
+    body = (f"<header><p class='brand'>WATTPROF NIGHTLY</p><h1>Energy regressions</h1>"
+            f"<p class='meta'>{len(results)} benchmark(s); lower is better for every metric. A change is a "
+            "regression when it is worse than both the threshold and the spread of the earlier runs "
+            "(noise); a verdict needs at least 3 earlier runs.</p></header>"
+            f"<div class='cards'>{''.join(cards)}</div><section><h2>Verdicts</h2>{summary}</section>"
+            + "".join(sections) + (f"<section><h2>Warnings</h2><ul>{warn}</ul></section>" if warn else ""))
+    return _page("wattprof nightly", body)
+
+
+def compare_html(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
+    """``wattprof compare --format html``: the same tables as the text, on the run report's page style."""
+    from .html import _card, esc, table
+
+    e = html.escape
+    tot = {s.what: s for s in sections.get("totals", [])}
+    cards = []
+    for m in ("energy_j", "j_per_token", "duration_s"):
+        s = tot.get(m)
+        if s is not None:
+            cards.append(_card(m.replace("_", " "), _pct(s.change_pct),
+                               f"A {with_unit(m, s.a)} → B {with_unit(m, s.b)}", "card main" if m == "energy_j"
+                               else "card"))
+    parts = []
+    for title, rows in sections.items():
+        parts.append(f"<section><h2>{e(title)}</h2>" + table(
+            ["metric", "A", "B", "change"],
+            [[esc(r.what), esc(with_unit(r.what, r.a)), esc(with_unit(r.what, r.b)), esc(_pct(r.change_pct))]
+             for r in rows], num=(1, 2, 3)) + "</section>")
+    body = (f"<header><p class='brand'>WATTPROF COMPARE</p><h1>{e(a.name)} → {e(b.name)}</h1>"
+            f"<p class='meta'>A: {e(a.name)}, {e(_when(a.started_at))} ({e(_point_id(a))}), <code>{e(a.path)}</code>"
+            f"<br>B: {e(b.name)}, {e(_when(b.started_at))} ({e(_point_id(b))}), <code>{e(b.path)}</code>"
+            "<br>change = B against A; lower is better for energy, J/token, time and power.</p></header>"
+            f"<div class='cards'>{''.join(cards)}</div>" + "".join(parts))
+    return _page(f"wattprof compare: {a.name} → {b.name}", body)
 
 
 NIGHTLY_RENDERERS = {"text": nightly_text, "markdown": nightly_markdown, "json": nightly_json, "html": nightly_html}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ...errors import CollectorError
+from ...errors import CollectorError, InputError
 from .identity import ec2_identity
 
 THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
@@ -74,7 +74,7 @@ def aws_available(*, region: str | None = None, profile: str | None = None) -> t
 
 
 def make_client(*, region: str | None = None, endpoint_url: str | None = None, profile: str | None = None,
-                client_factory: Callable[..., Any] | None = None) -> Any:
+                client_factory: Callable[..., Any] | None = None, region_hint: str = "region=REGION") -> Any:
     """A CloudWatch client. ``client_factory`` is called like ``boto3.client`` (tests wrap it)."""
     try:
         import boto3
@@ -96,7 +96,7 @@ def make_client(*, region: str | None = None, endpoint_url: str | None = None, p
     session = boto3.Session(profile_name=profile)
     reg = resolve_region(region, session)
     if not reg:
-        raise CollectorError("no AWS region: pass region=REGION, or set AWS_REGION / AWS_DEFAULT_REGION")
+        raise InputError(f"no AWS region: pass {region_hint}, or set AWS_REGION / AWS_DEFAULT_REGION")
     return session.client("cloudwatch", region_name=reg, **kwargs)
 
 
