@@ -36,7 +36,7 @@ def test_nvidia_smi_csv_whole_run_within_half_a_percent(smi_run, h100):
     ph = json.loads((fx / "phases.json").read_text())
     truth = sum(p["energy_counter_mj"] for p in ph) / 1000
     # the phases tile the capture up to a few ms between them; the CSV starts/ends within 0.1 s of it
-    labelled_and_idle = sum(lr["energy_j"] for lr in rep["by_label"].values()) + rep["idle"]["energy_j"]
+    labelled_and_idle = sum(lr["energy_j"] for lr in rep["by_label"].values()) + rep["unlabelled"]["energy_j"]
     assert labelled_and_idle == pytest.approx(rep["energy_j"], rel=1e-9)
     assert rep["energy_j"] == pytest.approx(truth, rel=0.005)
 

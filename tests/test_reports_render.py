@@ -106,13 +106,14 @@ def test_markdown_tables_parse_and_carry_the_numbers(report: Report) -> None:
     assert len(tables) >= 6
     by_label = {md.escape(lr.label): lr for lr in report.by_label.values()}
     rows = table_with(tables, LABEL_HEADER)[1:]
-    assert [r[0] for r in rows] == [md.escape(x) for x in LABELS] + [md.escape(md.IDLE_ROW)]
-    for row in rows[:-1]:
+    assert [r[0] for r in rows] == [md.escape(x) for x in LABELS] + [md.escape(md.IDLE_ROW), "(of which idle)"]
+    for row in rows[:-2]:
         lr = by_label[row[0]]
         assert row[1] == text_mod.fmt_j(lr.energy_j)
         assert row[6] == str(lr.steps)
         assert row[8] == text_mod.fmt_jpt(lr.j_per_token)
         assert row[10] == text_mod.verdict_text(lr.bottleneck)
+    assert rows[-2][1] == text_mod.fmt_j(report.unlabelled.energy_j)
     assert rows[-1][1] == text_mod.fmt_j(report.idle.energy_j)
     decode = next(r for r in rows if r[0] == "decode")
     assert decode[10] == "compute-bound + power-capped"
@@ -153,7 +154,7 @@ def test_markdown_escapes_a_hostile_run_name_and_label(hostile: Report) -> None:
     out = md.render(hostile)
     assert HOSTILE_NAME not in out and "<script" not in out
     rows = table_with(md_tables(out), LABEL_HEADER)
-    assert len(rows) == 1 + len(LABELS) + 1  # the pipe, backticks and newline did not split or add rows
+    assert len(rows) == 1 + len(LABELS) + 2  # the pipe, backticks and newline did not split or add rows
     # as GitHub would show it: tables intact, the strings as text, no script element
     page = MarkdownIt("commonmark", {"html": True}).enable("table").render(out)
     assert "<script" not in page
@@ -161,7 +162,7 @@ def test_markdown_escapes_a_hostile_run_name_and_label(hostile: Report) -> None:
     assert " ".join(HOSTILE_LABEL.split()) in cells
     assert any(c.startswith(HOSTILE_NAME) for c in cells)
     first_table_rows = page.split("</table>")[2].count("<tr>")
-    assert first_table_rows == 1 + len(LABELS) + 1
+    assert first_table_rows == 1 + len(LABELS) + 2
 
 
 class _TagText(HTMLParser):

@@ -33,7 +33,10 @@ verdict         condition
 idle            util < 5 %, kernels seen in < 25 % of utilisation periods (tolerates the trailing
                 average of a busy phase just before), GPM SM activity (if any) < 5 %, and mean
                 power <= 1.5 x the device's idle floor (``idle_power_w``, else the 2nd
-                percentile of its power in the samples, at most 30 % of its limit).
+                percentile of its power in the samples, at most 30 % of its limit); or, not on
+                utilisation alone, mean power <= 1.15 x the idle floor with util < 15 %, kernels in
+                < 50 % of periods and GPM SM activity (if any) < 5 %: a few % of utilisation at
+                the floor is still idle (batch-1 decoding, kernels all the time, is not).
 host-bound      the GPU has no kernel resident half of the time or more (util < 50 %: the GPU
                 waits for the host more than it works); or the host spends more wall time
                 between steps than inside them (inter-step gap fraction >= 50 %); or, with GPM,
@@ -105,6 +108,11 @@ class Thresholds:
     idle_sm_active_pct: float = 5.0
     idle_power_ratio: float = 1.5
     idle_floor_max_frac: float = 0.30
+    #: at the idle power floor a few % of utilisation is still idle (driver housekeeping, a poll)
+    idle_floor_ratio: float = 1.15
+    idle_floor_util_pct: float = 15.0
+    #: ... unless kernels run in most utilisation periods (batch-1 decoding: tiny kernels all the time)
+    idle_floor_busy_frac: float = 0.5
     host_util_pct: float = 50.0
     host_gap_frac: float = 0.5
     launch_sm_per_util: float = 0.25
@@ -361,23 +369,33 @@ def _classify(ev: dict[str, float], gap: float | None, th: Thresholds) -> Verdic
     dur = ev["duration_s"]
     pw = f"{power:.0f} W" if power is not None else "unknown power"
 
-    # idle
+    # idle: no activity, or (util alone is not the verdict) a few % of utilisation at the idle power floor
+    at_floor = power is not None and floor is not None and bool(np.isfinite(floor)) and floor > 0
     idle = active < th.idle_util_pct
     if idle and busy is not None:
         idle = busy < th.idle_busy_time_frac
     if idle and sm is not None:
         idle = sm < th.idle_sm_active_pct
-    if idle and power is not None and floor is not None and np.isfinite(floor):
+    if idle and at_floor:
         idle = power <= th.idle_power_ratio * floor
-    if idle:
+    floor_idle = (not idle and at_floor and power <= th.idle_floor_ratio * floor
+                  and active < th.idle_floor_util_pct and (sm is None or sm < th.idle_sm_active_pct)
+                  and (busy is None or busy < th.idle_floor_busy_frac))
+    if idle or floor_idle:
         mods = [m for m in modifiers if m != "power-capped"]
+        if floor_idle:
+            why = (f"power {_fmt(power, th.idle_floor_ratio * floor)} W <= {th.idle_floor_ratio:g} x idle floor "
+                   f"{floor:.0f} W with util {_fmt(active, th.idle_floor_util_pct, th.idle_util_pct)} % < "
+                   f"{th.idle_floor_util_pct:g} %")
+        else:
+            why = (f"util {_fmt(active, th.idle_util_pct)} % < {th.idle_util_pct:g} %"
+                   + (f", kernels in {busy:.0%} of periods" if busy is not None else "")
+                   + (f", power {power:.0f} W near idle floor {floor:.0f} W" if power is not None and floor else ""))
         return _with_thermal(Verdict(
             "idle", mods, ev,
             f"The GPU did no work for {dur:.0f} s yet drew {pw}: release it (end the job or free the "
             "allocation) or give it other work; if the idle time is a wait, shorten it.",
-            basis, f"util {active:.1f} % < {th.idle_util_pct:g} %"
-            + (f", kernels in {busy:.0%} of periods" if busy is not None else "")
-            + (f", power {power:.0f} W near idle floor {floor:.0f} W" if power is not None and floor else ""),
+            basis, why,
         ), thermal)
 
     # host-bound
@@ -391,19 +409,20 @@ def _classify(ev: dict[str, float], gap: float | None, th: Thresholds) -> Verdic
             sugg = (f"Kernels are resident {util:.0f} % of the time but the SMs are active only {sm:.1f} %: "
                     "kernels too small for the GPU (launch-bound). Capture the step in CUDA graphs "
                     "(torch.compile mode='reduce-overhead'), fuse small ops, or raise the batch size.")
-            reason = f"sm_active {sm:.1f} % < {th.launch_sm_per_util:g} x util {util:.0f} % (launch-bound)"
+            reason = (f"sm_active {_fmt(sm, th.launch_sm_per_util * util)} % < {th.launch_sm_per_util:g} x util "
+                      f"{util:.0f} % (launch-bound)")
         elif gap_host:
             assert gap is not None
             sugg = (f"{gap:.0%} of the wall time is spent between steps: prepare the next batch while the GPU "
                     "works (DataLoader num_workers > 0, pin_memory=True, prefetch_factor, non_blocking "
                     "copies) and move host work out of the critical path.")
-            reason = f"inter-step gaps {gap:.0%} >= {th.host_gap_frac:.0%}"
+            reason = f"inter-step gaps {_fmt(100 * gap, 100 * th.host_gap_frac)} % >= {th.host_gap_frac:.0%}"
         else:
             sugg = (f"The GPU has no kernel to run {100 - active:.0f} % of the time: host-side work inside "
                     "the step (Python per-step/per-token overhead, kernel launches, synchronisations such as "
                     ".item()) limits throughput. Give each launch more work (larger or continuous batching), "
                     "use CUDA graphs / torch.compile, and profile the host (torch.profiler, py-spy).")
-            reason = f"util {active:.0f} % < {th.host_util_pct:g} %"
+            reason = f"util {_fmt(active, th.host_util_pct, th.idle_util_pct)} % < {th.host_util_pct:g} %"
         return _with_thermal(Verdict("host-bound", modifiers, ev, sugg, basis, reason), thermal)
 
     # memory-bound
@@ -425,7 +444,7 @@ def _classify(ev: dict[str, float], gap: float | None, th: Thresholds) -> Verdic
         return _with_thermal(Verdict("memory-bound", modifiers, ev, sugg, basis, reason), thermal)
 
     # compute-bound
-    reason = f"util {active:.0f} % >= {th.host_util_pct:g} %, not memory-bound"
+    reason = f"util {_fmt(active, th.host_util_pct)} % >= {th.host_util_pct:g} %, not memory-bound"
     if "power-capped" in modifiers:
         limit = ev.get("power_limit_w")
         lim = f" (e.g. nvidia-smi -pl {0.8 * limit:.0f}, 80 % of {limit:.0f} W)" if limit else ""
@@ -438,6 +457,16 @@ def _classify(ev: dict[str, float], gap: float | None, th: Thresholds) -> Verdic
         sugg = ("Compute-bound: speed and energy now come from doing less work per token (bf16/fp8, fused "
                 "attention, avoiding recomputation); a lower power limit may also save energy at small cost.")
     return _with_thermal(Verdict("compute-bound", modifiers, ev, sugg, basis, reason), thermal)
+
+
+def _fmt(value: float, *thresholds: float) -> str:
+    """``value`` with as few decimals as keep it apart from every threshold it is compared with:
+    5.18 against 5 prints "5.18", not "5" (a reason must not round a threshold away)."""
+    for d in range(0, 4):
+        s = f"{value:.{d}f}"
+        if all(float(s) != round(t, d) or value == t for t in thresholds):
+            return s
+    return f"{value:.4g}"
 
 
 def _with_thermal(v: Verdict, thermal: float | None) -> Verdict:

@@ -22,6 +22,7 @@ from .model import (
     Report,
     Segment,
     Series,
+    UnlabelledReport,
     WastedEnergy,
 )
 
@@ -109,8 +110,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     tokens = float(steps["tokens"].sum()) if len(steps) and steps["tokens"].notna().any() else None
     labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens)
     j_per_token = labelled_tokens_energy / tokens if tokens else None
-    idle = IdleReport(energy_j=a.idle_energy_j, duration_s=a.idle_duration_s,
-                      mean_power_w=a.idle_energy_j / a.idle_duration_s if a.idle_duration_s > 0 else None)
+    unlabelled, idle = _unlabelled_and_idle(samples, steps, run.devices, chosen, used_curves, a)
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
     flags += list((meta.get("merge") or {}).get("flags") or [])
     nodes = _nodes(meta, devices, chosen)
@@ -129,13 +129,8 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     bt: list[dict] = []
     wasted = None
     if bottlenecks:
-        bt = _bottlenecks(samples, steps, run.devices, segments, by_label, idle, a.t_first, a.t_last)
-        host_bound = sum(lr.energy_j for lr in by_label.values()
-                         if (lr.bottleneck or {}).get("verdict") == "host-bound")
-        total_w = idle.energy_j + host_bound
-        energy = float(sum(d.energy_j for d in chosen))
-        wasted = WastedEnergy(idle_j=idle.energy_j, host_bound_j=host_bound, total_j=total_w,
-                              share=total_w / energy if energy > 0 else 0.0)
+        bt = _bottlenecks(samples, steps, run.devices, segments, by_label, unlabelled, a.t_first, a.t_last)
+        wasted = _wasted(by_label, idle, float(sum(d.energy_j for d in chosen)))
     from .agents import agent_sections
 
     agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon, run.events)
@@ -155,8 +150,67 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
         timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
         segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
-        agents=agents, serving=serving,
+        agents=agents, serving=serving, unlabelled=unlabelled,
     )
+
+
+IDLE_RULE = ("every accelerator within 1.3 x its idle power floor with utilisation <= 10 % and no SM activity, "
+             "inside the unlabelled time")
+
+
+def _unlabelled_and_idle(samples: pd.DataFrame, steps: pd.DataFrame, devices: dict[str, dict],
+                         chosen: list[DeviceReport], curves: list[energy_mod.EnergyCurve],
+                         a: align_mod.Alignment) -> tuple[UnlabelledReport, IdleReport]:
+    """Unlabelled time (outside every label's span) and, inside it, the time the accelerators idled."""
+    from ..analysis import idle as idle_mod
+
+    def mean(e: float, d: float) -> float | None:
+        return e / d if d > 0 else None
+
+    accel = [d.device for d in chosen if d.kind != "host"]
+    idle_j = idle_s = 0.0
+    floors: dict[str, float] = {}
+    if accel and curves and math.isfinite(a.t_first):
+        segs = align_mod.label_segments(steps)
+        s0, s1 = align_mod.merge_intervals(segs["t_start"].to_numpy(float), segs["t_end"].to_numpy(float))
+        u0, u1 = idle_mod.unlabelled_windows(a.t_first, a.t_last, s0, s1)
+        limits = {d: float(i["power_limit_w"]) for d, i in devices.items() if i.get("power_limit_w")}
+        given = {d: float(i["idle_power_w"]) for d, i in devices.items() if i.get("idle_power_w")}
+        (i0, i1), floors = idle_mod.idle_intervals(samples, accel, limits, given)
+        i0, i1 = idle_mod.intersect(u0, u1, i0, i1)
+        idle_j = float(align_mod.energy_over(curves, i0, i1).sum()) if len(i0) else 0.0
+        idle_s = float((i1 - i0).sum())
+    un = UnlabelledReport(energy_j=a.idle_energy_j, duration_s=a.idle_duration_s,
+                          mean_power_w=mean(a.idle_energy_j, a.idle_duration_s), idle_energy_j=idle_j,
+                          idle_duration_s=idle_s)
+    idle = IdleReport(energy_j=idle_j, duration_s=idle_s, mean_power_w=mean(idle_j, idle_s),
+                      idle_power_floor_w={k: round(v, 2) for k, v in floors.items() if math.isfinite(v)},
+                      rule=IDLE_RULE)
+    return un, idle
+
+
+def _wasted(by_label: dict[str, LabelReport], idle: IdleReport, energy_j: float) -> WastedEnergy:
+    """Idle energy + the host-side gaps of host-bound labels (never the compute inside their steps)."""
+    floor_w = float(sum(idle.idle_power_floor_w.values()))
+    between = wait = 0.0
+    for lr in by_label.values():
+        b = lr.bottleneck or {}
+        if b.get("verdict") != "host-bound":
+            continue
+        between += max(lr.between_steps_energy_j, 0.0)
+        util = (b.get("evidence") or {}).get("util_pct")
+        # requests (inference) have no host gap inside them to price: only time with none in flight counts
+        if util is not None and floor_w > 0 and lr.j_per_request is None:
+            waiting_s = lr.in_step_duration_s * max(0.0, 1.0 - float(util) / 100.0)
+            wait += min(waiting_s * floor_w, max(lr.in_step_energy_j, 0.0))
+    host = between + wait
+    total = idle.energy_j + host
+    return WastedEnergy(
+        idle_j=idle.energy_j, host_bound_j=host, total_j=total, share=total / energy_j if energy_j > 0 else 0.0,
+        host_between_steps_j=between, host_in_step_wait_j=wait,
+        basis=("idle: measured energy of the idle time; host-bound labels: measured energy between their steps + "
+               "ESTIMATED waits inside their steps ((1 - utilisation) x step time x idle floor power; not for "
+               "inference requests, whose waste is the time with no request in flight)"))
 
 
 def _nodes(meta: dict, devices: list[DeviceReport], chosen: list[DeviceReport]) -> dict[str, NodeReport]:
@@ -267,8 +321,9 @@ def _event_flags(events: pd.DataFrame) -> list[str]:
 
 
 def _bottlenecks(samples: pd.DataFrame, steps: pd.DataFrame, devices: dict[str, dict], segments: list[Segment],
-                 by_label: dict[str, LabelReport], idle: IdleReport, t_first: float, t_last: float) -> list[dict]:
-    """Fill each label's (and idle's) verdict; return the verdicts of the run's time windows."""
+                 by_label: dict[str, LabelReport], idle: UnlabelledReport, t_first: float,
+                 t_last: float) -> list[dict]:
+    """Fill each label's (and the unlabelled time's) verdict; return the verdicts of the run's time windows."""
     from ..analysis import bottleneck
 
     gpu = _gpu_samples(samples)
@@ -280,14 +335,14 @@ def _bottlenecks(samples: pd.DataFrame, steps: pd.DataFrame, devices: dict[str, 
         for label, v in bottleneck.classify_windows(gpu, windows, limits, steps).items():
             if label in by_label:
                 by_label[label].bottleneck = v.to_dict()
-    # idle: the gaps of the run that no label's span covers
+    # unlabelled: the gaps of the run that no label's span covers
     s0, s1 = align_mod.merge_intervals(np.array([s.t_start for s in segments]), np.array([s.t_end for s in segments]))
     edges = np.concatenate([[t_first], np.ravel(np.column_stack([s0, s1])), [t_last]])
     g0, g1 = np.clip(edges[0::2], t_first, t_last), np.clip(edges[1::2], t_first, t_last)
     keep = g1 - g0 > 0
     if keep.any():
-        w = pd.DataFrame({"label": "idle", "t_start": g0[keep], "t_end": g1[keep]})
-        v = bottleneck.classify_windows(gpu, w, limits).get("idle")
+        w = pd.DataFrame({"label": "unlabelled", "t_start": g0[keep], "t_end": g1[keep]})
+        v = bottleneck.classify_windows(gpu, w, limits).get("unlabelled")
         idle.bottleneck = v.to_dict() if v is not None else None
     window = max(5.0, (t_last - t_first) / 60.0) if math.isfinite(t_last - t_first) else 5.0
     return [{"t_start": a, "t_end": b, "verdict": v.verdict, "modifiers": list(v.modifiers)}

@@ -157,8 +157,9 @@ def energy_by_label(report: Report, *, width_in: float = 10.0) -> bytes | None:
     """Energy per label, idle as its own grey bar, each with its share of the run."""
     colors = label_colors(report)
     rows = [(lr.label, lr.energy_j, colors[lr.label]) for lr in report.by_label.values()]
-    if report.idle.duration_s > 0 or report.idle.energy_j > 0:
-        rows.append(("idle (no label)", report.idle.energy_j, IDLE_COLOR))
+    rest = report.unlabelled or report.idle
+    if rest.duration_s > 0 or rest.energy_j > 0:
+        rows.append(("unlabelled (no label)", rest.energy_j, IDLE_COLOR))
     if not rows:
         return None
     scale, unit = (1e3, "kJ") if max(r[1] for r in rows) >= 1e4 else (1.0, "J")

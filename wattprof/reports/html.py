@@ -26,7 +26,7 @@ from .text import (
 )
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
-IDLE_ROW = "idle (no label)"
+IDLE_ROW = "unlabelled (no label)"
 
 CSS = """
 :root { --fg:#111827; --muted:#6b7280; --line:#e5e7eb; --bg:#f9fafb; --accent:#0b5cad; --warn:#b45309; }
@@ -198,23 +198,26 @@ def _labels(r: Report) -> str:
          fmt_j(lr.in_step_energy_j), fmt_j(lr.between_steps_energy_j), f"{lr.duration_s:.2f} s", lr.steps,
          fmt_num(lr.tokens, "", 0), fmt_jpt(lr.j_per_token), fmt_num(lr.mean_power_w, " W"), badge(lr.bottleneck)]
         for lr in r.by_label.values()]
-    i = r.idle
+    i = r.unlabelled or r.idle
     rows.append([swatch(figures.IDLE_COLOR, IDLE_ROW), fmt_j(i.energy_j), _pct(i.energy_j, r.energy_j), "-", "-",
                  f"{i.duration_s:.2f} s", "-", "-", "-", fmt_num(i.mean_power_w, " W"), badge(i.bottleneck)])
+    rows.append(["of which idle", fmt_j(r.idle.energy_j), _pct(r.idle.energy_j, r.energy_j), "-", "-",
+                 f"{r.idle.duration_s:.2f} s", "-", "-", "-", fmt_num(r.idle.mean_power_w, " W"), "-"])
     headers = ["label", "energy", "share", "in steps", "between steps", "time", "steps", "tokens", "J/token",
                "mean power", "bottleneck"]
-    t = table(headers, rows, num=range(1, 10), row_class=[""] * (len(rows) - 1) + ["idle"])
+    t = table(headers, rows, num=range(1, 10), row_class=[""] * (len(rows) - 2) + ["idle", "idle"])
     figs = _figure(figures.energy_by_label(r), "energy by label", "Energy by label, idle as its own bar.")
     figs += _figure(figures.j_per_token_by_label(r), "energy per token by label",
                     "Energy per token, labels with tokens only.")
     return ("<section><h2>Energy by label</h2><p class=lead>A label's energy includes the host time between its "
-            f"consecutive steps; idle is the time outside every label's span.</p>{figs}{t}</section>")
+            f"consecutive steps; unlabelled is the time outside every label's span, idle the part of it where the "
+            f"accelerators sat at their idle floor.</p>{figs}{t}</section>")
 
 
 def _bottlenecks(r: Report) -> str:
     items = [(lr.label, lr.bottleneck) for lr in r.by_label.values() if lr.bottleneck]
-    if r.idle.bottleneck:
-        items.append((IDLE_ROW, r.idle.bottleneck))
+    if r.unlabelled is not None and r.unlabelled.bottleneck:
+        items.append((IDLE_ROW, r.unlabelled.bottleneck))
     if not items:
         return ""
     colors = figures.label_colors(r) | {IDLE_ROW: figures.IDLE_COLOR}
@@ -236,7 +239,8 @@ def _wasted(r: Report) -> str:
         return ""
     host = [lr.label for lr in r.by_label.values() if (lr.bottleneck or {}).get("verdict") == "host-bound"]
     rows = [[IDLE_ROW, fmt_j(w.idle_j), _pct(w.idle_j, r.energy_j)],
-            [f"host-bound labels ({', '.join(host) or 'none'})", fmt_j(w.host_bound_j), _pct(w.host_bound_j, r.energy_j)],
+            [f"host-side gaps of host-bound labels ({', '.join(host) or 'none'})", fmt_j(w.host_bound_j),
+             _pct(w.host_bound_j, r.energy_j)],
             [Safe("<b>total</b>"), fmt_j(w.total_j), f"{100 * w.share:.1f}%"]]
     return ("<section><h2>Wasted energy</h2><p class=lead>Energy spent while the accelerators waited.</p>"
             f"{table(['', 'energy', 'share of run'], rows, num=(1, 2))}</section>")

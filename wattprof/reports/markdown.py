@@ -24,7 +24,7 @@ from .text import (
     verdict_text,
 )
 
-IDLE_ROW = "(idle: no label)"
+IDLE_ROW = "(unlabelled: no label)"
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#$])")
 
 
@@ -95,14 +95,16 @@ def _labels(r: Report) -> list[str]:
              fmt_j(lr.between_steps_energy_j), f"{lr.duration_s:.2f} s", str(lr.steps), fmt_num(lr.tokens, "", 0),
              fmt_jpt(lr.j_per_token), fmt_num(lr.mean_power_w, " W"), verdict_text(lr.bottleneck)]
             for lr in r.by_label.values()]
-    i = r.idle
+    i = r.unlabelled or r.idle
     rows.append([IDLE_ROW, fmt_j(i.energy_j), _pct(i.energy_j, r.energy_j), "-", "-", f"{i.duration_s:.2f} s", "-",
                  "-", "-", fmt_num(i.mean_power_w, " W"), verdict_text(i.bottleneck)])
+    rows.append(["(of which idle)", fmt_j(r.idle.energy_j), _pct(r.idle.energy_j, r.energy_j), "-", "-",
+                 f"{r.idle.duration_s:.2f} s", "-", "-", "-", fmt_num(r.idle.mean_power_w, " W"), "idle"])
     headers = ["label", "energy", "share", "in steps", "between steps", "time", "steps", "tokens", "J/token",
                "mean power", "bottleneck"]
     return ["## Energy by label", "",
-            "Energy of a label includes the host time between its consecutive steps; idle is the time outside "
-            "every label's span.", "", *table(headers, rows, right=range(1, 10))]
+            "Energy of a label includes the host time between its consecutive steps; unlabelled is the time "
+            "outside every label's span, idle the part of it where the accelerators sat at their idle floor.", "", *table(headers, rows, right=range(1, 10))]
 
 
 def _inference(r: Report) -> list[str]:
@@ -114,8 +116,8 @@ def _inference(r: Report) -> list[str]:
 
 def _bottlenecks(r: Report) -> list[str]:
     items = [(lr.label, lr.bottleneck) for lr in r.by_label.values() if lr.bottleneck]
-    if r.idle.bottleneck:
-        items.append((IDLE_ROW, r.idle.bottleneck))
+    if r.unlabelled is not None and r.unlabelled.bottleneck:
+        items.append((IDLE_ROW, r.unlabelled.bottleneck))
     if not items:
         return []
     rows = [[label, verdict_text(b), f"{b.get('reason', '-')} (basis: {b.get('basis', '-')})",
@@ -129,7 +131,8 @@ def _wasted(r: Report) -> list[str]:
         return []
     host = [lr.label for lr in r.by_label.values() if (lr.bottleneck or {}).get("verdict") == "host-bound"]
     rows = [["idle (no label)", fmt_j(w.idle_j), _pct(w.idle_j, r.energy_j)],
-            [f"host-bound labels ({', '.join(host) or 'none'})", fmt_j(w.host_bound_j), _pct(w.host_bound_j, r.energy_j)],
+            [f"host-side gaps of host-bound labels ({', '.join(host) or 'none'})", fmt_j(w.host_bound_j),
+             _pct(w.host_bound_j, r.energy_j)],
             ["total", fmt_j(w.total_j), f"{100 * w.share:.1f}%"]]
     return ["## Wasted energy", "", "Energy spent while the accelerators waited.", "",
             *table(["", "energy", "share of run"], rows, right=(1, 2))]

@@ -56,20 +56,44 @@ class LabelReport:
 
 @dataclass
 class IdleReport:
+    """The time the accelerators actually idled (analysis/idle.py): inside the unlabelled time, every
+    accelerator at its idle floor with no activity. Not the same as unlabelled time."""
+
     energy_j: float
     duration_s: float
     mean_power_w: float | None
+    bottleneck: dict[str, Any] | None = None
+    #: the idle floor used per device (W) and the rule, in words
+    idle_power_floor_w: dict[str, float] = field(default_factory=dict)
+    rule: str = ""
+
+
+@dataclass
+class UnlabelledReport:
+    """Time in the run outside every label's span (all of the run when there are no step marks),
+    and the part of it that was idle."""
+
+    energy_j: float
+    duration_s: float
+    mean_power_w: float | None
+    idle_energy_j: float
+    idle_duration_s: float
     bottleneck: dict[str, Any] | None = None
 
 
 @dataclass
 class WastedEnergy:
-    """Energy spent while the accelerators waited: idle time, and labels judged host-bound."""
+    """Energy spent while the accelerators waited: idle time, and the host-side gaps of labels
+    judged host-bound (between their steps, measured; inside their steps, estimated as the waiting
+    share of the step time at the idle floor). Never the compute inside steps."""
 
     idle_j: float
-    host_bound_j: float
+    host_bound_j: float  # host_between_steps_j + host_in_step_wait_j
     total_j: float
     share: float  # of the run's energy
+    host_between_steps_j: float = 0.0  # measured: energy between consecutive steps of host-bound labels
+    host_in_step_wait_j: float = 0.0  # ESTIMATE: (1 - util) x in-step time x idle floor power
+    basis: str = ""
 
 
 @dataclass
@@ -210,6 +234,8 @@ class Report:
     agents: AgentsSummary | None = None
     #: serving engines' token counters scraped during the run (collector prometheus): J/token over time
     serving: list[dict[str, Any]] = field(default_factory=list)
+    #: time outside every label's span (the whole run without step marks); idle is a part of it
+    unlabelled: UnlabelledReport | None = None
     units: dict[str, str] = field(default_factory=lambda: dict(UNITS))
     schema_version: int = 1
 

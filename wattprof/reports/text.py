@@ -146,6 +146,9 @@ def render(r: Report) -> str:
     est = "  ESTIMATED" if r.estimated else ""
     out.append("")
     out.append(f"Energy: {fmt_j(r.energy_j)}  boundary: {r.boundary}  source: {r.energy_source}{est}")
+    if r.duration_s > 0 and r.energy_j > 0:
+        out.append(f"  over {r.duration_s:.2f} s: mean {r.energy_j / r.duration_s:.1f} W"
+                   + ("" if r.by_label else "  (no step marks: this total is the measurement)"))
     out.append(f"Steps: {r.steps}   tokens: {fmt_num(r.tokens, '', 0)}   energy per token (labelled steps "
                f"with tokens): {fmt_jpt(r.j_per_token)}")
     out.append("")
@@ -180,8 +183,7 @@ def render(r: Report) -> str:
             f"{n.node} {fmt_j(n.energy_j)} ({len(n.devices)} devices"
             + (f", clock {n.clock_offset_s:+.2f} s{' corrected' if n.clock_corrected else ''}"
                if n.clock_offset_s else "") + ")" for n in r.nodes.values()))
-    out.append(f"Idle (in the run, outside any step's label span): {fmt_j(r.idle.energy_j)} over "
-               f"{r.idle.duration_s:.2f} s" + (f", mean {r.idle.mean_power_w:.1f} W" if r.idle.mean_power_w else ""))
+    out += unlabelled_lines(r)
     if r.host is not None:
         h = r.host
         kind = "ESTIMATED" if h.estimated else "measured"
@@ -203,8 +205,8 @@ def render(r: Report) -> str:
 
 def _bottleneck_lines(r: Report) -> list[str]:
     items = [(lr.label, lr.bottleneck) for lr in r.by_label.values() if lr.bottleneck]
-    if r.idle.bottleneck:
-        items.append(("idle", r.idle.bottleneck))
+    if r.unlabelled is not None and r.unlabelled.bottleneck:
+        items.append(("unlabelled", r.unlabelled.bottleneck))
     if not items:
         return []
     width = max(len(k) for k, _ in items)
@@ -219,7 +221,23 @@ def _wasted_lines(r: Report) -> list[str]:
     if w is None:
         return []
     return ["", f"Wasted energy (accelerators waiting): {fmt_j(w.total_j)} = {100 * w.share:.1f}% of the run "
-                f"(idle {fmt_j(w.idle_j)}, host-bound labels {fmt_j(w.host_bound_j)})"]
+                f"(idle {fmt_j(w.idle_j)}, host-side gaps of host-bound labels {fmt_j(w.host_bound_j)}"
+                + (f", of which {fmt_j(w.host_in_step_wait_j)} ESTIMATED waits inside steps"
+                   if w.host_in_step_wait_j else "") + ")"]
+
+
+def unlabelled_lines(r: Report) -> list[str]:
+    """Time outside every label (all of it without step marks) and the part of it that was idle."""
+    u = r.unlabelled
+    if u is None:
+        return []
+    what = "Unlabelled (no step marks: the whole run)" if not r.by_label else \
+        "Unlabelled (in the run, outside every label's span)"
+    line = f"{what}: {fmt_j(u.energy_j)} over {u.duration_s:.2f} s" + \
+        (f", mean {u.mean_power_w:.1f} W" if u.mean_power_w else "")
+    idle = (f"  of which idle (accelerators at their idle floor, no activity): {fmt_j(u.idle_energy_j)} over "
+            f"{u.idle_duration_s:.2f} s" + (f", mean {r.idle.mean_power_w:.1f} W" if r.idle.mean_power_w else ""))
+    return [line, idle]
 
 
 def carbon_summary(c: CarbonReport) -> str:

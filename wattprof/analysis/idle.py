@@ -1,0 +1,127 @@
+"""When did the accelerators actually idle? Unlabelled time is not idle time.
+
+Time outside every label's span is *unlabelled*: the GPU may be loading a model, compiling,
+serving requests nobody logged, or training without step marks. Only the part where every
+accelerator sits at its idle floor and does nothing is *idle*.
+
+A sample is idle when its power is at most ``POWER_RATIO`` x the device's idle floor and its
+activity is low: NVML utilisation at most ``UTIL_PCT`` (a few % of utilisation at the floor is
+still idle: the driver's own housekeeping shows up there) with kernels in under ``BUSY_FRAC`` of
+the samples within ``BUSY_WINDOW_S`` around it (tiny kernels all the time, batch-1 decoding, are
+work), GPM SM activity (when sampled) under
+``SM_ACTIVE_PCT``. The floor is the one the bottleneck rules use (``idle_power_w`` when given,
+else the 2nd percentile of the device's power, at most 30 % of its limit). Without a power
+column a sample is idle on activity alone (utilisation under ``bottleneck.Thresholds.idle_util_pct``).
+
+Each sample stands for the time half-way to its neighbours (at most ``MAX_HOLD_S`` to either
+side); idle intervals of several devices are intersected (all idle). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..schema import DEVICE, T
+from .bottleneck import DEFAULT_THRESHOLDS, _idle_floor
+
+POWER_RATIO = 1.3
+UTIL_PCT = 10.0
+SM_ACTIVE_PCT = 5.0
+MAX_HOLD_S = 1.0
+#: ... and kernels seen in under half the samples within +/- 1 s
+BUSY_WINDOW_S = 2.0
+BUSY_FRAC = 0.5
+
+
+def _column(df: pd.DataFrame, *names: str) -> np.ndarray | None:
+    for n in names:
+        if n in df.columns and df[n].notna().any():
+            return pd.to_numeric(df[n], errors="coerce").to_numpy(dtype=float)
+    return None
+
+
+def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarray]:
+    """Idle intervals ``(t0, t1)`` of one device's samples (sorted by ``t``)."""
+    t = df[T].to_numpy(dtype=float)
+    if len(t) == 0:
+        return np.empty(0), np.empty(0)
+    power = _column(df, "power_w", "power_avg_w")
+    util = _column(df, "util_pct")
+    sm = _column(df, "sm_active_pct")
+    if power is None and util is None:
+        return np.empty(0), np.empty(0)
+    idle = np.ones(len(t), dtype=bool)
+    if power is not None and np.isfinite(floor_w):
+        # a row without a power reading (e.g. a GPM-only row) takes the last reading before it
+        p = pd.Series(power).ffill().bfill().to_numpy()
+        idle &= p <= POWER_RATIO * floor_w
+        util_limit = UTIL_PCT
+    else:
+        util_limit = DEFAULT_THRESHOLDS.idle_util_pct
+    if util is not None:
+        u = pd.Series(util).ffill().bfill().to_numpy()
+        # kernels in most utilisation periods around the sample (batch-1 decoding) is work, not idle
+        busy = pd.Series((u > 0).astype(float), index=pd.to_datetime(t, unit="s"))
+        busy_frac = busy.rolling(f"{int(BUSY_WINDOW_S * 1000)}ms", center=True, min_periods=1).mean().to_numpy()
+        idle &= (u <= util_limit) & (busy_frac < BUSY_FRAC)
+    if sm is not None:
+        s = pd.Series(sm).ffill().bfill().to_numpy()
+        idle &= ~(s >= SM_ACTIVE_PCT)
+    d = np.diff(t)
+    half = np.minimum(d / 2.0, MAX_HOLD_S)
+    lo = t - np.concatenate([[0.0], half])
+    hi = t + np.concatenate([half, [0.0]])
+    lo, hi = lo[idle], hi[idle]
+    if not len(lo):
+        return lo, hi
+    # merge touching intervals
+    new = np.concatenate([[True], lo[1:] > hi[:-1] + 1e-9])
+    idx = np.flatnonzero(new)
+    return lo[idx], np.maximum.reduceat(hi, idx)
+
+
+def intersect(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection of two sorted, disjoint interval lists."""
+    if not len(a0) or not len(b0):
+        return np.empty(0), np.empty(0)
+    # every pair that overlaps: for each a, the b's from the first ending after a0 to the last starting before a1
+    j0 = np.searchsorted(b1, a0, "right")
+    j1 = np.searchsorted(b0, a1, "left")
+    counts = np.maximum(j1 - j0, 0)
+    ia = np.repeat(np.arange(len(a0)), counts)
+    ib = np.concatenate([np.arange(x, y) for x, y in zip(j0, j1, strict=True) if y > x]) if counts.sum() else \
+        np.empty(0, dtype=int)
+    lo = np.maximum(a0[ia], b0[ib])
+    hi = np.minimum(a1[ia], b1[ib])
+    keep = hi > lo
+    return lo[keep], hi[keep]
+
+
+def idle_intervals(samples: pd.DataFrame, devices: list[str], power_limits: dict[str, float] | None = None,
+                   idle_power_w: dict[str, float] | None = None) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                                         dict[str, float]]:
+    """Intervals where every one of ``devices`` idles, and the idle floor used per device (W)."""
+    out: tuple[np.ndarray, np.ndarray] | None = None
+    floors: dict[str, float] = {}
+    for dev in devices:
+        df = samples[samples[DEVICE] == dev].sort_values(T, kind="stable")
+        if df.empty:
+            continue
+        given = (idle_power_w or {}).get(dev)
+        limit = float((power_limits or {}).get(dev, np.nan))
+        floor = float(given) if given is not None else _idle_floor(df, limit, DEFAULT_THRESHOLDS)
+        floors[dev] = floor
+        iv = device_idle(df, floor)
+        out = iv if out is None else intersect(*out, *iv)
+    if out is None:
+        return (np.empty(0), np.empty(0)), floors
+    return out, floors
+
+
+def unlabelled_windows(t_first: float, t_last: float, s0: np.ndarray, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of ``[t_first, t_last]`` outside the merged label spans ``[s0_i, s1_i]`` (sorted, disjoint)."""
+    edges = np.concatenate([[t_first], np.ravel(np.column_stack([s0, s1])), [t_last]])
+    g0, g1 = np.clip(edges[0::2], t_first, t_last), np.clip(edges[1::2], t_first, t_last)
+    keep = g1 - g0 > 0
+    return g0[keep], g1[keep]
