@@ -170,3 +170,37 @@ def test_merging_a_run_with_itself_is_refused(tmp_path, h100):
     p = wattprof("merge", str(run), str(tmp_path / "copy"), "-o", str(tmp_path / "m"))
     assert p.returncode == 2 and "copies of one run" in p.stderr, p.stderr
     assert not (tmp_path / "m" / "meta.json").exists()
+
+
+def test_a_dead_sampler_never_fails_the_profiled_program(tmp_path):
+    """Item 2: when the profile() sampler process is killed with SIGKILL inside the `with` block,
+    `__exit__` used to raise RunError (the user's code after the block never ran) and the run
+    stayed unfinished. Now the profiled process finalises the run itself (status kept, an event
+    and an error line saying what was lost), warns once, and the program goes on to exit 0."""
+    run = tmp_path / "run"
+    prog = f"""
+import os, signal, time, warnings
+import wattprof
+warnings.simplefilter("always")
+with wattprof.profile("dead-sampler", collectors=["nvml-replay"], interval=0.05, out={str(run)!r}) as prof:
+    for i in range(10):
+        with prof.step(tokens=10):
+            time.sleep(0.1)
+    os.kill(prof._sampler_proc.proc.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    with prof.step(tokens=10):
+        time.sleep(0.05)
+print("after the block")
+"""
+    env = dict(os.environ)
+    env.pop("WATTPROF_RUN_DIR", None)
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "after the block" in p.stdout
+    assert p.stderr.count("RuntimeWarning") == 1 and "killed by signal 9" in p.stderr, p.stderr
+    m = meta(run)
+    assert m["status"] == "finished" and any("sampler process was killed" in e for e in m["errors"])
+    assert not list(run.glob("samples-*.arrows")) and not (run / ".reserve").exists()
+    r = Run.open(run)
+    assert len(r.samples) > 5 and len(r.steps) == 11
+    assert "repaired" in [e["kind"] for e in events(run)]
