@@ -204,3 +204,30 @@ print("after the block")
     r = Run.open(run)
     assert len(r.samples) > 5 and len(r.steps) == 11
     assert "repaired" in [e["kind"] for e in events(run)]
+
+
+@pytest.mark.parametrize("how", ["delete", "truncate"])
+def test_a_live_stream_deleted_or_truncated_from_outside_says_what_was_lost(tmp_path, how):
+    """Item 13: a live sample stream deleted or truncated from outside during recording ended as
+    "finished", 0 J, no error. Now the loss is a `storage_error` event, a line in meta.json's
+    errors and a report flag; recording goes on in a new file, so later samples are kept."""
+    run = tmp_path / "run"
+    proc = _start_recording(run, seconds=5)
+    try:
+        stream = next(run.glob("samples-*.arrows"))
+        if how == "delete":
+            stream.unlink()
+        else:
+            os.truncate(stream, stream.stat().st_size // 2)
+        cut_at = time.time()
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, proc.stderr.read()
+    m = meta(run)
+    word = "deleted" if how == "delete" else "truncated"
+    assert any(word in e and "lost" in e for e in m["errors"]), m["errors"]
+    assert any(e["kind"] == "storage_error" and word in e["message"] for e in events(run))
+    r = Run.open(run)
+    assert (r.samples["t"] > cut_at + 1.0).sum() > 10  # recording went on
+    rep = wattprof("report", str(run))
+    assert rep.returncode == 0 and word in rep.stdout, rep.stdout
