@@ -108,6 +108,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     idle = IdleReport(energy_j=a.idle_energy_j, duration_s=a.idle_duration_s,
                       mean_power_w=a.idle_energy_j / a.idle_duration_s if a.idle_duration_s > 0 else None)
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
+    flags += a.overlap_notes
     flags += list((meta.get("merge") or {}).get("flags") or [])
     nodes = _nodes(meta, devices, chosen)
     for key, src in (meta.get("sources") or {}).items():
