@@ -231,3 +231,37 @@ def test_a_live_stream_deleted_or_truncated_from_outside_says_what_was_lost(tmp_
     assert (r.samples["t"] > cut_at + 1.0).sum() > 10  # recording went on
     rep = wattprof("report", str(run))
     assert rep.returncode == 0 and word in rep.stdout, rep.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_the_recorded_program_gets_sigterm_when_record_is_killed_with_sigkill(tmp_path):
+    """Decided in issue 12: `kill -9` of `wattprof record` used to leave the child running, with
+    nobody to forward signals or wait for it. The child now asks the kernel for SIGTERM when its
+    parent dies (prctl PR_SET_PDEATHSIG), so it shuts down as on any SIGTERM."""
+    import psutil
+
+    run = tmp_path / "run"
+    pidfile = tmp_path / "child.pid"
+    child = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)")
+    env = dict(os.environ)
+    env.pop("WATTPROF_RUN_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "wattprof", "record", "-q", "--out", str(run), "-c", "nvml-replay",
+                             "--", sys.executable, "-c", child], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (pidfile.exists() and pidfile.read_text()):
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    try:
+        proc.kill()
+        proc.wait(timeout=10)
+        gone = False
+        for _ in range(100):
+            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                gone = True
+                break
+            time.sleep(0.05)
+        assert gone, "the recorded program outlived `wattprof record` killed with SIGKILL"
+    finally:
+        with contextlib.suppress(psutil.Error, OSError):
+            psutil.Process(pid).kill()
