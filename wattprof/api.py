@@ -220,7 +220,11 @@ class Profile:
         if self._steps is not None:
             self._steps.close()
         if self._sampler_proc is not None:
-            self._sampler_proc.stop(status, exit_code)
+            problem = self._sampler_proc.stop(status, exit_code, run_dir=self.run_dir)
+            if problem:  # measurement failed: said once, the user's program goes on
+                import warnings
+
+                warnings.warn(problem, RuntimeWarning, stacklevel=3)
         if self.recorder is not None and self.writer is not None:
             self.recorder.stop()
             self.writer.finalize(status=status, exit_code=exit_code, ended_at=self.clock.time())

@@ -194,7 +194,11 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
     status, rc = "failed", EXIT_WATTPROF_FAILED
     try:
         try:
-            proc = subprocess.Popen(list(command), env=env)  # noqa: S603 - argv list, no shell
+            from .child import parent_death_signal
+
+            # the child gets SIGTERM if this process is killed with SIGKILL (Linux; docs/reliability.md)
+            proc = subprocess.Popen(list(command), env=env,  # noqa: S603 - argv list, no shell
+                                    preexec_fn=parent_death_signal())  # noqa: PLW1509
         except FileNotFoundError:
             writer.event("command_not_found", f"command not found: {command[0]}")
             click.echo(f"wattprof: error: command not found: {command[0]}", err=True)

@@ -461,6 +461,7 @@ class Recorder:
         if not rows and not slot.stream.pending_rows:
             return
         dropped = slot.stream.dropped_rows
+        seen = len(slot.stream.problems)
         try:
             slot.stream.append(rows)
         except RunError as e:
@@ -474,6 +475,9 @@ class Recorder:
                 self._event("storage_error", f"{e} ({slot.stream.pending_rows} samples waiting, "
                             f"{slot.stream.dropped_rows} dropped so far)", source=slot.source)
         self.stats.dropped_samples += slot.stream.dropped_rows - dropped
+        for problem in slot.stream.problems[seen:]:  # the stream's file damaged from outside
+            log.warning("%s", problem)
+            self._event("storage_error", problem, source=slot.source)
 
     def _event(self, kind: str, message: str, **extra: Any) -> None:
         """Record an event; a disk that refuses it too must not stop sampling."""

@@ -87,38 +87,50 @@ def repair(run_dir: str | Path, *, force: bool = False) -> RepairResult:
     if state == "alive" or (state == "unknown" and not force):
         refuse_if_recording(path, meta, "repair it")
     result = RepairResult(path=path, status=str(meta.get("status")))
+    if state == "done":
+        for p in _stale_files(path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                result.actions.append(f"removed {p.name}")
+        return result
+    why = (f"the recorder (pid {(meta.get('host') or {}).get('pid')} on {(meta.get('host') or {}).get('hostname')}) "
+           "was gone; finalised by `wattprof repair`: data up to its last flush")
+    result.actions.extend(finalise_abandoned(path, status="interrupted", exit_code=None, why=why))
+    result.status = "interrupted"
+    return result
+
+
+def finalise_abandoned(path: Path, *, status: str, exit_code: int | None, why: str) -> list[str]:
+    """Finalise the run at ``path`` in place of its writer, which is gone: compact the streams,
+    remove leftovers, record ``why`` (an event ``repaired`` and a line in ``errors``), set the
+    status and ``ended_at`` (the last sample). Returns what was done, one line each."""
+    actions: list[str] = []
+    problems: list[str] = []
     for p in _stale_files(path):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
-            result.actions.append(f"removed {p.name}")
-    if state == "done":
-        return result
-    problems: list[str] = []
+            actions.append(f"removed {p.name}")
     streams = sorted(path.glob("samples-*.arrows"))
     compact(path, errors=problems)
     if streams:
-        result.actions.append(f"compacted {len(streams)} sample stream(s) to Parquet")
+        actions.append(f"compacted {len(streams)} sample stream(s) to Parquet")
     run = Run.open(path)
+    raw = Run.read_meta(path)
     t = run.samples["t"] if len(run.samples) else None
-    ended = float(t.max()) if t is not None else meta.get("started_at")
-    host = meta.get("host") or {}
-    why = (f"the recorder (pid {host.get('pid')} on {host.get('hostname')}) was gone; finalised by `wattprof "
-           "repair`: data up to its last flush")
+    ended = float(t.max()) if t is not None else raw.get("started_at")
     events = JsonlAppender(path / f"events-{os.getpid()}.jsonl", strict=False)
     try:
         events.append({"t": time.time(), "kind": "repaired", "message": why})
     finally:
         with contextlib.suppress(RunError):
             events.close()
-    raw = Run.read_meta(path)  # as on disk (the reader's cleaned copy only for the checks above)
-    raw["status"] = "interrupted"
+    raw["status"] = status
+    raw["exit_code"] = exit_code
     raw["ended_at"] = ended
-    raw.setdefault("errors", []).extend([why, *problems])
+    raw["errors"] = [*raw.get("errors", []), why, *problems]
     write_json_atomic(path / META, raw)
-    result.status = "interrupted"
-    result.actions.append(f"status recording -> interrupted (ended at the last sample){'; ' if problems else ''}"
-                          + "; ".join(problems))
-    return result
+    actions.append(f"status -> {status} (ended at the last sample){'; ' if problems else ''}" + "; ".join(problems))
+    return actions
 
 
-__all__ = ["recorder_state", "refuse_if_recording", "repair", "RepairResult", "InputError"]
+__all__ = ["recorder_state", "refuse_if_recording", "repair", "finalise_abandoned", "RepairResult"]

@@ -327,16 +327,50 @@ class SampleStream:
         self._pending: collections.deque[tuple[bytes, int]] = collections.deque()
         self._pending_bytes = 0
         self._closed = False
+        self._header = header
+        #: damage done to the file from outside while recording (deleted, truncated), one line each
+        self.problems: list[str] = []
+        self._base = path
+        self._open_file(path)
+
+    def _open_file(self, path: Path) -> None:
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         except OSError as e:
             raise storage_error(path, e, "samples") from None
         try:
-            _write_all(self._fd, header)
+            _write_all(self._fd, self._header)
         except OSError as e:
             _undo(self._fd, getattr(e, "written", 0))
             os.close(self._fd)
             raise storage_error(path, e, "samples") from None
+        self.path = path
+        #: bytes this stream has put in its file (what the file's size must be)
+        self._size = len(self._header)
+        self._rows_in_file = 0
+
+    def _check_file(self) -> None:
+        """Notice the file deleted or truncated from outside (a cleanup script, a user): say what
+        was lost in :attr:`problems` and go on in a new file beside it, so later samples are kept."""
+        try:
+            st = os.fstat(self._fd)
+        except OSError:
+            return
+        if st.st_nlink > 0 and st.st_size >= self._size:
+            return
+        if st.st_nlink == 0:
+            what = (f"{self.path.name} was deleted from outside wattprof during the run: the "
+                    f"{self._rows_in_file} samples written to it are lost")
+        else:
+            what = (f"{self.path.name} was truncated from outside wattprof during the run ({self._size} to "
+                    f"{st.st_size} bytes): of the {self._rows_in_file} samples written to it, those past the "
+                    "cut are lost")
+        os.close(self._fd)
+        n = 2
+        while (new := self._base.with_name(f"{self._base.stem}-r{n}{self._base.suffix}")).exists():
+            n += 1
+        self.problems.append(f"{what}; recording went on in {new.name}")
+        self._open_file(new)
 
     @property
     def pending_rows(self) -> int:
@@ -370,6 +404,7 @@ class SampleStream:
             return
         if self._closed:
             raise RunError(f"{self.path}: appended to after close")
+        self._check_file()
         data = b"".join(d for d, _ in self._pending)
         try:
             _write_all(self._fd, data)
@@ -380,7 +415,10 @@ class SampleStream:
                 self._pending_bytes -= len(d)
                 self.dropped_rows += n
             raise storage_error(self.path, e, "samples") from None
-        self.rows += sum(n for _, n in self._pending)
+        written = sum(n for _, n in self._pending)
+        self.rows += written
+        self._rows_in_file += written
+        self._size += len(data)
         self._pending.clear()
         self._pending_bytes = 0
         try:
@@ -394,6 +432,7 @@ class SampleStream:
         if self._closed:
             return
         try:
+            self._check_file()
             self._drain()
         except RunError:
             self.dropped_rows += self.pending_rows
@@ -580,6 +619,7 @@ class RunWriter:
                 s.close()
             except RunError as e:
                 problems.append(f"{e} ({s.dropped_rows} samples lost)")
+            problems.extend(p for p in s.problems if p not in problems)
         compact(self.path, errors=problems)
         if self._events is not None:
             try:

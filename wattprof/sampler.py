@@ -97,21 +97,50 @@ class SamplerProcess:
             raise cls(msg["message"])
         self.run_id: str = msg["id"]
 
-    def stop(self, status: str, exit_code: int | None = None, timeout: float = 60.0) -> None:
+    def stop(self, status: str, exit_code: int | None = None, timeout: float = 60.0, *, run_dir: Path | None = None
+             ) -> str | None:
+        """Ask the sampler to finalise the run with ``status``. Measurement never breaks the
+        profiled program: when the sampler died (killed, crashed) or does not finish in time, the
+        run is finalised from here (``run_dir``: compaction, status, an event and an error line
+        saying what was lost) and a message is returned for one warning; never raises for it."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         try:
             self.proc.stdin.write(json.dumps({"status": status, "exit_code": exit_code}) + "\n")
             self.proc.stdin.close()
-        except BrokenPipeError:
+        except (BrokenPipeError, OSError, ValueError):
             pass
-        self.proc.stdout.read()
+        try:
+            said = self.proc.stdout.read()
+        except (OSError, ValueError):
+            said = ""
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise errors.RunError("sampler process did not finish in time; the run may be unfinished") from None
-        if self.proc.returncode != 0:
-            raise errors.RunError(f"sampler process failed (exit {self.proc.returncode})")
+            self.proc.wait()
+            problem = f"the sampler process did not finish within {timeout:g} s and was killed"
+        else:
+            rc = self.proc.returncode
+            if rc == 0 and '"done"' in said:
+                return None
+            how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
+            problem = f"the sampler process {how}"
+        if run_dir is None:
+            return f"wattprof: {problem}; the run may be unfinished"
+        return _finalise_here(run_dir, status, exit_code, problem)
+
+
+def _finalise_here(run_dir: Path, status: str, exit_code: int | None, problem: str) -> str:
+    """Finalise the run from the profiled process after its sampler died; the message to warn with."""
+    from .repair import finalise_abandoned
+
+    why = (f"{problem} before finalising the run; finalised by the profiled process: samples up to the "
+           "sampler's last flush (at most ~1 s before it died) are kept, later ones were never taken")
+    try:
+        finalise_abandoned(run_dir, status=status, exit_code=exit_code, why=why)
+    except errors.WattprofError as e:
+        return f"wattprof: {problem}, and the run could not be finalised ({e}): it reads as unfinished"
+    return f"wattprof: {why}"
 
 
 if __name__ == "__main__":

@@ -170,3 +170,98 @@ def test_merging_a_run_with_itself_is_refused(tmp_path, h100):
     p = wattprof("merge", str(run), str(tmp_path / "copy"), "-o", str(tmp_path / "m"))
     assert p.returncode == 2 and "copies of one run" in p.stderr, p.stderr
     assert not (tmp_path / "m" / "meta.json").exists()
+
+
+def test_a_dead_sampler_never_fails_the_profiled_program(tmp_path):
+    """Item 2: when the profile() sampler process is killed with SIGKILL inside the `with` block,
+    `__exit__` used to raise RunError (the user's code after the block never ran) and the run
+    stayed unfinished. Now the profiled process finalises the run itself (status kept, an event
+    and an error line saying what was lost), warns once, and the program goes on to exit 0."""
+    run = tmp_path / "run"
+    prog = f"""
+import os, signal, time, warnings
+import wattprof
+warnings.simplefilter("always")
+with wattprof.profile("dead-sampler", collectors=["nvml-replay"], interval=0.05, out={str(run)!r}) as prof:
+    for i in range(10):
+        with prof.step(tokens=10):
+            time.sleep(0.1)
+    os.kill(prof._sampler_proc.proc.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    with prof.step(tokens=10):
+        time.sleep(0.05)
+print("after the block")
+"""
+    env = dict(os.environ)
+    env.pop("WATTPROF_RUN_DIR", None)
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "after the block" in p.stdout
+    assert p.stderr.count("RuntimeWarning") == 1 and "killed by signal 9" in p.stderr, p.stderr
+    m = meta(run)
+    assert m["status"] == "finished" and any("sampler process was killed" in e for e in m["errors"])
+    assert not list(run.glob("samples-*.arrows")) and not (run / ".reserve").exists()
+    r = Run.open(run)
+    assert len(r.samples) > 5 and len(r.steps) == 11
+    assert "repaired" in [e["kind"] for e in events(run)]
+
+
+@pytest.mark.parametrize("how", ["delete", "truncate"])
+def test_a_live_stream_deleted_or_truncated_from_outside_says_what_was_lost(tmp_path, how):
+    """Item 13: a live sample stream deleted or truncated from outside during recording ended as
+    "finished", 0 J, no error. Now the loss is a `storage_error` event, a line in meta.json's
+    errors and a report flag; recording goes on in a new file, so later samples are kept."""
+    run = tmp_path / "run"
+    proc = _start_recording(run, seconds=5)
+    try:
+        stream = next(run.glob("samples-*.arrows"))
+        if how == "delete":
+            stream.unlink()
+        else:
+            os.truncate(stream, stream.stat().st_size // 2)
+        cut_at = time.time()
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, proc.stderr.read()
+    m = meta(run)
+    word = "deleted" if how == "delete" else "truncated"
+    assert any(word in e and "lost" in e for e in m["errors"]), m["errors"]
+    assert any(e["kind"] == "storage_error" and word in e["message"] for e in events(run))
+    r = Run.open(run)
+    assert (r.samples["t"] > cut_at + 1.0).sum() > 10  # recording went on
+    rep = wattprof("report", str(run))
+    assert rep.returncode == 0 and word in rep.stdout, rep.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_the_recorded_program_gets_sigterm_when_record_is_killed_with_sigkill(tmp_path):
+    """Decided in issue 12: `kill -9` of `wattprof record` used to leave the child running, with
+    nobody to forward signals or wait for it. The child now asks the kernel for SIGTERM when its
+    parent dies (prctl PR_SET_PDEATHSIG), so it shuts down as on any SIGTERM."""
+    import psutil
+
+    run = tmp_path / "run"
+    pidfile = tmp_path / "child.pid"
+    child = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)")
+    env = dict(os.environ)
+    env.pop("WATTPROF_RUN_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "wattprof", "record", "-q", "--out", str(run), "-c", "nvml-replay",
+                             "--", sys.executable, "-c", child], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (pidfile.exists() and pidfile.read_text()):
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    try:
+        proc.kill()
+        proc.wait(timeout=10)
+        gone = False
+        for _ in range(100):
+            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                gone = True
+                break
+            time.sleep(0.05)
+        assert gone, "the recorded program outlived `wattprof record` killed with SIGKILL"
+    finally:
+        with contextlib.suppress(psutil.Error, OSError):
+            psutil.Process(pid).kill()

@@ -211,3 +211,30 @@ def test_tokens_near_1e308_never_sum_to_inf(tmp_path):
                              for i in range(3)))
     p = wattprof("import", str(run), "--steps", str(steps), "--report")
     _one_line_error(p, "big.jsonl:1", "tokens")
+
+
+# ---- item 6: overlapping steps with different labels -------------------------------------------------
+
+def test_overlapping_labels_share_the_energy_and_totals_add_up(tmp_path):
+    """Item 6: steps of two labels running at once (two threads) were each charged the full
+    energy: shares added up to 150 %, J/token doubled, no note. The rule: the energy of time
+    covered by k labels is split equally between them; labels + idle = total; a flag says so."""
+    samples = H100 / "nvidia-smi-query-100ms.csv"
+    t0 = parse_csv(samples).samples["t"].min()
+    steps = tmp_path / "steps.jsonl"
+    rows = [{"t_start": t0 + 5 + i, "t_end": t0 + 6 + i, "tokens": 100, "label": "train"} for i in range(20)]
+    rows += [{"t_start": t0 + 15 + i, "t_end": t0 + 16 + i, "tokens": 100, "label": "eval"} for i in range(20)]
+    steps.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    assert wattprof("import", str(run), "--samples", str(samples), "--steps", str(steps)).returncode == 0
+    p = wattprof("report", str(run), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    total = rep["energy_j"] if "energy_j" in rep else rep["totals"]["energy_j"]
+    labels = rep["by_label"]
+    parts = labels["train"]["energy_j"] + labels["eval"]["energy_j"] + rep["idle"]["energy_j"]
+    assert parts == pytest.approx(total, rel=1e-9)
+    assert any("overlap" in f and "split equally" in f for f in rep["flags"]), rep["flags"]
+    # alone, each label would get the full energy of its span: the overlap (10 s) is now shared
+    train_alone = labels["train"]["energy_j"] + labels["eval"]["energy_j"]
+    assert train_alone < total

@@ -9,13 +9,17 @@ Definitions (documented for users in docs/report-json.md):
   host time between consecutive steps** (data loading, stalls are part of those steps' cost).
   It is split into ``in_step`` (union of the step intervals) and ``between_steps`` (the rest).
 - *Idle* is the energy over the samples' time range that no label's span covers.
+- **Overlapping labels** (steps of two labels running at once, e.g. two threads): the energy of
+  time covered by the spans of ``k`` labels is **split equally** between them (each gets 1/k), so
+  the labels and idle add up to the total and nothing is counted twice; the report says so in a
+  flag naming the labels and the overlapping time (:func:`split_overlapping_labels`).
 
 Everything is computed with cumulative curves and ``np.interp``: no loop scans samples per step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -97,6 +101,8 @@ class Alignment:
     idle_duration_s: float
     step_energy_j: np.ndarray
     steps_outside: int
+    #: labels whose spans overlap in time, and how their energy was shared (one line each)
+    overlap_notes: list[str] = field(default_factory=list)
 
 
 def align(curves: list[EnergyCurve], steps: pd.DataFrame) -> Alignment:
@@ -128,8 +134,58 @@ def align(curves: list[EnergyCurve], steps: pd.DataFrame) -> Alignment:
             tokens=float(tok.sum()) if tok.notna().any() else None, steps=len(sl), segments=lsegs,
         )
     a0, a1 = merge_intervals(segs["t_start"].to_numpy(float), segs["t_end"].to_numpy(float))
+    notes = split_overlapping_labels(curves, steps, segs, labels, union_s=float((a1 - a0).sum()))
     c0, c1 = np.clip(a0, t_first, t_last), np.clip(a1, t_first, t_last)
     covered_j = float(energy_over(curves, c0, c1).sum())
     covered_s = float((c1 - c0).sum())
     return Alignment(t_first, t_last, total, labels, total - covered_j, (t_last - t_first) - covered_s,
-                     per_step, outside)
+                     per_step, outside, notes)
+
+
+def _covered(t: np.ndarray, s0: np.ndarray, s1: np.ndarray) -> np.ndarray:
+    """For each time ``t``: does it lie inside one of the sorted, disjoint intervals ``[s0, s1]``?"""
+    i = np.searchsorted(s0, t, side="right") - 1
+    ok = i >= 0
+    out = np.zeros(len(t), dtype=bool)
+    out[ok] = t[ok] < s1[i[ok]]
+    return out
+
+
+def split_overlapping_labels(curves: list[EnergyCurve], steps: pd.DataFrame, segs: pd.DataFrame,
+                             labels: dict[str, LabelEnergy], *, union_s: float) -> list[str]:
+    """When the spans of different labels overlap in time, share the energy of each overlapping
+    stretch equally between the labels covering it (in place on ``labels``: ``energy_j``,
+    ``in_step_energy_j``, ``between_steps_energy_j``), so that labels plus idle add up to the
+    total. Returns one note per pair of overlapping labels (none when nothing overlaps: then
+    ``labels`` is untouched)."""
+    if sum(le.duration_s for le in labels.values()) <= union_s * (1 + 1e-12) + 1e-9:
+        return []
+    spans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    insteps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for label, sl in steps.groupby("label", sort=False):
+        lsegs = segs[segs["label"] == label]
+        spans[str(label)] = merge_intervals(lsegs["t_start"].to_numpy(float), lsegs["t_end"].to_numpy(float))
+        insteps[str(label)] = merge_intervals(sl["t_start"].to_numpy(float), sl["t_end"].to_numpy(float))
+    cuts = np.unique(np.concatenate([a for pair in (*spans.values(), *insteps.values()) for a in pair]))
+    if len(cuts) < 2:
+        return []
+    lo, hi = cuts[:-1], cuts[1:]
+    mid = (lo + hi) / 2
+    span_cover = {k: _covered(mid, *v) for k, v in spans.items()}
+    k = np.sum(list(span_cover.values()), axis=0)
+    share = np.where(k > 0, 1.0 / np.maximum(k, 1), 0.0) * energy_over(curves, lo, hi)
+    for label, le in labels.items():
+        e_span = float(share[span_cover[label]].sum())
+        e_in = float(share[_covered(mid, *insteps[label]) & span_cover[label]].sum())
+        le.energy_j, le.in_step_energy_j, le.between_steps_energy_j = e_span, e_in, e_span - e_in
+    notes = []
+    names = list(span_cover)
+    width = hi - lo
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = float(width[span_cover[a] & span_cover[b]].sum())
+            if both > 0:
+                notes.append(f"labels {a!r} and {b!r} overlap for {both:.3g} s (steps running at once): the energy "
+                             "of that time is split equally between them, so label energies add up to the total; "
+                             "their J/token and mean power cover their share only")
+    return notes

@@ -131,7 +131,7 @@ class ParseResult:
 
 
 #: Lines converted at once by :func:`parse_csv` (bounds the memory of the text being converted).
-CHUNK_LINES = 65536
+CHUNK_LINES = 16384
 #: Time zones are within UTC-12..UTC+14 (the vLLM reader takes the same range).
 MAX_UTC_OFFSET_H = 14.0
 
@@ -380,17 +380,15 @@ class _Columns:
     def __init__(self, columns: list[str]) -> None:
         self.parts: dict[str, list[np.ndarray]] = {c: [] for c in (T, *columns)}
         self.codes: list[np.ndarray] = []
-        self.lines: list[np.ndarray] = []
         self.names: dict[str, int] = {}
 
-    def add(self, arrays: dict[str, np.ndarray], lines: np.ndarray) -> None:
+    def add(self, arrays: dict[str, np.ndarray]) -> None:
         for c, part in self.parts.items():
             part.append(np.asarray(arrays[c], dtype=np.float64))
         dev = arrays[DEVICE]
         uniq, inverse = np.unique(dev.astype(str), return_inverse=True)
         table = np.array([self.names.setdefault(str(u), len(self.names)) for u in uniq], dtype=np.int32)
         self.codes.append(table[inverse].astype(np.int32))
-        self.lines.append(lines.astype(np.int64))
 
     def take(self, c: str) -> np.ndarray:
         out = np.concatenate(self.parts[c]) if self.parts[c] else np.empty(0)
@@ -415,7 +413,7 @@ def _parse_stream(lines: Iterator[tuple[int, str]], fields: Sequence[str] | None
         if rows:
             arrays = layout.convert(rows, np.array(numbers))
             _collect_devices(devices, arrays)
-            store.add(arrays, np.array(numbers))
+            store.add(arrays)
             rows.clear()
             numbers.clear()
 
@@ -449,6 +447,17 @@ def _take_row(item: tuple[int, str], n: int, path: str, rows: list[list[str]], n
     numbers.append(number)
 
 
+def _ordered(t: np.ndarray, rank: np.ndarray) -> bool:
+    """Rows already sorted by time, then device (what nvidia-smi writes): no sort needed."""
+    if len(t) < 2:
+        return True
+    dt = np.diff(t)
+    if (dt < 0).any():
+        return False
+    ties = np.flatnonzero(dt == 0)
+    return bool((rank[ties + 1] > rank[ties]).all())
+
+
 def _frame(store: _Columns, columns: list[str], path: str, warnings: list[str]) -> pd.DataFrame:
     """The samples frame, sorted by time then device; a GPU's timestamps going backwards and its
     duplicate timestamps (first row kept) are said in ``warnings``."""
@@ -465,31 +474,38 @@ def _frame(store: _Columns, columns: list[str], path: str, warnings: list[str]) 
     if back:
         warnings.append(f"{name}: timestamps went backwards {back} time(s) (a GPU's rows out of order); "
                         "rows sorted by time")
-    order = np.lexsort((rank[codes], t))
-    t, codes = t[order], codes[order]
+    order = None if _ordered(t, rank[codes]) else np.lexsort((rank[codes], t))  # usually already in order
+    if order is not None:
+        t, codes = t[order], codes[order]
     dup = np.zeros(len(t), dtype=bool)
     dup[1:] = (t[1:] == t[:-1]) & (codes[1:] == codes[:-1])
+    any_dup = bool(dup.any())
     cols: dict[str, np.ndarray] = {}
-    conflicting = np.zeros(len(t), dtype=bool)
-    for c in columns:
-        v = store.take(c)[order]
-        if dup.any():
+    conflicting = np.zeros(len(t), dtype=bool) if any_dup else None
+    for c in columns:  # one column at a time: the text's arrays are freed as the frame's are made
+        v = store.take(c)
+        if order is not None:
+            v = v[order]
+        if conflicting is not None:
             a, b = v[1:], v[:-1]
             conflicting[1:] |= dup[1:] & ~((a == b) | (np.isnan(a) & np.isnan(b)))
         cols[c] = v
     del order
-    keep = None
-    if dup.any():
-        keep = ~dup
+    if any_dup:
+        assert conflicting is not None
         n_conf = int(conflicting.sum())
         warnings.append(f"{name}: {int(dup.sum())} duplicate timestamp(s) of a GPU"
                         + (f", {n_conf} with conflicting values" if n_conf else "")
                         + "; the first row of each kept")
     device_names = np.array(names, dtype=object)
     out = {T: t, DEVICE: device_names[codes]}
+    del codes
     out.update(cols)
-    if keep is not None:
-        out = {k: v[keep] for k, v in out.items()}
+    del cols
+    if any_dup:
+        keep = ~dup
+        for k in list(out):  # in place, one column at a time (no second copy of the frame)
+            out[k] = out[k][keep]
     return pd.DataFrame(out, copy=False)
 
 

@@ -112,6 +112,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     j_per_token = labelled_tokens_energy / tokens if tokens else None
     unlabelled, idle = _unlabelled_and_idle(samples, steps, run.devices, chosen, used_curves, a)
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
+    flags += a.overlap_notes
     flags += list((meta.get("merge") or {}).get("flags") or [])
     nodes = _nodes(meta, devices, chosen)
     for key, src in (meta.get("sources") or {}).items():

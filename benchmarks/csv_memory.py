@@ -1,0 +1,116 @@
+"""Peak memory of the nvidia-smi CSV reader on large captures (issue 12, item 10).
+
+Writes a ``nvidia-smi --query-gpu=... --format=csv -lms 100`` file of the requested size from the
+real H100 capture (its 21 fields, units included): 8 GPUs, rows 100 ms apart, values cycling
+through the capture. Then reads it with :func:`wattprof.formats.nvidia_smi_csv.parse_csv` in a
+fresh process and reports that process's peak resident memory (``ru_maxrss``), its memory after
+the imports alone (the interpreter, pandas and pyarrow), and the time. Target: peak <= 2x the file
+and <= 1 GB for a 2 GB file.
+
+    python benchmarks/csv_memory.py [--mb 200 2000] [--keep DIR] [--reader PATH_TO_PACKAGE_ROOT]
+
+``--reader`` reads with another copy of wattprof (e.g. an export of an older commit) to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import table, write_json  # noqa: E402
+
+FIXTURES = Path(os.environ.get("WATTPROF_FIXTURES", HERE.parent / "tests" / "fixtures"))
+GPUS = 8
+
+_CHILD = r"""
+import json, resource, sys, time
+import numpy, pandas, pyarrow  # noqa: F401 - what any reader process holds anyway
+from wattprof.formats.nvidia_smi_csv import parse_csv
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+t0 = time.perf_counter()
+r = parse_csv(sys.argv[1])
+took = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"rows": len(r.samples), "columns": len(r.samples.columns), "seconds": took,
+                  "base_bytes": base, "peak_bytes": peak,
+                  "frame_bytes": int(r.samples.memory_usage(index=True, deep=False).sum())}))
+"""
+
+
+def make_csv(path: Path, size: int) -> int:
+    """Write about ``size`` bytes of nvidia-smi CSV; returns the number of data rows."""
+    src = (FIXTURES / "nvidia-h100" / "nvidia-smi-query-100ms.csv").read_text().splitlines()
+    header, body = src[0], src[1:]
+    tails = [line.split(", ", 2)[2] for line in body]  # after timestamp and index
+    start = dt.datetime(2026, 11, 22, 11, 25, 40)
+    rows = 0
+    with path.open("w", encoding="utf-8") as f:
+        f.write(header + "\n")
+        written = len(header) + 1
+        k = 0
+        while written < size:
+            stamp = (start + dt.timedelta(milliseconds=100 * k)).strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
+            tail = tails[k % len(tails)]
+            block = "".join(f"{stamp}, {g}, {tail}\n" for g in range(GPUS))
+            f.write(block)
+            written += len(block)
+            rows += GPUS
+            k += 1
+    return rows
+
+
+def measure(path: Path, reader: str | None) -> dict:
+    env = dict(os.environ)
+    if reader:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (reader, env.get("PYTHONPATH", "")) if p)
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, env=env,
+                         check=False)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, nargs="+", default=[200.0], help="file sizes in MB (default 200)")
+    ap.add_argument("--keep", help="directory for the generated files (default: a temporary one, removed)")
+    ap.add_argument("--reader", help="package root of another wattprof to read with (comparison)")
+    ap.add_argument("--json", help="where to write the results (default benchmarks/results/csv_memory.json)")
+    args = ap.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="wattprof-csv-memory-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for mb in args.mb:
+        path = work / f"smi-{mb:g}mb.csv"
+        t0 = time.perf_counter()
+        rows = make_csv(path, int(mb * 1e6))
+        size = path.stat().st_size
+        print(f"  wrote {path.name}: {size / 1e6:.0f} MB, {rows:,} rows in {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr, flush=True)
+        m = measure(path, args.reader)
+        results.append({"file_bytes": size, "rows": rows, **m})
+        if not args.keep:
+            path.unlink()
+    print(table(["file MB", "rows", "peak RSS MB", "after imports MB", "frame MB", "peak / file", "s", "target"],
+                [[f"{r['file_bytes'] / 1e6:.0f}", f"{r['rows']:,}",
+                  f"{r['peak_bytes'] / 1e6:.0f}" if "peak_bytes" in r else r.get("error", "?"),
+                  f"{r['base_bytes'] / 1e6:.0f}" if "base_bytes" in r else "",
+                  f"{r['frame_bytes'] / 1e6:.0f}" if "frame_bytes" in r else "",
+                  f"{r['peak_bytes'] / r['file_bytes']:.2f}" if "peak_bytes" in r else "",
+                  f"{r['seconds']:.0f}" if "seconds" in r else "",
+                  "<= 2x file" + (", <= 1 GB" if r["file_bytes"] >= 1.9e9 else "")] for r in results]))
+    path = write_json("csv_memory", {"args": vars(args), "results": results}, args.json)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
