@@ -373,7 +373,7 @@ def _classify(ev: dict[str, float], gap: float | None, th: Thresholds) -> Verdic
         mods = [m for m in modifiers if m != "power-capped"]
         return _with_thermal(Verdict(
             "idle", mods, ev,
-            f"The GPU did no work for {dur:.0f} s yet drew {pw}: release it (end the job or free the "
+            f"The GPU did no work for {_span(dur)} yet drew {pw}: release it (end the job or free the "
             "allocation) or give it other work; if the idle time is a wait, shorten it.",
             basis, f"util {active:.1f} % < {th.idle_util_pct:g} %"
             + (f", kernels in {busy:.0%} of periods" if busy is not None else "")
@@ -525,3 +525,12 @@ def classify_timeline(
         if v is not None:
             out.append((float(a[i]), float(b[i]), v))
     return out
+
+
+def _span(seconds: float) -> str:
+    """``0.4`` -> ``400 ms``, ``12.3`` -> ``12 s``, ``300`` -> ``5 min`` (never "for 0 s")."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
