@@ -393,7 +393,7 @@ def _classify(ev: dict[str, float], gap: float | None, th: Thresholds) -> Verdic
                    + (f", power {power:.0f} W near idle floor {floor:.0f} W" if power is not None and floor else ""))
         return _with_thermal(Verdict(
             "idle", mods, ev,
-            f"The GPU did no work for {dur:.0f} s yet drew {pw}: release it (end the job or free the "
+            f"The GPU did no work for {_span(dur)} yet drew {pw}: release it (end the job or free the "
             "allocation) or give it other work; if the idle time is a wait, shorten it.",
             basis, why,
         ), thermal)
@@ -554,3 +554,12 @@ def classify_timeline(
         if v is not None:
             out.append((float(a[i]), float(b[i]), v))
     return out
+
+
+def _span(seconds: float) -> str:
+    """``0.4`` -> ``400 ms``, ``12.3`` -> ``12 s``, ``300`` -> ``5 min`` (never "for 0 s")."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"

@@ -1,10 +1,20 @@
-"""Plain-text renderer: the report a person reads in a terminal."""
+"""Plain-text renderer: the report a person reads in a terminal.
+
+It fits the terminal: ``COLUMNS`` (else the terminal's width, else 100 columns when the output is
+not a terminal); tables too wide for it are split into blocks that repeat the label column, prose
+is wrapped, never cut. Every column has one unit, named in its header; notes of one kind are said
+once, listing the labels they concern; Unix timestamps in notes are shown as dates.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import os
+import re
+import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .model import CarbonReport, DeviceReport, LabelReport, Report
@@ -96,8 +106,58 @@ def self_check_text(d: DeviceReport) -> str | None:
             f"{fmt_j(c.get('instant_power_j'))} ({diff})")
 
 
+_NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s?(?:ms|s|J|W|%|kJ|MHz|GB))?")
+#: a number that is a Unix time in seconds (2001-09-09 .. 2096-10-02): shown as a date
+_STAMP = re.compile(r"(?<![\d.])([1-3]\d{9})(\.\d+)?(?![\d])(?:\s?s\b)?")
+
+
+def humanize_stamps(text: str) -> str:
+    """``searched [1795349033.278, ...]`` -> ``searched [2026-11-22 12:03:53.278 UTC, ...]``."""
+
+    def repl(m: re.Match[str]) -> str:
+        t = float(m.group(1) + (m.group(2) or ""))
+        ms = f".{min(999, round((t % 1) * 1000)):03d}" if m.group(2) else ""
+        return dt.datetime.fromtimestamp(int(t), tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S") + ms + " UTC"
+
+    return _STAMP.sub(repl, text)
+
+
+def group_notes(items: Sequence[tuple[str, str]]) -> list[str]:
+    """``(subject, note)`` pairs -> one note per kind: notes that differ only in their numbers are said
+    once, with the subjects and their own numbers listed (not the same sentence once per label)."""
+    groups: dict[str, list[tuple[str, list[str]]]] = {}
+    for subject, note in items:
+        note = humanize_stamps(note)
+        key = _NUMBER.sub("#", note)
+        groups.setdefault(key, []).append((subject, [m.group(0) for m in _NUMBER.finditer(note)]))
+    out = []
+    for key, members in groups.items():
+        subjects = [m[0] for m in members]
+        if len(members) == 1:
+            subject, nums = members[0]
+            text = _fill(key, nums)
+            out.append(f"{subject}: {text}" if subject else text)
+            continue
+        varying = [i for i in range(len(members[0][1])) if len({tuple([m[1][i]]) for m in members}) > 1]
+        shown = list(members[0][1])
+        for i in varying:
+            shown[i] = "…"
+        text = _fill(key, shown)
+        if varying:
+            per = ", ".join(f"{subj} {' / '.join(nums[i] for i in varying)}" for subj, nums in members)
+            text += f" (… = {per})"
+        out.append(f"{', '.join(s for s in subjects if s)}: {text}")
+    return out
+
+
+def _fill(template: str, nums: list[str]) -> str:
+    it = iter(nums)
+    return re.sub("#", lambda _: next(it, "#"), template)
+
+
 def label_notes(r: Report) -> list[str]:
-    return [f"{lr.label}: {f}" for lr in r.by_label.values() for f in lr.flags]
+    """Each label's quality flags, one note per kind (listing its labels)."""
+    return group_notes([(lr.label, f) for lr in r.by_label.values() for f in lr.flags])
 
 
 def _steady(lr: LabelReport) -> str:
@@ -123,121 +183,287 @@ def short(s: str | None, width: int = 110) -> str:
     return "-" if not s else textwrap.shorten(s, width, placeholder=" ...")
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
-    out = [line, "  ".join("-" * w for w in widths)]
-    for r in rows:
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+DEFAULT_WIDTH = 100
+MIN_WIDTH = 60
+
+
+def terminal_width() -> int:
+    """``COLUMNS`` when set, else the terminal's width, else 100 (a pipe, a file, CI)."""
+    env = os.environ.get("COLUMNS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return max(MIN_WIDTH, int(env))
+    try:
+        if sys.stdout.isatty():
+            return max(MIN_WIDTH, os.get_terminal_size(sys.stdout.fileno()).columns)
+    except (OSError, ValueError):
+        pass
+    return DEFAULT_WIDTH
+
+
+# ---- one unit per column ----------------------------------------------------------------------------
+
+_PREFIXES = ((1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"))
+
+
+def energy_unit(values: Sequence[float | None], per: str = "") -> tuple[float, str]:
+    """The unit a column of joules (``per``: ``/token``, ``/step``) is shown in, from its largest value:
+    ``(1e3, "kJ")`` when it reaches 10 kJ, ``(1e-3, "mJ/token")`` when under 1 J/token, ..."""
+    vals = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    top = max(vals, default=0.0)
+    if not per and top >= 3.6e6:
+        return 3.6e6, "kWh"
+    if not per:
+        return (1e3, "kJ") if top >= 1e4 else (1.0, "J")
+    for scale, prefix in _PREFIXES:
+        if top >= scale:
+            return scale, f"{prefix}J{per}"
+    return 1e-6, f"µJ{per}"
+
+
+def column(values: Sequence[float | None], scale: float = 1.0, *, digits: int | None = None) -> list[str]:
+    """Numbers of one column in one unit, with the same decimals (about 4 significant digits at the top)."""
+    vals = [v / scale for v in values if v is not None and math.isfinite(v)]
+    if digits is None:
+        top = max((abs(v) for v in vals), default=0.0)
+        digits = 0 if top >= 1000 else 1 if top >= 100 else 2 if top >= 1 else 3
+        low = min((abs(v) for v in vals if v != 0), default=0.0)
+        if low:  # the smallest value keeps 3 significant digits (never a measured 0.49 J shown as 0)
+            digits = min(3, max(digits, 2 - math.floor(math.log10(low))))
+    return ["-" if v is None or not math.isfinite(v) else f"{v / scale:,.{digits}f}" for v in values]
+
+
+# ---- layout -------------------------------------------------------------------------------------------
+
+
+def wrap(text: str, width: int, indent: str = "", subsequent: str | None = None) -> list[str]:
+    """A paragraph wrapped to ``width`` (never cut)."""
+    return textwrap.wrap(text, width, initial_indent=indent,
+                         subsequent_indent=indent if subsequent is None else subsequent,
+                         break_long_words=True, break_on_hyphens=False) or [indent.rstrip()]
+
+
+def _cell_lines(rows: list[list[str]], widths: list[int]) -> list[list[list[str]]]:
+    """Each cell as its lines: split at newlines (a header's unit under its name), wrapped when wider."""
+    return [[[x for line in c.split("\n") for x in (textwrap.wrap(line, w, break_long_words=True) or [""])
+              if True] if any(len(line) > w for line in c.split("\n")) else c.split("\n")
+             for c, w in zip(r, widths, strict=True)] for r in rows]
+
+
+def _width(cell: str) -> int:
+    return max(len(line) for line in cell.split("\n"))
+
+
+def _table(headers: list[str], rows: list[list[str]], width: int = 10**6, indent: str = "") -> list[str]:
+    """A table of ``headers``/``rows`` (first column left, others right-aligned) that fits ``width``:
+    columns that do not fit go into a further block repeating the first column; a column too wide
+    even alone has its cells wrapped."""
+    n = len(headers)
+    natural = [max([_width(h)] + [_width(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    room = width - len(indent)
+    first = min(natural[0], max(12, room // 3))
+    blocks: list[list[int]] = []
+    cur: list[int] = []
+    used = first
+    for i in range(1, n):
+        if cur and used + 2 + natural[i] > room:
+            blocks.append(cur)
+            cur, used = [], first
+        cur.append(i)
+        used += 2 + natural[i]
+    if cur or not blocks:
+        blocks.append(cur)
+    out: list[str] = []
+    for b, cols in enumerate(blocks):
+        idx = [0, *cols]
+        widths = [first] + [min(natural[i], max(8, room - first - 2)) for i in cols]
+        hs = [headers[i] for i in idx]
+        body = [[r[i] for i in idx] for r in rows]
+        if b:
+            out.append("")
+        for cells in _cell_lines([hs], widths) + [[["-" * w] for w in widths]] + _cell_lines(body, widths):
+            height = max(len(c) for c in cells)
+            for k in range(height):
+                parts = []
+                for j, (c, w) in enumerate(zip(cells, widths, strict=True)):
+                    t = c[k] if k < len(c) else ""
+                    parts.append(t.ljust(w) if j == 0 else t.rjust(w))
+                out.append((indent + "  ".join(parts)).rstrip())
     return out
 
 
-def _device_row(d: DeviceReport) -> list[str]:
-    return [d.device, d.name or "-", fmt_j(d.energy_j), d.energy_source + (" (ESTIMATE)" if d.estimated else ""),
-            fmt_num(d.mean_power_w, " W"), fmt_num(d.max_power_w, " W"), fmt_num(d.power_limit_w, " W", 0)]
+def _device_rows(r: Report) -> tuple[list[str], list[list[str]]]:
+    es, eu = energy_unit([d.energy_j for d in r.devices])
+    energy = column([d.energy_j for d in r.devices], es)
+    mean = column([d.mean_power_w for d in r.devices], digits=1)
+    peak = column([d.max_power_w for d in r.devices], digits=1)
+    limit = column([d.power_limit_w for d in r.devices], digits=0)
+    rows = [[d.device, d.name or "-", energy[k], d.energy_source + (" (ESTIMATE)" if d.estimated else ""),
+             mean[k], peak[k], limit[k]] for k, d in enumerate(r.devices)]
+    return ["device", "name", f"energy\n({eu})", "source", "mean\n(W)", "max\n(W)", "limit\n(W)"], rows
 
 
-def render(r: Report) -> str:
+def j_per_step(lr: LabelReport) -> float | None:
+    """A label's energy per step (its energy includes the host time between its steps)."""
+    return lr.energy_j / lr.steps if lr.steps else None
+
+
+def label_table(r: Report, *, in_steps: bool = True) -> tuple[list[str], list[list[str]]]:
+    """The per-label table, each column in one unit named in its header (``name\\n(unit)``).
+    ``in_steps=False`` leaves out the in-step energy (energy minus between), for narrow text."""
+    labels = list(r.by_label.values())
+    es, eu = energy_unit([lr.energy_j for lr in labels])
+    ins, inu = energy_unit([lr.in_step_energy_j for lr in labels])
+    bs, bu = energy_unit([lr.between_steps_energy_j for lr in labels])
+    ss, su = energy_unit([j_per_step(lr) for lr in labels], "/step")
+    ts, tu = energy_unit([lr.j_per_token for lr in labels], "/token")
+    cols = [column([lr.energy_j for lr in labels], es), column([lr.in_step_energy_j for lr in labels], ins),
+            column([lr.between_steps_energy_j for lr in labels], bs), column([lr.duration_s for lr in labels]),
+            column([j_per_step(lr) for lr in labels], ss), column([lr.j_per_token for lr in labels], ts),
+            column([lr.mean_power_w for lr in labels], digits=1)]
+    rows = []
+    for k, lr in enumerate(labels):
+        share = f"{100 * lr.energy_j / r.energy_j:.1f}" if r.energy_j else "-"
+        rows.append([lr.label, cols[0][k], share, cols[1][k], cols[2][k], cols[3][k], f"{lr.steps:,}",
+                     fmt_num(lr.tokens, "", 0), cols[4][k], cols[5][k], cols[6][k]])
+    headers = ["label", f"energy\n({eu})", "share\n(%)", f"in steps\n({inu})", f"between\n({bu})", "time\n(s)",
+               "steps", "tokens", f"energy\n({su})", f"energy\n({tu})", "power\n(W)"]
+    if not in_steps:
+        del headers[3]
+        for row in rows:
+            del row[3]
+    return headers, rows
+
+
+def _inference_table(r: Report) -> tuple[list[str], list[list[str]]]:
+    labels = [lr for lr in r.by_label.values() if lr.output_tokens is not None]
+    os_, ou = energy_unit([lr.j_per_output_token for lr in labels], "/output token")
+    rs, ru = energy_unit([lr.j_per_request for lr in labels], "/request")
+    ot = column([lr.j_per_output_token for lr in labels], os_)
+    rq = column([lr.j_per_request for lr in labels], rs)
+    rows = [[lr.label, f"{lr.steps:,}", fmt_num(lr.prompt_tokens, "", 0), fmt_num(lr.output_tokens, "", 0), ot[k],
+             rq[k]] for k, lr in enumerate(labels)]
+    return ["label", "requests", "prompt\ntokens", "output\ntokens", f"energy\n({ou})", f"energy\n({ru})"], rows
+
+
+def _duration(s: float) -> str:
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    m, sec = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min {sec:02d} s" if h else f"{m} min {sec:02d} s"
+
+
+def render(r: Report, width: int | None = None) -> str:
+    w = width or terminal_width()
     run = r.run
-    out = [f"wattprof report: {run['name']}  [{run['status']}]"]
+    out = wrap(f"wattprof report: {run['name']}  [{run['status']}]", w)
     tags = " ".join(f"{k}={v}" for k, v in (run.get("tags") or {}).items())
-    out.append(f"  run {run['id']}  {fmt_time(run.get('started_at'))}  {r.duration_s:.1f} s"
-               + (f"  tags: {tags}" if tags else "") + f"  ({run['path']})")
+    out += wrap(f"run {run['id']}, started {fmt_time(run.get('started_at'))}, lasted {_duration(r.duration_s)}"
+                + (f", tags: {tags}" if tags else "") + f", in {run['path']}", w, "  ", "    ")
     est = "  ESTIMATED" if r.estimated else ""
     out.append("")
-    out.append(f"Energy: {fmt_j(r.energy_j)}  boundary: {r.boundary}  source: {r.energy_source}{est}")
+    out += wrap(f"Energy: {fmt_j(r.energy_j)}  boundary: {r.boundary}  source: {r.energy_source}{est}", w)
     if r.duration_s > 0 and r.energy_j > 0:
-        out.append(f"  over {r.duration_s:.2f} s: mean {r.energy_j / r.duration_s:.1f} W"
-                   + ("" if r.by_label else "  (no step marks: this total is the measurement)"))
-    out.append(f"Steps: {r.steps}   tokens: {fmt_num(r.tokens, '', 0)}   energy per token (labelled steps "
-               f"with tokens): {fmt_jpt(r.j_per_token)}")
+        out += wrap(f"over {_duration(r.duration_s)}: mean {r.energy_j / r.duration_s:.1f} W"
+                    + ("" if r.by_label else "  (no step marks: this total is the measurement)"), w, "  ", "    ")
+    out += wrap(f"Steps: {r.steps:,}   tokens: {fmt_num(r.tokens, '', 0)}   energy per token (labelled steps "
+                f"with tokens): {fmt_jpt(r.j_per_token)}", w)
     out.append("")
     out.append("Devices")
-    out += ["  " + x for x in _table(["device", "name", "energy", "source", "mean", "max", "limit"],
-                                     [_device_row(d) for d in r.devices])]
-    out += ["  " + x for x in (self_check_text(d) for d in r.devices) if x]
+    out += _table(*_device_rows(r), width=w, indent="  ")
+    for d in r.devices:
+        if (sc := self_check_text(d)) is not None:
+            out += wrap(sc, w, "  ", "    ")
     if r.by_label:
         out.append("")
-        out.append("By label (energy includes the host time between a label's consecutive steps)")
-        rows = []
+        out += wrap("By label (a label's energy includes the host time between its consecutive steps; "
+                    "between: that part; J/step = energy / steps)", w)
+        out += _table(*label_table(r, in_steps=False), width=w, indent="  ")
+    if any(lr.output_tokens is not None for lr in r.by_label.values()):
+        out += ["", *wrap("Inference (per request and per output token)", w)]
+        out += _table(*_inference_table(r), width=w, indent="  ")
         for lr in r.by_label.values():
-            share = 100 * lr.energy_j / r.energy_j if r.energy_j else 0.0
-            row = [lr.label, fmt_j(lr.energy_j), f"{share:.1f}%", fmt_j(lr.in_step_energy_j),
-                   fmt_j(lr.between_steps_energy_j), f"{lr.duration_s:.2f} s", str(lr.steps),
-                   fmt_num(lr.tokens, "", 0), fmt_jpt(lr.j_per_token), fmt_num(lr.mean_power_w, " W")]
-            if any(x.bottleneck for x in r.by_label.values()):
-                b = lr.bottleneck or {}
-                row.append(" + ".join([b.get("verdict", "-")] + list(b.get("modifiers", []))))
-            rows.append(row)
-        headers = ["label", "energy", "share", "in steps", "between", "time", "steps", "tokens", "J/token",
-                   "mean power"]
-        if any(x.bottleneck for x in r.by_label.values()):
-            headers.append("bottleneck")
-        out += ["  " + x for x in _table(headers, rows)]
-    if inference_rows(r):
-        out += ["", "Inference (per request and per output token)"]
-        out += ["  " + x for x in _table(INFERENCE_HEADERS, inference_rows(r))]
+            if lr.output_tokens is not None:
+                out += wrap(f"steady state, {lr.label}: {_steady(lr)}", w, "  ", "    ")
     out.append("")
     if r.nodes:
-        out.append("Nodes: " + "; ".join(
+        out += wrap("Nodes: " + "; ".join(
             f"{n.node} {fmt_j(n.energy_j)} ({len(n.devices)} devices"
             + (f", clock {n.clock_offset_s:+.2f} s{' corrected' if n.clock_corrected else ''}"
-               if n.clock_offset_s else "") + ")" for n in r.nodes.values()))
-    out += unlabelled_lines(r)
+               if n.clock_offset_s else "") + ")" for n in r.nodes.values()), w, "", "  ")
+    out += unlabelled_lines(r, w)
     if r.host is not None:
         h = r.host
         kind = "ESTIMATED" if h.estimated else "measured"
-        out.append(f"Host (not in the totals, {kind}): {fmt_j(h.energy_j)}, mean {fmt_num(h.mean_power_w, ' W')}; "
-                   f"{h.power_source or h.energy_source_description}")
-    out += _bottleneck_lines(r) + _wasted_lines(r) + _carbon_lines(r)
+        out += wrap(f"Host (not in the totals, {kind}): {fmt_j(h.energy_j)}, mean {fmt_num(h.mean_power_w, ' W')}; "
+                    f"{h.power_source or h.energy_source_description}", w, "", "  ")
+    out += _bottleneck_lines(r, w) + _wasted_lines(r, w) + _carbon_lines(r, w)
     from .agents_view import text_lines
 
     out += text_lines(r)
-    notes = r.flags + label_notes(r) + [f"{d.device}: {n}" for d in r.devices for n in d.notes] + r.warnings
+    notes = group_notes([("", f) for f in r.flags]) + label_notes(r) + group_notes(
+        [(d.device, n) for d in r.devices for n in d.notes]) + group_notes([("", x) for x in r.warnings])
     if notes or r.events:
         out.append("")
         out.append("Notes")
-        out += [f"  ! {n}" for n in notes]
+        for n in notes:
+            out += wrap(n, w, "  ! ", "    ")
         if r.events:
-            out.append(f"  {r.events} event(s) recorded (collector errors, restarts): see events-*.jsonl in the run")
+            out += wrap(f"{r.events} event(s) recorded (collector errors, restarts): see events-*.jsonl in the run",
+                        w, "  ", "    ")
     return "\n".join(out) + "\n"
 
 
-def _bottleneck_lines(r: Report) -> list[str]:
+def suggestion_text(b: dict[str, Any]) -> str:
+    """The suggestion without a lead-in that repeats the verdict ("Compute-bound: ..." after
+    ``compute-bound``)."""
+    text = str(b.get("suggestion") or "").strip()
+    verdict = str(b.get("verdict") or "").lower()
+    head, sep, rest = text.partition(":")
+    if sep and verdict and head.lower().startswith(verdict) and len(head) <= 60 and rest.strip():
+        rest = rest.strip()
+        return rest[0].upper() + rest[1:]
+    return text
+
+
+def _bottleneck_lines(r: Report, width: int = DEFAULT_WIDTH) -> list[str]:
     items = [(lr.label, lr.bottleneck) for lr in r.by_label.values() if lr.bottleneck]
     if r.unlabelled is not None and r.unlabelled.bottleneck:
         items.append(("unlabelled", r.unlabelled.bottleneck))
     if not items:
         return []
-    width = max(len(k) for k, _ in items)
-    out = ["", "Bottlenecks: what to try (evidence in the markdown/HTML report)"]
+    lw = min(max(len(k) for k, _ in items), width // 4)
+    out = ["", *wrap("Bottlenecks: what to try (evidence in the markdown/HTML report)", width)]
     for label, b in items:
-        out.append(f"  {label.ljust(width)}  {verdict_text(b)}: {short(b.get('suggestion'))}")
+        out += wrap(f"{label.ljust(lw)}  {verdict_text(b)}", width, "  ", "  " + " " * (lw + 2))
+        out += wrap(suggestion_text(b), width, "  " + " " * (lw + 2))
     return out
 
 
-def _wasted_lines(r: Report) -> list[str]:
+def _wasted_lines(r: Report, width: int = DEFAULT_WIDTH) -> list[str]:
     w = r.wasted
     if w is None:
         return []
-    return ["", f"Wasted energy (accelerators waiting): {fmt_j(w.total_j)} = {100 * w.share:.1f}% of the run "
-                f"(idle {fmt_j(w.idle_j)}, host-side gaps of host-bound labels {fmt_j(w.host_bound_j)}"
-                + (f", of which {fmt_j(w.host_in_step_wait_j)} ESTIMATED waits inside steps"
-                   if w.host_in_step_wait_j else "") + ")"]
+    return [""] + wrap(f"Wasted energy (accelerators waiting): {fmt_j(w.total_j)} = {100 * w.share:.1f}% of the run "
+                       f"(idle {fmt_j(w.idle_j)}, host-side gaps of host-bound labels {fmt_j(w.host_bound_j)}"
+                       + (f", of which {fmt_j(w.host_in_step_wait_j)} ESTIMATED waits inside steps"
+                          if w.host_in_step_wait_j else "") + ")", width, "", "  ")
 
 
-def unlabelled_lines(r: Report) -> list[str]:
+def unlabelled_lines(r: Report, width: int = DEFAULT_WIDTH) -> list[str]:
     """Time outside every label (all of it without step marks) and the part of it that was idle."""
     u = r.unlabelled
     if u is None:
         return []
     what = "Unlabelled (no step marks: the whole run)" if not r.by_label else \
         "Unlabelled (in the run, outside every label's span)"
-    line = f"{what}: {fmt_j(u.energy_j)} over {u.duration_s:.2f} s" + \
+    line = f"{what}: {fmt_j(u.energy_j)} over {_duration(u.duration_s)}" + \
         (f", mean {u.mean_power_w:.1f} W" if u.mean_power_w else "")
-    idle = (f"  of which idle (accelerators at their idle floor, no activity): {fmt_j(u.idle_energy_j)} over "
-            f"{u.idle_duration_s:.2f} s" + (f", mean {r.idle.mean_power_w:.1f} W" if r.idle.mean_power_w else ""))
-    return [line, idle]
+    idle = (f"of which idle (accelerators at their idle floor, no activity): {fmt_j(u.idle_energy_j)} over "
+            f"{_duration(u.idle_duration_s)}" + (f", mean {r.idle.mean_power_w:.1f} W" if r.idle.mean_power_w else ""))
+    return wrap(line, width, "", "  ") + wrap(idle, width, "  ", "    ")
 
 
 def carbon_summary(c: CarbonReport) -> str:
@@ -246,15 +472,15 @@ def carbon_summary(c: CarbonReport) -> str:
     return (f"{fmt_co2(c.g_co2e)}{per_mtok}, about {c.car_km:.3g} km ({c.car_miles:.3g} mi) by car")
 
 
-def _carbon_lines(r: Report) -> list[str]:
+def _carbon_lines(r: Report, width: int = DEFAULT_WIDTH) -> list[str]:
     c = r.carbon
     if c is None:
-        return ["", f"CO2: {r.carbon_note}"] if r.carbon_note else []
+        return [""] + wrap(f"CO2: {r.carbon_note}", width, "", "  ") if r.carbon_note else []
     year = f", year {c.intensity_year}" if c.intensity_year else ""
     labels = ", ".join(f"{k} {fmt_co2(v)}" for k, v in c.by_label_g_co2e.items())
-    out = ["", f"CO2 ({c.basis}): {carbon_summary(c)}",
-           f"  {c.location}: {c.intensity_g_per_kwh:.1f} g/kWh ({c.intensity_source}{year}); "
-           f"PUE {c.pue:g} ({c.pue_source}); {c.facility_kwh:.4g} kWh at the facility"]
+    out = [""] + wrap(f"CO2 ({c.basis}): {carbon_summary(c)}", width, "", "  ")
+    out += wrap(f"{c.location}: {c.intensity_g_per_kwh:.1f} g/kWh ({c.intensity_source}{year}); "
+                f"PUE {c.pue:g} ({c.pue_source}); {c.facility_kwh:.4g} kWh at the facility", width, "  ", "    ")
     if labels:
-        out.append(f"  by label: {labels}")
+        out += wrap(f"by label: {labels}", width, "  ", "    ")
     return out
