@@ -505,6 +505,7 @@ class NvmlCollector(Collector):
     def read(self) -> list[dict[str, Any]]:
         lib = self.nvml
         out: list[dict[str, Any]] = []
+        lost: list[tuple[_Device, Exception]] = []
         for d in list(self._reading):
             try:
                 gpm_row = self._gpm_read(d.dev)  # before the NVML row: earlier t, and the NVML row stays last
@@ -513,7 +514,9 @@ class NvmlCollector(Collector):
                 row = self._read_device(lib, d)
             except lib.NVMLError as e:
                 if getattr(e, "value", None) == ERROR_GPU_IS_LOST:
-                    self._lose(d, e)
+                    self._reading.remove(d)
+                    self._gpm_drop(d.dev)
+                    lost.append((d, e))
                 else:
                     d.errors += 1
                     if d.errors <= 3 or d.errors % 100 == 0:
@@ -522,8 +525,13 @@ class NvmlCollector(Collector):
                 continue
             if row is not None:
                 out.append(row)
-        if not self._reading:
-            raise DeviceLostError("NVML: every GPU being recorded is lost")
+        if lost and not self._reading:  # nothing left: the collector stops (one device_lost event)
+            raise DeviceLostError(f"NVML: GPU is lost: {', '.join(d.dev for d, _ in lost)} ({lost[0][1]}); "
+                                  "no GPU left to record")
+        for d, e in lost:
+            rest = ", ".join(x.dev for x in self._reading)
+            self._note("device_lost", d.dev, f"{d.dev}: GPU is lost (NVML: {e}); its recording stops here, "
+                       f"the other GPUs go on ({rest})", reason=str(e))
         return out
 
     def _read_device(self, lib: Any, d: _Device) -> dict[str, Any] | None:
@@ -599,14 +607,6 @@ class NvmlCollector(Collector):
         d.missing[columns] = reason
         self._note("metric_missing", d.dev, f"{d.dev}: {', '.join(columns)} not recorded: {reason}",
                    metrics=list(columns), reason=reason)
-
-    def _lose(self, d: _Device, e: Exception) -> None:
-        """Drop a lost GPU alone; the others go on."""
-        self._reading.remove(d)
-        self._gpm_drop(d.dev)
-        rest = ", ".join(x.dev for x in self._reading) or "none"
-        self._note("device_lost", d.dev, f"{d.dev}: GPU is lost (NVML: {e}); its recording stops here, "
-                   f"the other GPUs go on ({rest})", reason=str(e))
 
     def options(self) -> dict[str, Any]:
         return {"gpm": "auto" if self.gpm is None else self.gpm, "gpm_interval": self.gpm_interval}
