@@ -196,19 +196,26 @@ class _Device:
     missing: dict[tuple[str, ...], str] = field(default_factory=dict)
     #: metric columns -> index into _Metric.functions of the function that answers
     choice: dict[tuple[str, ...], int] = field(default_factory=dict)
+    #: metric columns -> the function that answered (the fast path of later reads)
+    fns: dict[tuple[str, ...], Callable[..., Any]] = field(default_factory=dict)
     errors: int = 0  # transient read errors (readings dropped)
+    #: the power fields still asked for: (field id, column), and their ids
+    fields: list[tuple[int, str]] = field(default_factory=lambda: list(_FIELDS))
+    field_ids: list[int] = field(default_factory=lambda: [fid for fid, _ in _FIELDS])
 
 
 class _Unavailable(Exception):
     """A metric this device (its driver, the bindings) cannot give: missing, with the reason."""
 
 
+_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal")
+
+
 def _field_value(fv: Any) -> float:
     """A ``c_nvmlFieldValue_t``'s value by its ``valueType`` (0 double, 1 uint, 2 ulong, 3 ullong,
     4 sllong, 5 sint); power fields are unsigned int (mW)."""
-    kind = int(getattr(fv, "valueType", 1))
-    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}.get(kind, "uiVal")
-    return float(getattr(fv.value, member))
+    kind = getattr(fv, "valueType", 1)
+    return float(getattr(fv.value, _VALUE_MEMBERS[kind] if 0 <= kind < len(_VALUE_MEMBERS) else "uiVal"))
 
 
 class NvmlCollector(Collector):
@@ -549,11 +556,11 @@ class NvmlCollector(Collector):
         return row
 
     def _power_fields(self, lib: Any, d: _Device) -> dict[str, float]:
-        wanted = [(fid, col) for fid, col in _FIELDS if (col,) not in d.missing]
+        wanted = d.fields
         if not wanted:
             return {}
         try:
-            values = lib.nvmlDeviceGetFieldValues(d.handle, [fid for fid, _ in wanted])
+            values = lib.nvmlDeviceGetFieldValues(d.handle, d.field_ids)
         except lib.NVMLError as e:
             if getattr(e, "value", None) not in (ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND):
                 raise
@@ -575,6 +582,14 @@ class NvmlCollector(Collector):
     def _metric(self, lib: Any, d: _Device, m: _Metric) -> dict[str, float]:
         """``m`` for device ``d``: the first of its functions that the bindings have and the driver
         answers (remembered); {} once the device has been found unable to give it."""
+        fn = d.fns.get(m.columns)
+        if fn is not None:
+            try:
+                return m.convert(fn(d.handle, *m.args))
+            except lib.NVMLError as e:
+                if getattr(e, "value", None) not in (ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND):
+                    raise
+                del d.fns[m.columns]  # answered before, refuses now: find out below
         if m.columns in d.missing:
             return {}
         i = d.choice.get(m.columns, 0)
@@ -598,6 +613,7 @@ class NvmlCollector(Collector):
                     tried.append(f"{name}: not in this driver (Function Not Found)")
                 else:
                     d.choice[m.columns] = i
+                    d.fns[m.columns] = fn
                     return m.convert(value)
             i += 1
         self._missing(d, m.columns, "; ".join(tried))
@@ -605,6 +621,8 @@ class NvmlCollector(Collector):
 
     def _missing(self, d: _Device, columns: tuple[str, ...], reason: str) -> None:
         d.missing[columns] = reason
+        d.fields = [(fid, col) for fid, col in d.fields if col not in columns]
+        d.field_ids = [fid for fid, _ in d.fields]
         self._note("metric_missing", d.dev, f"{d.dev}: {', '.join(columns)} not recorded: {reason}",
                    metrics=list(columns), reason=reason)
 
@@ -831,6 +849,7 @@ class ReplayNvml:
         self._offset = 0.0
         self._inits = 0
         self.lost: set[int] = set()  # indices whose GPU "fell off the bus" (tests of device loss)
+        self._row_cache: dict[int, tuple[float, float, int, int]] = {}  # h -> (t from, t to, row, loop)
         info = self.trace.info
         base = sorted(self.trace.gpus.items())
         if devices is not None:
@@ -927,10 +946,17 @@ class ReplayNvml:
             raise ReplayNVMLError(ERROR_GPU_IS_LOST, "GPU is lost")
         g = self._gpus[h]
         now = self.clock.time() + self._offset
-        span = g.t[-1] - g.t[0] + (g.t[-1] - g.t[-2] if len(g.t) > 1 else 1.0)
-        loops = int((now - g.t[0]) // span) if now >= g.t[0] else 0
-        now -= loops * span
-        i = int(np.searchsorted(g.t, now, side="right")) - 1
+        hit = self._row_cache.get(h)
+        if hit is not None and hit[0] <= now < hit[1]:  # the calls of one reading hit the same trace row
+            return g, hit[2], hit[3]
+        t = g.t
+        span = t[-1] - t[0] + (t[-1] - t[-2] if len(t) > 1 else 1.0)
+        loops = int((now - t[0]) // span) if now >= t[0] else 0
+        r = now - loops * span
+        i = int(np.searchsorted(t, r, side="right")) - 1
+        if i >= 0:  # the row serves [t[i], t[i + 1]) of this loop
+            end = t[i + 1] if i + 1 < len(t) else t[0] + span
+            self._row_cache[h] = (float(t[i] + loops * span), float(end + loops * span), i, loops)
         return g, max(i, 0), loops
 
     def _value(self, h: int, col: str) -> float:
