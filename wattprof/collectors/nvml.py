@@ -67,6 +67,10 @@ GPM_FUNCTIONS = ("nvmlGpmQueryDeviceSupport", "nvmlGpmSampleAlloc", "nvmlGpmSamp
                  "nvmlGpmSampleFree", "nvmlGpmMetricsGet", "c_nvmlGpmMetricsGet_t",
                  "NVML_GPM_METRICS_GET_VERSION")
 
+#: After the first three, a GPU's transient read errors are noted at most once per this many
+#: seconds, each event with the count so far (the report takes the highest).
+READ_ERROR_NOTE_S = 10.0
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -199,6 +203,7 @@ class _Device:
     #: metric columns -> the function that answered (the fast path of later reads)
     fns: dict[tuple[str, ...], Callable[..., Any]] = field(default_factory=dict)
     errors: int = 0  # transient read errors (readings dropped)
+    errors_noted_at: float = -math.inf  # monotonic time of the last device_read_error event
     #: the power fields still asked for: (field id, column), and their ids
     fields: list[tuple[int, str]] = field(default_factory=lambda: list(_FIELDS))
     field_ids: list[int] = field(default_factory=lambda: [fid for fid, _ in _FIELDS])
@@ -526,7 +531,9 @@ class NvmlCollector(Collector):
                     lost.append((d, e))
                 else:
                     d.errors += 1
-                    if d.errors <= 3 or d.errors % 100 == 0:
+                    now = self.clock.monotonic()
+                    if d.errors <= 3 or now - d.errors_noted_at >= READ_ERROR_NOTE_S:  # rate-limited
+                        d.errors_noted_at = now
                         self._note("device_read_error", d.dev, f"{d.dev}: reading dropped ({d.errors} so far): "
                                    f"NVML: {e}; the other GPUs' readings are kept", dropped=d.errors, reason=str(e))
                 continue
