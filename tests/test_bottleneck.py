@@ -314,7 +314,7 @@ def test_read_gpm_csv_fixture():
     assert set(df["device"]) == {"gpu:0"}
     assert list(df.columns) == ["t", "device", *GPM_COLUMN_MAP.values()]
     assert np.allclose(df["sm_active_pct"], raw["sm_util"])
-    assert np.allclose(df["pcie_rx_mbps"], raw["pcie_rx_per_sec"])
+    assert np.allclose(df["pcie_rx_mbps"], raw["pcie_rx_per_sec"] * 2**20 / 1e6)  # NVML's MiB/s -> MB/s
     assert read_gpm_csv(GPM_CSV, device="gpu:3")["device"].iloc[0] == "gpu:3"
     assert sniff(GPM_CSV)
     assert not sniff(H100 / "nvml_samples_10ms.csv")

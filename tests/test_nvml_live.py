@@ -321,3 +321,24 @@ def test_mig_denied_timeouts_and_a_lost_gpu_leave_the_others_energy_complete(mak
     assert "gpu:3: lost during the run" in text
     kinds = run.events.groupby("kind").size().to_dict()
     assert kinds["device_unselected"] == 1 and kinds["device_lost"] == 1 and kinds["metric_missing"] == 1
+
+
+def test_gpm_through_the_real_ctypes_structures_matches_the_replay(h100_gpm, monkeypatch):
+    """GPM samples, the c_nvmlGpmMetricsGet_t request and its metrics array are pynvml's own
+    ctypes types here; the rows equal those of the lax replay, PCIe/NVLink in MB/s."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    trace, gpm = h100_gpm / "nvml_samples_10ms.csv", h100_gpm / "gpm_samples_500ms.csv"
+    frames = []
+    for strict in (True, False):
+        clock = ManualClock(0.0)
+        replay = ReplayNvml(trace, clock=clock, gpm_trace=gpm)
+        c = NvmlCollector(clock=clock, nvml=StrictNvml(replay) if strict else replay)
+        assert c.open()["gpu:0"]["gpm"] == "enabled"
+        df = sweep(c, clock, 100)
+        c.close()
+        assert replay.gpm_samples_live == 0
+        frames.append(df[df.sm_active_pct.notna()].reset_index(drop=True))
+    strict_rows, lax_rows = frames
+    assert len(strict_rows) == 20
+    pd.testing.assert_frame_equal(strict_rows, lax_rows)
+    assert strict_rows[["sm_active_pct", "pcie_tx_mbps", "nvlink_rx_mbps"]].notna().all().all()

@@ -67,6 +67,10 @@ GPM_FUNCTIONS = ("nvmlGpmQueryDeviceSupport", "nvmlGpmSampleAlloc", "nvmlGpmSamp
                  "nvmlGpmSampleFree", "nvmlGpmMetricsGet", "c_nvmlGpmMetricsGet_t",
                  "NVML_GPM_METRICS_GET_VERSION")
 
+#: After the first three, a GPU's transient read errors are noted at most once per this many
+#: seconds, each event with the count so far (the report takes the highest).
+READ_ERROR_NOTE_S = 10.0
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -196,19 +200,27 @@ class _Device:
     missing: dict[tuple[str, ...], str] = field(default_factory=dict)
     #: metric columns -> index into _Metric.functions of the function that answers
     choice: dict[tuple[str, ...], int] = field(default_factory=dict)
+    #: metric columns -> the function that answered (the fast path of later reads)
+    fns: dict[tuple[str, ...], Callable[..., Any]] = field(default_factory=dict)
     errors: int = 0  # transient read errors (readings dropped)
+    errors_noted_at: float = -math.inf  # monotonic time of the last device_read_error event
+    #: the power fields still asked for: (field id, column), and their ids
+    fields: list[tuple[int, str]] = field(default_factory=lambda: list(_FIELDS))
+    field_ids: list[int] = field(default_factory=lambda: [fid for fid, _ in _FIELDS])
 
 
 class _Unavailable(Exception):
     """A metric this device (its driver, the bindings) cannot give: missing, with the reason."""
 
 
+_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal")
+
+
 def _field_value(fv: Any) -> float:
     """A ``c_nvmlFieldValue_t``'s value by its ``valueType`` (0 double, 1 uint, 2 ulong, 3 ullong,
     4 sllong, 5 sint); power fields are unsigned int (mW)."""
-    kind = int(getattr(fv, "valueType", 1))
-    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}.get(kind, "uiVal")
-    return float(getattr(fv.value, member))
+    kind = getattr(fv, "valueType", 1)
+    return float(getattr(fv.value, _VALUE_MEMBERS[kind] if 0 <= kind < len(_VALUE_MEMBERS) else "uiVal"))
 
 
 class NvmlCollector(Collector):
@@ -505,6 +517,7 @@ class NvmlCollector(Collector):
     def read(self) -> list[dict[str, Any]]:
         lib = self.nvml
         out: list[dict[str, Any]] = []
+        lost: list[tuple[_Device, Exception]] = []
         for d in list(self._reading):
             try:
                 gpm_row = self._gpm_read(d.dev)  # before the NVML row: earlier t, and the NVML row stays last
@@ -513,17 +526,26 @@ class NvmlCollector(Collector):
                 row = self._read_device(lib, d)
             except lib.NVMLError as e:
                 if getattr(e, "value", None) == ERROR_GPU_IS_LOST:
-                    self._lose(d, e)
+                    self._reading.remove(d)
+                    self._gpm_drop(d.dev)
+                    lost.append((d, e))
                 else:
                     d.errors += 1
-                    if d.errors <= 3 or d.errors % 100 == 0:
+                    now = self.clock.monotonic()
+                    if d.errors <= 3 or now - d.errors_noted_at >= READ_ERROR_NOTE_S:  # rate-limited
+                        d.errors_noted_at = now
                         self._note("device_read_error", d.dev, f"{d.dev}: reading dropped ({d.errors} so far): "
                                    f"NVML: {e}; the other GPUs' readings are kept", dropped=d.errors, reason=str(e))
                 continue
             if row is not None:
                 out.append(row)
-        if not self._reading:
-            raise DeviceLostError("NVML: every GPU being recorded is lost")
+        if lost and not self._reading:  # nothing left: the collector stops (one device_lost event)
+            raise DeviceLostError(f"NVML: GPU is lost: {', '.join(d.dev for d, _ in lost)} ({lost[0][1]}); "
+                                  "no GPU left to record")
+        for d, e in lost:
+            rest = ", ".join(x.dev for x in self._reading)
+            self._note("device_lost", d.dev, f"{d.dev}: GPU is lost (NVML: {e}); its recording stops here, "
+                       f"the other GPUs go on ({rest})", reason=str(e))
         return out
 
     def _read_device(self, lib: Any, d: _Device) -> dict[str, Any] | None:
@@ -541,11 +563,11 @@ class NvmlCollector(Collector):
         return row
 
     def _power_fields(self, lib: Any, d: _Device) -> dict[str, float]:
-        wanted = [(fid, col) for fid, col in _FIELDS if (col,) not in d.missing]
+        wanted = d.fields
         if not wanted:
             return {}
         try:
-            values = lib.nvmlDeviceGetFieldValues(d.handle, [fid for fid, _ in wanted])
+            values = lib.nvmlDeviceGetFieldValues(d.handle, d.field_ids)
         except lib.NVMLError as e:
             if getattr(e, "value", None) not in (ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND):
                 raise
@@ -567,6 +589,14 @@ class NvmlCollector(Collector):
     def _metric(self, lib: Any, d: _Device, m: _Metric) -> dict[str, float]:
         """``m`` for device ``d``: the first of its functions that the bindings have and the driver
         answers (remembered); {} once the device has been found unable to give it."""
+        fn = d.fns.get(m.columns)
+        if fn is not None:
+            try:
+                return m.convert(fn(d.handle, *m.args))
+            except lib.NVMLError as e:
+                if getattr(e, "value", None) not in (ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND):
+                    raise
+                del d.fns[m.columns]  # answered before, refuses now: find out below
         if m.columns in d.missing:
             return {}
         i = d.choice.get(m.columns, 0)
@@ -590,6 +620,7 @@ class NvmlCollector(Collector):
                     tried.append(f"{name}: not in this driver (Function Not Found)")
                 else:
                     d.choice[m.columns] = i
+                    d.fns[m.columns] = fn
                     return m.convert(value)
             i += 1
         self._missing(d, m.columns, "; ".join(tried))
@@ -597,16 +628,10 @@ class NvmlCollector(Collector):
 
     def _missing(self, d: _Device, columns: tuple[str, ...], reason: str) -> None:
         d.missing[columns] = reason
+        d.fields = [(fid, col) for fid, col in d.fields if col not in columns]
+        d.field_ids = [fid for fid, _ in d.fields]
         self._note("metric_missing", d.dev, f"{d.dev}: {', '.join(columns)} not recorded: {reason}",
                    metrics=list(columns), reason=reason)
-
-    def _lose(self, d: _Device, e: Exception) -> None:
-        """Drop a lost GPU alone; the others go on."""
-        self._reading.remove(d)
-        self._gpm_drop(d.dev)
-        rest = ", ".join(x.dev for x in self._reading) or "none"
-        self._note("device_lost", d.dev, f"{d.dev}: GPU is lost (NVML: {e}); its recording stops here, "
-                   f"the other GPUs go on ({rest})", reason=str(e))
 
     def options(self) -> dict[str, Any]:
         return {"gpm": "auto" if self.gpm is None else self.gpm, "gpm_interval": self.gpm_interval}
@@ -831,6 +856,7 @@ class ReplayNvml:
         self._offset = 0.0
         self._inits = 0
         self.lost: set[int] = set()  # indices whose GPU "fell off the bus" (tests of device loss)
+        self._row_cache: dict[int, tuple[float, float, int, int]] = {}  # h -> (t from, t to, row, loop)
         info = self.trace.info
         base = sorted(self.trace.gpus.items())
         if devices is not None:
@@ -927,10 +953,17 @@ class ReplayNvml:
             raise ReplayNVMLError(ERROR_GPU_IS_LOST, "GPU is lost")
         g = self._gpus[h]
         now = self.clock.time() + self._offset
-        span = g.t[-1] - g.t[0] + (g.t[-1] - g.t[-2] if len(g.t) > 1 else 1.0)
-        loops = int((now - g.t[0]) // span) if now >= g.t[0] else 0
-        now -= loops * span
-        i = int(np.searchsorted(g.t, now, side="right")) - 1
+        hit = self._row_cache.get(h)
+        if hit is not None and hit[0] <= now < hit[1]:  # the calls of one reading hit the same trace row
+            return g, hit[2], hit[3]
+        t = g.t
+        span = t[-1] - t[0] + (t[-1] - t[-2] if len(t) > 1 else 1.0)
+        loops = int((now - t[0]) // span) if now >= t[0] else 0
+        r = now - loops * span
+        i = int(np.searchsorted(t, r, side="right")) - 1
+        if i >= 0:  # the row serves [t[i], t[i + 1]) of this loop
+            end = t[i + 1] if i + 1 < len(t) else t[0] + span
+            self._row_cache[h] = (float(t[i] + loops * span), float(end + loops * span), i, loops)
         return g, max(i, 0), loops
 
     def _value(self, h: int, col: str) -> float:
