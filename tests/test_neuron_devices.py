@@ -331,3 +331,34 @@ def test_container_devices_can_be_paired_by_option(monitor, tmp_path):
         c.close()
     assert meta["neuron:0"]["sysfs_pairing"].startswith("sysfs paired by the sysfs_map option")
     assert rows and all(r["power_util_pct"] == 18.86 for r in rows)
+
+
+# --- wattprof import --samples neuron.jsonl ------------------------------------------------------------
+
+def test_import_a_neuron_monitor_log_rebuilds_times_from_periods(tmp_path):
+    from conftest import wattprof
+
+    from wattprof.run import Run
+    run = tmp_path / "run"
+    p = wattprof("import", str(run), "--samples", str(TRN2_48), "--start", "1764590400")
+    assert p.returncode == 0, p.stderr
+    assert "import-neuron-monitor-jsonl" in p.stderr  # detected from the first line, no --samples-format
+    r = Run.open(run)
+    s = r.samples
+    assert sorted(set(s.device), key=lambda d: int(d.split(":")[1])) == [f"neuron:{d}" for d in range(16)]
+    t = sorted(set(s.t))
+    assert t[0] == pytest.approx(1764590400) and t[1] - t[0] == pytest.approx(1.0)  # the idle report's period
+    busy = s[(s.device == "neuron:1") & (s.t == t[-1])]
+    assert busy.util_pct.iloc[0] == 80.0 and busy.power_est_w.iloc[0] == pytest.approx(85 + 415 * 0.8)
+    dev = r.devices["neuron:1"]
+    assert dev["kind"] == "neuron" and dev["power_estimated"] is True
+    assert dev["power_source"].startswith("estimated: utilization-based") and "no sysfs power" in dev["power_source"]
+
+
+def test_import_of_a_bad_neuron_monitor_line_names_file_and_line(tmp_path):
+    from conftest import wattprof
+    bad = tmp_path / "nm.jsonl"
+    lines = INF2.read_text().splitlines()
+    bad.write_text(lines[0] + "\n" + lines[1][:-3] + "\n" + lines[2] + "\n")
+    p = wattprof("import", str(tmp_path / "run"), "--samples", str(bad), "--samples-format", "neuron-monitor-jsonl")
+    assert p.returncode == 2 and "nm.jsonl:2: not JSON" in p.stderr and "Traceback" not in p.stderr

@@ -141,6 +141,49 @@ def normalise_type(value: str) -> str:
     return found
 
 
+@dataclass(frozen=True)
+class PowerModel:
+    """The watts model of one device type: ``max_w`` None means no estimate."""
+
+    max_w: float | None
+    idle_w: float
+    max_w_from: str | None
+    idle_w_from: str | None
+
+
+def power_model(device_type: str | None, max_w: float | None = None, idle_w: float | None = None) -> PowerModel:
+    """``max_w``/``idle_w`` from the options, else the device type's defaults, each with its source."""
+    default = POWER_DEFAULTS.get(device_type or "")
+    type_name = TYPE_NAMES.get(device_type or "", "an unknown Neuron device type")
+    if max_w is not None:
+        mx, mx_from = float(max_w), "option max_w"
+    elif default is not None:
+        mx, mx_from = default.max_w, f"default for {type_name}: {default.source}"
+    else:
+        mx, mx_from = None, None
+    if idle_w is not None:
+        idle, idle_from = float(idle_w), "option idle_w"
+    elif mx is not None:
+        idle, idle_from = round(IDLE_FLOOR_FRACTION * mx, 1), IDLE_FLOOR_SOURCE
+    else:
+        idle, idle_from = 0.0, None
+    if mx is not None and idle > mx:
+        raise InputError(f"neuron: idle_w ({idle}) is above max_w ({mx})")
+    return PowerModel(mx, idle, mx_from, idle_from)
+
+
+def estimate_power(row: dict[str, Any], max_w: float, idle_w: float) -> None:
+    """Set ``row["power_est_w"]``: from the sysfs percentage where the row has one, else from the
+    NeuronCore utilisation; nothing when it has neither."""
+    pct = row.get("power_util_pct")
+    if pct is not None and not math.isnan(pct):
+        row["power_est_w"] = idle_w + pct / 100.0 * max_w
+        return
+    util = row.get("util_pct")
+    if util is not None and not math.isnan(util):
+        row["power_est_w"] = idle_w + (max_w - idle_w) * min(max(util, 0.0), 100.0) / 100.0
+
+
 def parse_sysfs_map(value: Any) -> dict[int, int] | None:
     """``0:4,1:5`` (neuron-monitor index : sysfs neuron<N>) -> {0: 4, 1: 5}."""
     if value is None or value == "":
@@ -380,22 +423,8 @@ class NeuronCollector(EventSurfacing, Collector):
         return {dev: self._device_meta(i, info, hardware) for dev, i in self._devices.items()}
 
     def _set_power_model(self) -> None:
-        default = POWER_DEFAULTS.get(self.device_type or "")
-        type_name = TYPE_NAMES.get(self.device_type or "", "an unknown Neuron device type")
-        if self.max_w_option is not None:
-            self.max_w, self.max_w_from = self.max_w_option, "option max_w"
-        elif default is not None:
-            self.max_w, self.max_w_from = default.max_w, f"default for {type_name}: {default.source}"
-        else:
-            self.max_w, self.max_w_from = None, None
-        if self.idle_w_option is not None:
-            self.idle_w, self.idle_w_from = self.idle_w_option, "option idle_w"
-        elif self.max_w is not None:
-            self.idle_w, self.idle_w_from = round(IDLE_FLOOR_FRACTION * self.max_w, 1), IDLE_FLOOR_SOURCE
-        else:
-            self.idle_w, self.idle_w_from = 0.0, None
-        if self.max_w is not None and self.idle_w > self.max_w:
-            raise InputError(f"neuron: idle_w ({self.idle_w}) is above max_w ({self.max_w})")
+        m = power_model(self.device_type, self.max_w_option, self.idle_w_option)
+        self.max_w, self.idle_w, self.max_w_from, self.idle_w_from = m.max_w, m.idle_w, m.max_w_from, m.idle_w_from
 
     def _start_monitor(self, path: str) -> None:
         fd, self._config = tempfile.mkstemp(prefix="wattprof-neuron-monitor-", suffix=".json")
@@ -569,15 +598,8 @@ class NeuronCollector(EventSurfacing, Collector):
                                     + ("" if status == STATUS_VALID else f"; {fallback}"))
 
     def _estimate(self, row: dict[str, Any]) -> None:
-        if self.max_w is None:
-            return
-        pct = row.get("power_util_pct")
-        if pct is not None and not math.isnan(pct):
-            row["power_est_w"] = self.idle_w + pct / 100.0 * self.max_w
-            return
-        util = row.get("util_pct")
-        if util is not None and not math.isnan(util):
-            row["power_est_w"] = self.idle_w + (self.max_w - self.idle_w) * min(max(util, 0.0), 100.0) / 100.0
+        if self.max_w is not None:
+            estimate_power(row, self.max_w, self.idle_w)
 
     def _poll_sysfs(self) -> list[dict[str, Any]]:
         """Without neuron-monitor: one power row per device every period_s."""

@@ -134,6 +134,43 @@ def is_partial(obj: Any) -> bool:
     return bool(periods) and max(periods) < _PARTIAL_PERIOD_S
 
 
+def report_period(obj: Any) -> float | None:
+    """Seconds the report covers: the longest ``period`` of its metric groups (None without any)."""
+    periods: list[float] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, dict):
+            p = _num(o.get("period"))
+            if not math.isnan(p) and p >= 0:
+                periods.append(p)
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return max(periods) if periods else None
+
+
+def report_times(periods: list[float | None], *, start_s: float | None = None,
+                 end_s: float | None = None) -> list[float]:
+    """Wall-clock times of consecutive reports from their periods (each report is printed one
+    period after the one before), anchored at the first report's ``start_s`` or the last's ``end_s``.
+    A report without a period counts as the median of the others (1 s when none has one)."""
+    known = sorted(p for p in periods if p is not None and p > 0)
+    fill = known[len(known) // 2] if known else 1.0
+    steps = [fill if p is None else p for p in periods]
+    offsets = [0.0]
+    for p in steps[1:]:
+        offsets.append(offsets[-1] + p)
+    if start_s is not None:
+        return [start_s + o for o in offsets]
+    if end_s is None:
+        raise ValueError("report_times needs start_s or end_s")
+    return [end_s - offsets[-1] + o for o in offsets]
+
+
 def report_errors(obj: Any) -> list[str]:
     """Every non-empty ``"error"`` string, each prefixed with where it was found."""
     if not isinstance(obj, dict):
@@ -352,6 +389,8 @@ class NeuronReport:
     errors: list[str]
     info: dict[str, Any]
     partial: bool
+    #: Seconds this report covers (its metric groups' longest ``period``), None without groups.
+    period_s: float | None = None
 
 
 @dataclass
@@ -397,7 +436,7 @@ def read_neuron_monitor_jsonl(path: str | Path) -> NeuronMonitorLog:
                              path=str(p), line=n)
         hardware.update({k: v for k, v in _dict(obj.get("neuron_hardware_info")).items() if v not in (None, "")})
         samples, errors = parse_report(obj, hardware=hardware)
-        log.reports.append(NeuronReport(n, samples, errors, report_info(obj), is_partial(obj)))
+        log.reports.append(NeuronReport(n, samples, errors, report_info(obj), is_partial(obj), report_period(obj)))
     if not log.reports:
         raise InputError("no reports in file (expected neuron-monitor JSON lines)", path=str(p))
     return log
