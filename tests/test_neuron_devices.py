@@ -362,3 +362,25 @@ def test_import_of_a_bad_neuron_monitor_line_names_file_and_line(tmp_path):
     bad.write_text(lines[0] + "\n" + lines[1][:-3] + "\n" + lines[2] + "\n")
     p = wattprof("import", str(tmp_path / "run"), "--samples", str(bad), "--samples-format", "neuron-monitor-jsonl")
     assert p.returncode == 2 and "nm.jsonl:2: not JSON" in p.stderr and "Traceback" not in p.stderr
+
+
+# --- ECC counters as events -------------------------------------------------------------------------
+
+def test_ecc_counters_become_events_when_they_change(monitor, tmp_path):
+    reports = [json.loads(line) for line in INF2.read_text().splitlines()]
+    reports[3]["system_data"]["neuron_hw_counters"]["neuron_devices"][0]["mem_ecc_corrected"] = 3
+    reports[4]["system_data"]["neuron_hw_counters"]["neuron_devices"][0]["mem_ecc_corrected"] = 3
+    reports[4]["system_data"]["neuron_hw_counters"]["neuron_devices"][0]["mem_ecc_uncorrected"] = 1
+    log = tmp_path / "ecc.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in reports))
+    monitor(log)
+    c = NeuronCollector(sysfs_root=str(tmp_path / "none"))
+    try:
+        c.open()
+        _, errors = collect(c, 1.2)
+    finally:
+        c.close()
+    text = "\n".join(errors)
+    assert "neuron:0: corrected ECC errors in device DRAM: mem_ecc_corrected = 3 (was 0; neuron_hw_counters)" in text
+    assert "neuron:0: uncorrected ECC errors in device DRAM: mem_ecc_uncorrected = 1 (was 0" in text
+    assert text.count("mem_ecc_corrected = 3") == 1  # repeated reports of the same count: one event

@@ -47,7 +47,14 @@ from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import CollectorError, InputError
-from ..formats.neuron_monitor import DEVICE_COLUMNS, HOST_COLUMNS, device_id, parse_report, report_info
+from ..formats.neuron_monitor import (
+    DEVICE_COLUMNS,
+    HOST_COLUMNS,
+    device_id,
+    ecc_counters,
+    parse_report,
+    report_info,
+)
 from ..schema import METRICS
 from .base import Collector
 from .neuron_sysfs import (
@@ -345,6 +352,7 @@ class NeuronCollector(EventSurfacing, Collector):
         self._events: list[str] = []
         self._seen_errors: set[str] = set()
         self._status: dict[int, str] = {}
+        self._ecc: dict[int, dict[str, int]] = {}
         self._last_poll: float | None = None
         self._lock = threading.Lock()
 
@@ -546,6 +554,7 @@ class NeuronCollector(EventSurfacing, Collector):
         samples, errors = parse_report(obj, hardware=hardware)
         for e in errors:
             self._note(f"neuron-monitor: {e}")
+        self._check_ecc(obj)
         rows = []
         for s in samples:
             if s["device"] == "host" and not self.host_metrics:
@@ -555,6 +564,20 @@ class NeuronCollector(EventSurfacing, Collector):
         with self._lock:
             self._rows.extend(rows)
         self._first_report.set()
+
+    def _check_ecc(self, obj: dict[str, Any]) -> None:
+        """ECC counters (``neuron_hw_counters``) as events: any that are non-zero when first seen,
+        then every change, naming the device and the counter."""
+        for dev, counts in ecc_counters(obj).items():
+            before = self._ecc.get(dev)
+            self._ecc[dev] = counts
+            for k, n in counts.items():
+                old = None if before is None else before.get(k)
+                if (old is None and n > 0) or (old is not None and n != old):
+                    where = "device DRAM" if k.startswith("mem") else "on-chip SRAM"
+                    kind = "uncorrected" if k.endswith("uncorrected") else "corrected"
+                    was = "when first read" if old is None else f"was {old}"
+                    self._note(f"neuron:{dev}: {kind} ECC errors in {where}: {k} = {n} ({was}; neuron_hw_counters)")
 
     def _read_node(self, node: PowerNode, index: int) -> tuple[str, float | None]:
         """(status, percent) of one power node; unknown formats of the raw node are reported once."""

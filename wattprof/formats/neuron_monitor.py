@@ -171,6 +171,25 @@ def report_times(periods: list[float | None], *, start_s: float | None = None,
     return [end_s - offsets[-1] + o for o in offsets]
 
 
+#: ``system_data.neuron_hw_counters.neuron_devices[]`` ECC counters (user guide), most severe first.
+ECC_COUNTERS = ("mem_ecc_uncorrected", "sram_ecc_uncorrected", "mem_ecc_corrected", "sram_ecc_corrected")
+
+
+def ecc_counters(obj: Any) -> dict[int, dict[str, int]]:
+    """Per device index, the report's ECC counters (only those present as whole numbers >= 0)."""
+    group = _group(_dict(_dict(obj).get("system_data")), "neuron_hw_counters")
+    out: dict[int, dict[str, int]] = {}
+    for entry in _list(group.get("neuron_devices")):
+        dev = _int_key(_dict(entry).get("neuron_device_index"))
+        if dev is None or isinstance(_dict(entry).get("neuron_device_index"), bool):
+            continue
+        counts = {k: int(v) for k in ECC_COUNTERS
+                  if not math.isnan(v := _num(entry.get(k))) and v >= 0 and v == int(v)}
+        if counts:
+            out[dev] = counts
+    return out
+
+
 def report_errors(obj: Any) -> list[str]:
     """Every non-empty ``"error"`` string, each prefixed with where it was found."""
     if not isinstance(obj, dict):
