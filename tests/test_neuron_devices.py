@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import NEURON
 
@@ -384,3 +385,33 @@ def test_ecc_counters_become_events_when_they_change(monitor, tmp_path):
     assert "neuron:0: corrected ECC errors in device DRAM: mem_ecc_corrected = 3 (was 0; neuron_hw_counters)" in text
     assert "neuron:0: uncorrected ECC errors in device DRAM: mem_ecc_uncorrected = 1 (was 0" in text
     assert text.count("mem_ecc_corrected = 3") == 1  # repeated reports of the same count: one event
+
+
+# --- bottleneck evidence: per-core imbalance, runtime host overhead, runtime errors -------------------
+
+def _neuron_samples(cores: dict[str, float], total_p50: float, device_p50: float, errors: int) -> pd.DataFrame:
+    obj = json.loads(INF2.read_text().splitlines()[-1])
+    report = obj["neuron_runtime_data"][0]["report"]
+    for k, u in cores.items():
+        report["neuroncore_counters"]["neuroncores_in_use"][k]["neuroncore_utilization"] = u
+    report["execution_stats"]["latency_stats"]["total_latency"]["p50"] = total_p50
+    report["execution_stats"]["latency_stats"]["device_latency"]["p50"] = device_p50
+    report["execution_stats"]["error_summary"]["hardware"] = errors
+    samples, _ = parse_report(obj)
+    rows = [{"t": float(t), **s} for t in range(20) for s in samples if s["device"] != "host"]
+    return pd.DataFrame(rows)
+
+
+def test_bottleneck_evidence_shows_core_imbalance_and_runtime_host_overhead():
+    from wattprof.analysis.bottleneck import classify_windows
+    s = _neuron_samples({"0": 90.0, "1": 10.0}, total_p50=0.010, device_p50=0.003, errors=2)
+    windows = pd.DataFrame({"label": ["serve"], "t_start": [0.0], "t_end": [19.0]})
+    v = classify_windows(s, windows)["serve"]
+    assert v.evidence["core_imbalance_pct"] == pytest.approx(80.0)
+    assert v.evidence["host_overhead_frac"] == pytest.approx(0.7)
+    assert v.evidence["runtime_err_per_s"] == pytest.approx(2.0)
+    assert "runtime host overhead 70% of latency" in v.reason and "NeuronCore spread 80 points" in v.reason
+    assert "outside the device" in v.suggestion and "NEURON_RT_VISIBLE_CORES" in v.suggestion
+    balanced = classify_windows(_neuron_samples({"0": 50.0, "1": 50.0}, 0.010, 0.009, 0), windows)["serve"]
+    assert balanced.evidence["core_imbalance_pct"] == 0.0 and "NeuronCore" not in balanced.reason
+    assert "outside the device" not in balanced.suggestion

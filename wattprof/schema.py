@@ -58,6 +58,10 @@ METRICS: dict[str, Metric] = {
         Metric("latency_p99_s", "s", "execution total latency, 99th percentile"),
         Metric("runtime_cpu_pct", "%", "the accelerator runtime's vCPU use (user + system)"),
         Metric("runtime_host_mem_bytes", "B", "host memory used by the accelerator runtime"),
+        Metric("core_util_min_pct", "%", "least busy core of the device (NeuronCore utilisation)"),
+        Metric("core_util_max_pct", "%", "busiest core of the device (NeuronCore utilisation)"),
+        Metric("device_latency_p50_s", "s", "execution time on the device alone, median (neuron-monitor)"),
+        Metric("runtime_err_per_s", "1/s", "errors the accelerator runtime reported per second (error_summary)"),
     ]
 }
 

@@ -21,7 +21,11 @@ neuron<N>``), because that is the unit power is known for:
   ``exec_per_s`` and ``exec_err_per_s`` (executions per second: counts per period / period),
   ``runtime_cpu_pct`` (the runtime's vCPU use, user + system) and ``runtime_host_mem_bytes``;
   latencies ``latency_p50_s`` / ``latency_p99_s`` (``total_latency``, seconds; the largest over
-  applications; missing when nothing ran).
+  applications; missing when nothing ran) and ``device_latency_p50_s`` (``device_latency`` of the
+  same application: time on the device alone; total - device is the runtime's host overhead);
+  ``runtime_err_per_s`` (``error_summary`` counts of every kind, per second);
+- ``core_util_min_pct`` / ``core_util_max_pct``: the least and most busy NeuronCore of the device
+  (per-core spread, for imbalance);
 
 Cores map to devices through ``neuron_hardware_info``: core ``c`` (a global index, as
 ``neuroncores_in_use`` keys are) is on device ``c // neuroncore_per_device_count``. That count is
@@ -53,6 +57,7 @@ from ..errors import InputError
 DEVICE_COLUMNS: tuple[str, ...] = (
     "util_pct", "mem_used_bytes", "mem_total_bytes", "flop_per_s", "exec_per_s", "exec_err_per_s",
     "latency_p50_s", "latency_p99_s", "runtime_cpu_pct", "runtime_host_mem_bytes",
+    "core_util_min_pct", "core_util_max_pct", "device_latency_p50_s", "runtime_err_per_s",
 )
 HOST_COLUMNS: tuple[str, ...] = ("cpu_util_pct", "mem_used_bytes", "mem_total_bytes")
 #: Failed-execution counters of ``execution_summary``.
@@ -337,7 +342,9 @@ def parse_report(obj: Any, *, hardware: Mapping[str, Any] | None = None) -> tupl
     for dev, row in rows.items():
         cores = [c for c in core_util if layout.device_of(c) == dev]
         if cores:
-            row["util_pct"] = sum(min(core_util[c], 100.0) for c in cores) / len(cores)
+            per_core = [min(core_util[c], 100.0) for c in cores]
+            row["util_pct"] = sum(per_core) / len(per_core)
+            row["core_util_min_pct"], row["core_util_max_pct"] = min(per_core), max(per_core)
         elif apps == [] and not partial:
             row["util_pct"] = 0.0  # no application: the device's cores are idle
         flops = [core_flops[c] for c in core_flops if layout.device_of(c) == dev]
@@ -360,6 +367,9 @@ def parse_report(obj: Any, *, hardware: Mapping[str, Any] | None = None) -> tupl
         period = _num(stats.get("period"))
         summary = _dict(stats.get("execution_summary"))
         latency = _dict(_dict(stats.get("latency_stats")).get("total_latency"))
+        on_device = _num(_dict(_dict(stats.get("latency_stats")).get("device_latency")).get("p50"))
+        errsum = [_num(v) for v in _dict(stats.get("error_summary")).values()]
+        errsum = [e for e in errsum if not math.isnan(e)]
         used = _dict(_group(report, "memory_used").get("neuron_runtime_used_bytes"))
         vcpu = _dict(_group(report, "neuron_runtime_vcpu_usage").get("vcpu_usage"))
         cpu = _num(vcpu.get("user")) + _num(vcpu.get("system"))
@@ -370,10 +380,16 @@ def parse_report(obj: Any, *, hardware: Mapping[str, Any] | None = None) -> tupl
                 errs = [_num(summary.get(k)) for k in _EXEC_ERRORS]
                 if any(not math.isnan(e) for e in errs):
                     _add(row, "exec_err_per_s", sum(e for e in errs if not math.isnan(e)) / period)
+                if errsum:
+                    _add(row, "runtime_err_per_s", sum(errsum) / period)
             for q, col in (("p50", "latency_p50_s"), ("p99", "latency_p99_s")):
                 v = _num(latency.get(q))
                 if not math.isnan(v):
                     row[col] = max(v, row.get(col, v))
+            if not math.isnan(on_device) and not math.isnan(_num(latency.get("p50"))):
+                # with the largest total p50 (same application), its device p50
+                if row.get("latency_p50_s") == _num(latency.get("p50")):
+                    row["device_latency_p50_s"] = on_device
             _add(row, "runtime_cpu_pct", cpu)
             _add(row, "runtime_host_mem_bytes", _num(used.get("host")))
         if not _dict(used.get("usage_breakdown")).get("neuroncore_memory_usage") and len(rows) == 1:
