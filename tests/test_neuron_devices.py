@@ -415,3 +415,13 @@ def test_bottleneck_evidence_shows_core_imbalance_and_runtime_host_overhead():
     balanced = classify_windows(_neuron_samples({"0": 50.0, "1": 50.0}, 0.010, 0.009, 0), windows)["serve"]
     assert balanced.evidence["core_imbalance_pct"] == 0.0 and "NeuronCore" not in balanced.reason
     assert "outside the device" not in balanced.suggestion
+
+
+def test_sysfs_map_from_the_command_line_and_its_mistakes():
+    from wattprof.collectors.base import parse_spec
+    from wattprof.errors import InputError
+    spec = parse_spec("neuron:sysfs_map=0:4+1:5,monitor=off")
+    assert NeuronCollector(**spec.options).sysfs_map == {0: 4, 1: 5}
+    for bad in ("0-4", "0:4+1:4", "a:b"):
+        with pytest.raises(InputError, match="sysfs_map"):
+            NeuronCollector(sysfs_map=bad)

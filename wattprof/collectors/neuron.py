@@ -192,19 +192,26 @@ def estimate_power(row: dict[str, Any], max_w: float, idle_w: float) -> None:
 
 
 def parse_sysfs_map(value: Any) -> dict[int, int] | None:
-    """``0:4,1:5`` (neuron-monitor index : sysfs neuron<N>) -> {0: 4, 1: 5}."""
+    """``0:4+1:5`` (neuron-monitor index : sysfs neuron<N>; pairs joined by ``+``, as a comma
+    separates collector options on the command line, or by ``,`` in Python) -> {0: 4, 1: 5}."""
     if value is None or value == "":
         return None
     if isinstance(value, dict):
         items = list(value.items())
     else:
-        items = [tuple(part.split(":", 1)) if ":" in part else (part, None) for part in str(value).split(",") if part.strip()]
+        items = [tuple(part.split(":", 1)) if ":" in part else (part, None)
+                 for part in re.split(r"[+,;\s]+", str(value)) if part.strip()]
     out: dict[int, int] = {}
     for a, b in items:
         try:
             out[int(a)] = int(b)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise InputError(f"neuron: sysfs_map must be MONITOR:SYSFS pairs like 0:4,1:5, not {value!r}") from None
+            raise InputError(f"neuron: sysfs_map must be MONITOR:SYSFS pairs joined by '+' like 0:4+1:5, "
+                             f"not {value!r}") from None
+        if out[int(a)] < 0 or int(a) < 0:
+            raise InputError(f"neuron: sysfs_map indices must be >= 0, not {value!r}")
+    if len(set(out.values())) != len(out):
+        raise InputError(f"neuron: sysfs_map pairs two devices with the same sysfs neuron<N>: {value!r}")
     return out
 
 
@@ -266,7 +273,7 @@ def match_devices(monitor: list[int] | None, sysfs: dict[int, SysfsDevice], *,
                 f"{min(monitor)}..{max(monitor)}, sysfs shows {_span(sorted(sysfs))} (host-wide numbering, as in a "
                 "container), and no identity ties them (neuron-monitor reports no PCI BDF or serial"
                 + ("; neuron-ls -j gave none that matches" if identities is not None else "; neuron-ls not found")
-                + "): sysfs power is not used; pass sysfs_map=MONITOR:SYSFS,... to pair them")
+                + "): sysfs power is not used; pass sysfs_map=MONITOR:SYSFS+... (e.g. 0:4+1:5) to pair them")
 
 
 def read_neuron_ls(path: str, timeout_s: float = 10.0) -> tuple[dict[int, dict[str, str]] | None, str | None]:
@@ -293,7 +300,7 @@ def read_neuron_ls(path: str, timeout_s: float = 10.0) -> tuple[dict[int, dict[s
 
 class NeuronCollector(EventSurfacing, Collector):
     """``neuron[:max_w=W,idle_w=W,device_type=trn2,sysfs_root=DIR,executable=PATH,period_s=1,
-    monitor=auto|on|off,host_metrics=0,sysfs_map=0:4,1:5,neuron_ls=PATH]``."""
+    monitor=auto|on|off,host_metrics=0,sysfs_map=0:4+1:5,neuron_ls=PATH]``."""
 
     name = "neuron"
     #: Stored columns: those the schema knows (the rest of _WANTED appear once it does).
