@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import NEURON
 
@@ -331,3 +332,96 @@ def test_container_devices_can_be_paired_by_option(monitor, tmp_path):
         c.close()
     assert meta["neuron:0"]["sysfs_pairing"].startswith("sysfs paired by the sysfs_map option")
     assert rows and all(r["power_util_pct"] == 18.86 for r in rows)
+
+
+# --- wattprof import --samples neuron.jsonl ------------------------------------------------------------
+
+def test_import_a_neuron_monitor_log_rebuilds_times_from_periods(tmp_path):
+    from conftest import wattprof
+
+    from wattprof.run import Run
+    run = tmp_path / "run"
+    p = wattprof("import", str(run), "--samples", str(TRN2_48), "--start", "1764590400")
+    assert p.returncode == 0, p.stderr
+    assert "import-neuron-monitor-jsonl" in p.stderr  # detected from the first line, no --samples-format
+    r = Run.open(run)
+    s = r.samples
+    assert sorted(set(s.device), key=lambda d: int(d.split(":")[1])) == [f"neuron:{d}" for d in range(16)]
+    t = sorted(set(s.t))
+    assert t[0] == pytest.approx(1764590400) and t[1] - t[0] == pytest.approx(1.0)  # the idle report's period
+    busy = s[(s.device == "neuron:1") & (s.t == t[-1])]
+    assert busy.util_pct.iloc[0] == 80.0 and busy.power_est_w.iloc[0] == pytest.approx(85 + 415 * 0.8)
+    dev = r.devices["neuron:1"]
+    assert dev["kind"] == "neuron" and dev["power_estimated"] is True
+    assert dev["power_source"].startswith("estimated: utilization-based") and "no sysfs power" in dev["power_source"]
+
+
+def test_import_of_a_bad_neuron_monitor_line_names_file_and_line(tmp_path):
+    from conftest import wattprof
+    bad = tmp_path / "nm.jsonl"
+    lines = INF2.read_text().splitlines()
+    bad.write_text(lines[0] + "\n" + lines[1][:-3] + "\n" + lines[2] + "\n")
+    p = wattprof("import", str(tmp_path / "run"), "--samples", str(bad), "--samples-format", "neuron-monitor-jsonl")
+    assert p.returncode == 2 and "nm.jsonl:2: not JSON" in p.stderr and "Traceback" not in p.stderr
+
+
+# --- ECC counters as events -------------------------------------------------------------------------
+
+def test_ecc_counters_become_events_when_they_change(monitor, tmp_path):
+    reports = [json.loads(line) for line in INF2.read_text().splitlines()]
+    reports[3]["system_data"]["neuron_hw_counters"]["neuron_devices"][0]["mem_ecc_corrected"] = 3
+    reports[4]["system_data"]["neuron_hw_counters"]["neuron_devices"][0]["mem_ecc_corrected"] = 3
+    reports[4]["system_data"]["neuron_hw_counters"]["neuron_devices"][0]["mem_ecc_uncorrected"] = 1
+    log = tmp_path / "ecc.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in reports))
+    monitor(log)
+    c = NeuronCollector(sysfs_root=str(tmp_path / "none"))
+    try:
+        c.open()
+        _, errors = collect(c, 1.2)
+    finally:
+        c.close()
+    text = "\n".join(errors)
+    assert "neuron:0: corrected ECC errors in device DRAM: mem_ecc_corrected = 3 (was 0; neuron_hw_counters)" in text
+    assert "neuron:0: uncorrected ECC errors in device DRAM: mem_ecc_uncorrected = 1 (was 0" in text
+    assert text.count("mem_ecc_corrected = 3") == 1  # repeated reports of the same count: one event
+
+
+# --- bottleneck evidence: per-core imbalance, runtime host overhead, runtime errors -------------------
+
+def _neuron_samples(cores: dict[str, float], total_p50: float, device_p50: float, errors: int) -> pd.DataFrame:
+    obj = json.loads(INF2.read_text().splitlines()[-1])
+    report = obj["neuron_runtime_data"][0]["report"]
+    for k, u in cores.items():
+        report["neuroncore_counters"]["neuroncores_in_use"][k]["neuroncore_utilization"] = u
+    report["execution_stats"]["latency_stats"]["total_latency"]["p50"] = total_p50
+    report["execution_stats"]["latency_stats"]["device_latency"]["p50"] = device_p50
+    report["execution_stats"]["error_summary"]["hardware"] = errors
+    samples, _ = parse_report(obj)
+    rows = [{"t": float(t), **s} for t in range(20) for s in samples if s["device"] != "host"]
+    return pd.DataFrame(rows)
+
+
+def test_bottleneck_evidence_shows_core_imbalance_and_runtime_host_overhead():
+    from wattprof.analysis.bottleneck import classify_windows
+    s = _neuron_samples({"0": 90.0, "1": 10.0}, total_p50=0.010, device_p50=0.003, errors=2)
+    windows = pd.DataFrame({"label": ["serve"], "t_start": [0.0], "t_end": [19.0]})
+    v = classify_windows(s, windows)["serve"]
+    assert v.evidence["core_imbalance_pct"] == pytest.approx(80.0)
+    assert v.evidence["host_overhead_frac"] == pytest.approx(0.7)
+    assert v.evidence["runtime_err_per_s"] == pytest.approx(2.0)
+    assert "runtime host overhead 70% of latency" in v.reason and "NeuronCore spread 80 points" in v.reason
+    assert "outside the device" in v.suggestion and "NEURON_RT_VISIBLE_CORES" in v.suggestion
+    balanced = classify_windows(_neuron_samples({"0": 50.0, "1": 50.0}, 0.010, 0.009, 0), windows)["serve"]
+    assert balanced.evidence["core_imbalance_pct"] == 0.0 and "NeuronCore" not in balanced.reason
+    assert "outside the device" not in balanced.suggestion
+
+
+def test_sysfs_map_from_the_command_line_and_its_mistakes():
+    from wattprof.collectors.base import parse_spec
+    from wattprof.errors import InputError
+    spec = parse_spec("neuron:sysfs_map=0:4+1:5,monitor=off")
+    assert NeuronCollector(**spec.options).sysfs_map == {0: 4, 1: 5}
+    for bad in ("0-4", "0:4+1:4", "a:b"):
+        with pytest.raises(InputError, match="sysfs_map"):
+            NeuronCollector(sysfs_map=bad)

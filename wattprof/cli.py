@@ -361,13 +361,16 @@ def repair(run_dir: str, force: bool) -> None:
 @main.command(name="import")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--samples", "samples", type=click.Path(dir_okay=False), help="Samples file to add.")
-@click.option("--samples-format", type=click.Choice(["auto", "nvml-trace-csv", "nvidia-smi-csv", "gpm-csv"]),
+@click.option("--samples-format", type=click.Choice(["auto", "nvml-trace-csv", "nvidia-smi-csv", "gpm-csv",
+                                                    "neuron-monitor-jsonl"]),
               default="auto", show_default=True, help="Format of --samples (auto: from the file's header).")
 @click.option("--fields", help="nvidia-smi CSV without a header: the --query-gpu field list it was made with "
               "(comma-separated, e.g. timestamp,index,power.draw,utilization.gpu).")
 @click.option("--utc-offset", type=float, default=0.0, show_default=True, metavar="HOURS",
               help="Time zone of printed timestamps (nvidia-smi CSV, vLLM `date`): local time = UTC + HOURS.")
 @click.option("--device", default="gpu:0", show_default=True, help="Device the gpm-csv samples belong to.")
+@click.option("--start", "start_s", type=float, metavar="UNIX_SECONDS",
+              help="neuron-monitor log: time of its first report (default: the file's mtime is its last).")
 @click.option("--steps", "steps", type=click.Path(dir_okay=False),
               help="Steps log to add: JSON lines, or a `vllm bench serve --save-result` JSON.")
 @click.option("--steps-format", type=click.Choice(["auto", "jsonl", "vllm-bench", "otlp-json"]), default="auto",
@@ -379,11 +382,12 @@ def repair(run_dir: str, force: bool) -> None:
 @_guard
 def import_(run_dir: str, samples: str | None, samples_format: str, fields: str | None, utc_offset: float,
             device: str, steps: str | None, steps_format: str, label: str | None, name: str | None,
-            show: bool) -> None:
+            show: bool, start_s: float | None = None) -> None:
     """Create (or extend) RUN_DIR from existing logs: a samples file and/or a steps log.
 
     Samples: an NVML trace CSV, an nvidia-smi --query-gpu CSV (with or without header/units;
-    `[N/A]` become missing) or a GPM CSV. Steps: JSON lines with `t_start`, `t_end` (Unix
+    `[N/A]` become missing), a GPM CSV, or neuron-monitor output (one JSON report per line;
+    power is a labelled utilisation-based estimate). Steps: JSON lines with `t_start`, `t_end` (Unix
     seconds), optional `tokens`, `step`, and a label under `label`, `phase` or `kind`; or the JSON
     of `vllm bench serve --save-result [--save-detailed]` (one step per request when detailed,
     its clock aligned to the run's GPU activity; else one window). Import samples first.
@@ -396,6 +400,7 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
       wattprof import runs/job --samples smi.csv --fields timestamp,index,power.draw,utilization.gpu
       wattprof import runs/serve --samples nvml.csv --steps vllm_result.json
       wattprof import runs/agent --samples nvml.csv --steps spans.jsonl --steps-format otlp-json
+      wattprof import runs/trn1 --samples neuron-monitor.jsonl --start 1764590400 --steps steps.jsonl
     """
     from .importer import (
         SAMPLE_FORMATS,
@@ -418,7 +423,7 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
         fmt = detect_samples_format(Path(samples)) if samples_format == "auto" else samples_format
         assert fmt in SAMPLE_FORMATS
     opts = ImportOptions(fields=[f.strip() for f in fields.split(",")] if fields else None,
-                         utc_offset_h=utc_offset, device=device, label=label)
+                         utc_offset_h=utc_offset, device=device, label=label, start_s=start_s)
     from .importer import discard_if_empty
 
     writer = open_or_create(Path(run_dir), name=name)

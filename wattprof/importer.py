@@ -58,6 +58,8 @@ class ImportOptions:
     utc_offset_h: float = 0.0
     device: str = "gpu:0"
     label: str | None = None
+    #: Unix time of the first report of a neuron-monitor log (None: the file's mtime ends the log).
+    start_s: float | None = None
 
     def __post_init__(self) -> None:
         """Option values checked before anything is read or written (one-line errors, exit 2)."""
@@ -92,12 +94,19 @@ def _gpm_samples(path: Path, opts: ImportOptions) -> tuple[pd.DataFrame, dict[st
     return df, {d: {"gpm": f"imported from {path.name}"} for d in df["device"].unique()}, []
 
 
+def _neuron_monitor_samples(path: Path, opts: ImportOptions) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
+    from .neuron_import import neuron_monitor_samples
+
+    return neuron_monitor_samples(path, start_s=opts.start_s)
+
+
 SampleReader = Callable[[Path, ImportOptions], tuple[pd.DataFrame, dict[str, dict], list[str]]]
 
 SAMPLE_FORMATS: dict[str, SampleReader] = {
     "nvml-trace-csv": lambda p, o: _nvml_trace_samples(p),
     "nvidia-smi-csv": _nvidia_smi_samples,
     "gpm-csv": _gpm_samples,
+    "neuron-monitor-jsonl": _neuron_monitor_samples,
 }
 STEP_FORMATS = ("jsonl", "vllm-bench", "otlp-json")
 
@@ -115,6 +124,11 @@ def detect_samples_format(path: Path) -> str:
         found.append("gpm-csv")
     if nvidia_smi_csv.sniff(path):
         found.append("nvidia-smi-csv")
+    if head.lstrip().startswith("{"):
+        from .neuron_import import sniff as neuron_sniff
+
+        if neuron_sniff(path):
+            found.append("neuron-monitor-jsonl")
     if len(found) == 1:
         return found[0]
     why = "matches several formats" if found else "cannot tell the samples format from the header"

@@ -61,6 +61,10 @@ METRICS: dict[str, Metric] = {
         Metric("prompt_tokens_per_s", "1/s", "serving engine's prompt tokens per second (its Prometheus counter)"),
         Metric("output_tokens_per_s", "1/s", "serving engine's generated tokens per second (its Prometheus counter)"),
         Metric("requests_running", "count", "requests the serving engine is running (its Prometheus gauge)"),
+        Metric("core_util_min_pct", "%", "least busy core of the device (NeuronCore utilisation)"),
+        Metric("core_util_max_pct", "%", "busiest core of the device (NeuronCore utilisation)"),
+        Metric("device_latency_p50_s", "s", "execution time on the device alone, median (neuron-monitor)"),
+        Metric("runtime_err_per_s", "1/s", "errors the accelerator runtime reported per second (error_summary)"),
     ]
 }
 

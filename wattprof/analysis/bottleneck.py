@@ -79,6 +79,8 @@ import numpy as np
 import pandas as pd
 
 from ..schema import DEVICE, T, device_kind
+from .neuron_evidence import annotate as annotate_neuron
+from .neuron_evidence import neuron_columns
 
 VerdictName = Literal["idle", "compute-bound", "memory-bound", "host-bound"]
 Basis = Literal["gpm", "nvml"]
@@ -204,6 +206,7 @@ def _derived_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
         nan = np.isnan(r)
         cols["power_cap_frac"] = np.where(nan, np.nan, ((bits & POWER_CAP_BITS) != 0).astype("float64"))
         cols["thermal_frac"] = np.where(nan, np.nan, ((bits & THERMAL_BITS) != 0).astype("float64"))
+    cols.update(neuron_columns(df))  # Neuron devices: core imbalance, runtime host overhead, errors
     return cols
 
 
@@ -515,6 +518,7 @@ def classify_windows(
     for g, label in enumerate(uniques):
         v = _classify(evs[g], gaps.get(str(label)), thresholds)
         if v is not None:
+            annotate_neuron(v)
             out[str(label)] = v
     return out
 
@@ -552,6 +556,7 @@ def classify_timeline(
     for i in range(len(a)):
         v = _classify(evs[i], None, thresholds)
         if v is not None:
+            annotate_neuron(v)
             out.append((float(a[i]), float(b[i]), v))
     return out
 

@@ -47,7 +47,14 @@ from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import CollectorError, InputError
-from ..formats.neuron_monitor import DEVICE_COLUMNS, HOST_COLUMNS, device_id, parse_report, report_info
+from ..formats.neuron_monitor import (
+    DEVICE_COLUMNS,
+    HOST_COLUMNS,
+    device_id,
+    ecc_counters,
+    parse_report,
+    report_info,
+)
 from ..schema import METRICS
 from .base import Collector
 from .neuron_sysfs import (
@@ -141,20 +148,70 @@ def normalise_type(value: str) -> str:
     return found
 
 
+@dataclass(frozen=True)
+class PowerModel:
+    """The watts model of one device type: ``max_w`` None means no estimate."""
+
+    max_w: float | None
+    idle_w: float
+    max_w_from: str | None
+    idle_w_from: str | None
+
+
+def power_model(device_type: str | None, max_w: float | None = None, idle_w: float | None = None) -> PowerModel:
+    """``max_w``/``idle_w`` from the options, else the device type's defaults, each with its source."""
+    default = POWER_DEFAULTS.get(device_type or "")
+    type_name = TYPE_NAMES.get(device_type or "", "an unknown Neuron device type")
+    if max_w is not None:
+        mx, mx_from = float(max_w), "option max_w"
+    elif default is not None:
+        mx, mx_from = default.max_w, f"default for {type_name}: {default.source}"
+    else:
+        mx, mx_from = None, None
+    if idle_w is not None:
+        idle, idle_from = float(idle_w), "option idle_w"
+    elif mx is not None:
+        idle, idle_from = round(IDLE_FLOOR_FRACTION * mx, 1), IDLE_FLOOR_SOURCE
+    else:
+        idle, idle_from = 0.0, None
+    if mx is not None and idle > mx:
+        raise InputError(f"neuron: idle_w ({idle}) is above max_w ({mx})")
+    return PowerModel(mx, idle, mx_from, idle_from)
+
+
+def estimate_power(row: dict[str, Any], max_w: float, idle_w: float) -> None:
+    """Set ``row["power_est_w"]``: from the sysfs percentage where the row has one, else from the
+    NeuronCore utilisation; nothing when it has neither."""
+    pct = row.get("power_util_pct")
+    if pct is not None and not math.isnan(pct):
+        row["power_est_w"] = idle_w + pct / 100.0 * max_w
+        return
+    util = row.get("util_pct")
+    if util is not None and not math.isnan(util):
+        row["power_est_w"] = idle_w + (max_w - idle_w) * min(max(util, 0.0), 100.0) / 100.0
+
+
 def parse_sysfs_map(value: Any) -> dict[int, int] | None:
-    """``0:4,1:5`` (neuron-monitor index : sysfs neuron<N>) -> {0: 4, 1: 5}."""
+    """``0:4+1:5`` (neuron-monitor index : sysfs neuron<N>; pairs joined by ``+``, as a comma
+    separates collector options on the command line, or by ``,`` in Python) -> {0: 4, 1: 5}."""
     if value is None or value == "":
         return None
     if isinstance(value, dict):
         items = list(value.items())
     else:
-        items = [tuple(part.split(":", 1)) if ":" in part else (part, None) for part in str(value).split(",") if part.strip()]
+        items = [tuple(part.split(":", 1)) if ":" in part else (part, None)
+                 for part in re.split(r"[+,;\s]+", str(value)) if part.strip()]
     out: dict[int, int] = {}
     for a, b in items:
         try:
             out[int(a)] = int(b)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise InputError(f"neuron: sysfs_map must be MONITOR:SYSFS pairs like 0:4,1:5, not {value!r}") from None
+            raise InputError(f"neuron: sysfs_map must be MONITOR:SYSFS pairs joined by '+' like 0:4+1:5, "
+                             f"not {value!r}") from None
+        if out[int(a)] < 0 or int(a) < 0:
+            raise InputError(f"neuron: sysfs_map indices must be >= 0, not {value!r}")
+    if len(set(out.values())) != len(out):
+        raise InputError(f"neuron: sysfs_map pairs two devices with the same sysfs neuron<N>: {value!r}")
     return out
 
 
@@ -216,7 +273,7 @@ def match_devices(monitor: list[int] | None, sysfs: dict[int, SysfsDevice], *,
                 f"{min(monitor)}..{max(monitor)}, sysfs shows {_span(sorted(sysfs))} (host-wide numbering, as in a "
                 "container), and no identity ties them (neuron-monitor reports no PCI BDF or serial"
                 + ("; neuron-ls -j gave none that matches" if identities is not None else "; neuron-ls not found")
-                + "): sysfs power is not used; pass sysfs_map=MONITOR:SYSFS,... to pair them")
+                + "): sysfs power is not used; pass sysfs_map=MONITOR:SYSFS+... (e.g. 0:4+1:5) to pair them")
 
 
 def read_neuron_ls(path: str, timeout_s: float = 10.0) -> tuple[dict[int, dict[str, str]] | None, str | None]:
@@ -243,7 +300,7 @@ def read_neuron_ls(path: str, timeout_s: float = 10.0) -> tuple[dict[int, dict[s
 
 class NeuronCollector(EventSurfacing, Collector):
     """``neuron[:max_w=W,idle_w=W,device_type=trn2,sysfs_root=DIR,executable=PATH,period_s=1,
-    monitor=auto|on|off,host_metrics=0,sysfs_map=0:4,1:5,neuron_ls=PATH]``."""
+    monitor=auto|on|off,host_metrics=0,sysfs_map=0:4+1:5,neuron_ls=PATH]``."""
 
     name = "neuron"
     #: Stored columns: those the schema knows (the rest of _WANTED appear once it does).
@@ -302,6 +359,7 @@ class NeuronCollector(EventSurfacing, Collector):
         self._events: list[str] = []
         self._seen_errors: set[str] = set()
         self._status: dict[int, str] = {}
+        self._ecc: dict[int, dict[str, int]] = {}
         self._last_poll: float | None = None
         self._lock = threading.Lock()
 
@@ -380,22 +438,8 @@ class NeuronCollector(EventSurfacing, Collector):
         return {dev: self._device_meta(i, info, hardware) for dev, i in self._devices.items()}
 
     def _set_power_model(self) -> None:
-        default = POWER_DEFAULTS.get(self.device_type or "")
-        type_name = TYPE_NAMES.get(self.device_type or "", "an unknown Neuron device type")
-        if self.max_w_option is not None:
-            self.max_w, self.max_w_from = self.max_w_option, "option max_w"
-        elif default is not None:
-            self.max_w, self.max_w_from = default.max_w, f"default for {type_name}: {default.source}"
-        else:
-            self.max_w, self.max_w_from = None, None
-        if self.idle_w_option is not None:
-            self.idle_w, self.idle_w_from = self.idle_w_option, "option idle_w"
-        elif self.max_w is not None:
-            self.idle_w, self.idle_w_from = round(IDLE_FLOOR_FRACTION * self.max_w, 1), IDLE_FLOOR_SOURCE
-        else:
-            self.idle_w, self.idle_w_from = 0.0, None
-        if self.max_w is not None and self.idle_w > self.max_w:
-            raise InputError(f"neuron: idle_w ({self.idle_w}) is above max_w ({self.max_w})")
+        m = power_model(self.device_type, self.max_w_option, self.idle_w_option)
+        self.max_w, self.idle_w, self.max_w_from, self.idle_w_from = m.max_w, m.idle_w, m.max_w_from, m.idle_w_from
 
     def _start_monitor(self, path: str) -> None:
         fd, self._config = tempfile.mkstemp(prefix="wattprof-neuron-monitor-", suffix=".json")
@@ -517,6 +561,7 @@ class NeuronCollector(EventSurfacing, Collector):
         samples, errors = parse_report(obj, hardware=hardware)
         for e in errors:
             self._note(f"neuron-monitor: {e}")
+        self._check_ecc(obj)
         rows = []
         for s in samples:
             if s["device"] == "host" and not self.host_metrics:
@@ -526,6 +571,20 @@ class NeuronCollector(EventSurfacing, Collector):
         with self._lock:
             self._rows.extend(rows)
         self._first_report.set()
+
+    def _check_ecc(self, obj: dict[str, Any]) -> None:
+        """ECC counters (``neuron_hw_counters``) as events: any that are non-zero when first seen,
+        then every change, naming the device and the counter."""
+        for dev, counts in ecc_counters(obj).items():
+            before = self._ecc.get(dev)
+            self._ecc[dev] = counts
+            for k, n in counts.items():
+                old = None if before is None else before.get(k)
+                if (old is None and n > 0) or (old is not None and n != old):
+                    where = "device DRAM" if k.startswith("mem") else "on-chip SRAM"
+                    kind = "uncorrected" if k.endswith("uncorrected") else "corrected"
+                    was = "when first read" if old is None else f"was {old}"
+                    self._note(f"neuron:{dev}: {kind} ECC errors in {where}: {k} = {n} ({was}; neuron_hw_counters)")
 
     def _read_node(self, node: PowerNode, index: int) -> tuple[str, float | None]:
         """(status, percent) of one power node; unknown formats of the raw node are reported once."""
@@ -569,15 +628,8 @@ class NeuronCollector(EventSurfacing, Collector):
                                     + ("" if status == STATUS_VALID else f"; {fallback}"))
 
     def _estimate(self, row: dict[str, Any]) -> None:
-        if self.max_w is None:
-            return
-        pct = row.get("power_util_pct")
-        if pct is not None and not math.isnan(pct):
-            row["power_est_w"] = self.idle_w + pct / 100.0 * self.max_w
-            return
-        util = row.get("util_pct")
-        if util is not None and not math.isnan(util):
-            row["power_est_w"] = self.idle_w + (self.max_w - self.idle_w) * min(max(util, 0.0), 100.0) / 100.0
+        if self.max_w is not None:
+            estimate_power(row, self.max_w, self.idle_w)
 
     def _poll_sysfs(self) -> list[dict[str, Any]]:
         """Without neuron-monitor: one power row per device every period_s."""

@@ -21,7 +21,11 @@ neuron<N>``), because that is the unit power is known for:
   ``exec_per_s`` and ``exec_err_per_s`` (executions per second: counts per period / period),
   ``runtime_cpu_pct`` (the runtime's vCPU use, user + system) and ``runtime_host_mem_bytes``;
   latencies ``latency_p50_s`` / ``latency_p99_s`` (``total_latency``, seconds; the largest over
-  applications; missing when nothing ran).
+  applications; missing when nothing ran) and ``device_latency_p50_s`` (``device_latency`` of the
+  same application: time on the device alone; total - device is the runtime's host overhead);
+  ``runtime_err_per_s`` (``error_summary`` counts of every kind, per second);
+- ``core_util_min_pct`` / ``core_util_max_pct``: the least and most busy NeuronCore of the device
+  (per-core spread, for imbalance);
 
 Cores map to devices through ``neuron_hardware_info``: core ``c`` (a global index, as
 ``neuroncores_in_use`` keys are) is on device ``c // neuroncore_per_device_count``. That count is
@@ -53,6 +57,7 @@ from ..errors import InputError
 DEVICE_COLUMNS: tuple[str, ...] = (
     "util_pct", "mem_used_bytes", "mem_total_bytes", "flop_per_s", "exec_per_s", "exec_err_per_s",
     "latency_p50_s", "latency_p99_s", "runtime_cpu_pct", "runtime_host_mem_bytes",
+    "core_util_min_pct", "core_util_max_pct", "device_latency_p50_s", "runtime_err_per_s",
 )
 HOST_COLUMNS: tuple[str, ...] = ("cpu_util_pct", "mem_used_bytes", "mem_total_bytes")
 #: Failed-execution counters of ``execution_summary``.
@@ -132,6 +137,62 @@ def is_partial(obj: Any) -> bool:
 
     walk(obj)
     return bool(periods) and max(periods) < _PARTIAL_PERIOD_S
+
+
+def report_period(obj: Any) -> float | None:
+    """Seconds the report covers: the longest ``period`` of its metric groups (None without any)."""
+    periods: list[float] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, dict):
+            p = _num(o.get("period"))
+            if not math.isnan(p) and p >= 0:
+                periods.append(p)
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return max(periods) if periods else None
+
+
+def report_times(periods: list[float | None], *, start_s: float | None = None,
+                 end_s: float | None = None) -> list[float]:
+    """Wall-clock times of consecutive reports from their periods (each report is printed one
+    period after the one before), anchored at the first report's ``start_s`` or the last's ``end_s``.
+    A report without a period counts as the median of the others (1 s when none has one)."""
+    known = sorted(p for p in periods if p is not None and p > 0)
+    fill = known[len(known) // 2] if known else 1.0
+    steps = [fill if p is None else p for p in periods]
+    offsets = [0.0]
+    for p in steps[1:]:
+        offsets.append(offsets[-1] + p)
+    if start_s is not None:
+        return [start_s + o for o in offsets]
+    if end_s is None:
+        raise ValueError("report_times needs start_s or end_s")
+    return [end_s - offsets[-1] + o for o in offsets]
+
+
+#: ``system_data.neuron_hw_counters.neuron_devices[]`` ECC counters (user guide), most severe first.
+ECC_COUNTERS = ("mem_ecc_uncorrected", "sram_ecc_uncorrected", "mem_ecc_corrected", "sram_ecc_corrected")
+
+
+def ecc_counters(obj: Any) -> dict[int, dict[str, int]]:
+    """Per device index, the report's ECC counters (only those present as whole numbers >= 0)."""
+    group = _group(_dict(_dict(obj).get("system_data")), "neuron_hw_counters")
+    out: dict[int, dict[str, int]] = {}
+    for entry in _list(group.get("neuron_devices")):
+        dev = _int_key(_dict(entry).get("neuron_device_index"))
+        if dev is None or isinstance(_dict(entry).get("neuron_device_index"), bool):
+            continue
+        counts = {k: int(v) for k in ECC_COUNTERS
+                  if not math.isnan(v := _num(entry.get(k))) and v >= 0 and v == int(v)}
+        if counts:
+            out[dev] = counts
+    return out
 
 
 def report_errors(obj: Any) -> list[str]:
@@ -281,7 +342,9 @@ def parse_report(obj: Any, *, hardware: Mapping[str, Any] | None = None) -> tupl
     for dev, row in rows.items():
         cores = [c for c in core_util if layout.device_of(c) == dev]
         if cores:
-            row["util_pct"] = sum(min(core_util[c], 100.0) for c in cores) / len(cores)
+            per_core = [min(core_util[c], 100.0) for c in cores]
+            row["util_pct"] = sum(per_core) / len(per_core)
+            row["core_util_min_pct"], row["core_util_max_pct"] = min(per_core), max(per_core)
         elif apps == [] and not partial:
             row["util_pct"] = 0.0  # no application: the device's cores are idle
         flops = [core_flops[c] for c in core_flops if layout.device_of(c) == dev]
@@ -304,6 +367,9 @@ def parse_report(obj: Any, *, hardware: Mapping[str, Any] | None = None) -> tupl
         period = _num(stats.get("period"))
         summary = _dict(stats.get("execution_summary"))
         latency = _dict(_dict(stats.get("latency_stats")).get("total_latency"))
+        on_device = _num(_dict(_dict(stats.get("latency_stats")).get("device_latency")).get("p50"))
+        errsum = [_num(v) for v in _dict(stats.get("error_summary")).values()]
+        errsum = [e for e in errsum if not math.isnan(e)]
         used = _dict(_group(report, "memory_used").get("neuron_runtime_used_bytes"))
         vcpu = _dict(_group(report, "neuron_runtime_vcpu_usage").get("vcpu_usage"))
         cpu = _num(vcpu.get("user")) + _num(vcpu.get("system"))
@@ -314,10 +380,16 @@ def parse_report(obj: Any, *, hardware: Mapping[str, Any] | None = None) -> tupl
                 errs = [_num(summary.get(k)) for k in _EXEC_ERRORS]
                 if any(not math.isnan(e) for e in errs):
                     _add(row, "exec_err_per_s", sum(e for e in errs if not math.isnan(e)) / period)
+                if errsum:
+                    _add(row, "runtime_err_per_s", sum(errsum) / period)
             for q, col in (("p50", "latency_p50_s"), ("p99", "latency_p99_s")):
                 v = _num(latency.get(q))
                 if not math.isnan(v):
                     row[col] = max(v, row.get(col, v))
+            if not math.isnan(on_device) and not math.isnan(_num(latency.get("p50"))):
+                # with the largest total p50 (same application), its device p50
+                if row.get("latency_p50_s") == _num(latency.get("p50")):
+                    row["device_latency_p50_s"] = on_device
             _add(row, "runtime_cpu_pct", cpu)
             _add(row, "runtime_host_mem_bytes", _num(used.get("host")))
         if not _dict(used.get("usage_breakdown")).get("neuroncore_memory_usage") and len(rows) == 1:
@@ -352,6 +424,8 @@ class NeuronReport:
     errors: list[str]
     info: dict[str, Any]
     partial: bool
+    #: Seconds this report covers (its metric groups' longest ``period``), None without groups.
+    period_s: float | None = None
 
 
 @dataclass
@@ -397,7 +471,7 @@ def read_neuron_monitor_jsonl(path: str | Path) -> NeuronMonitorLog:
                              path=str(p), line=n)
         hardware.update({k: v for k, v in _dict(obj.get("neuron_hardware_info")).items() if v not in (None, "")})
         samples, errors = parse_report(obj, hardware=hardware)
-        log.reports.append(NeuronReport(n, samples, errors, report_info(obj), is_partial(obj)))
+        log.reports.append(NeuronReport(n, samples, errors, report_info(obj), is_partial(obj), report_period(obj)))
     if not log.reports:
         raise InputError("no reports in file (expected neuron-monitor JSON lines)", path=str(p))
     return log
