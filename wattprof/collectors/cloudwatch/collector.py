@@ -293,6 +293,7 @@ class CloudWatchCollector(RemoteCollector):
                 f"{_ts(t0).isoformat()} and {_ts(t1).isoformat()}"
                 f"{f' (waited {self.waited_s:.0f} s)' if self.waited_s else ''}: the agent publishes with a delay "
                 "(force_flush_interval, 60 s by default); fetch again later or raise wait_s")
+        self.notes = list(dict.fromkeys(self.notes))  # each discovery pass notes the same things again
         power_periods = [s.period for s in self._series if s.metric.metric == self.spec.power_metric and s.period]
         self.last_period = min(power_periods or [s.period for s in self._series if s.period] or [0]) or None
         self.devices_after_fetch = self._device_info(periods=effective)
