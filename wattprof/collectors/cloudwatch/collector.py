@@ -380,9 +380,10 @@ class CloudWatchCollector(RemoteCollector):
         return out
 
     def _discover_series(self) -> list[_Series]:
-        required = self._required()
         explicit = self._explicit_identity()
-        wanted = explicit or {k: v for k, v in self._auto_identity().items() if k in self.spec.identity_dims}
+        auto = {} if explicit and self.spec.key != "pod" else self._auto_identity()
+        required = self._required()  # after the auto identity: a pod's namespace comes from there
+        wanted = explicit or {k: v for k, v in auto.items() if k in self.spec.identity_dims}
         listed: list[tuple[MetricMap, dict[str, str]]] = []
         for mm in self.spec.metrics:
             listed += [(mm, d) for d in self._list(mm, required) if self.spec.device_dim in d]  # roll-ups skipped
