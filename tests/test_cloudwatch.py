@@ -400,6 +400,10 @@ def test_explicit_dimensions_skip_listmetrics(moto_url):
     rows = c.fetch(t_first, t_first + 120)
     assert {r["device"] for r in rows if r.get("power_w")} == {f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"}
     assert "ListMetrics" not in {n for n, _ in calls}
+    # host and InstanceId together name no series the agent publishes: said before any call
+    both = CloudWatchCollector(discover=0, indices="0", host=HOST, instance_id=INSTANCE, client_factory=factory)
+    with pytest.raises(InputError, match="never both"):
+        both.open()
 
 
 def test_container_insights_gpu_and_neuron_series(moto_url):

@@ -506,3 +506,15 @@ def test_dashboard_and_alarm_examples_work_against_the_api(moto_url, tmp_path):
     agent = json.loads((EXAMPLES / "agent-config.json").read_text())
     assert "InstanceId" in agent["metrics"]["append_dimensions"]
     assert REGION
+
+
+def test_bad_options_are_one_line_usage_errors():
+    from conftest import wattprof
+
+    for bad, what in (({"wait_s": "abc"}, "wait_s='abc'"), ({"power": "peak"}, "power 'peak'"),
+                      ({"identity": "mine"}, "identity 'mine'"), ({"source": "dcgm"}, "source 'dcgm'")):
+        with pytest.raises(InputError, match=what):
+            CloudWatchCollector(**bad)
+    p = wattprof("record", "-q", "-c", "cloudwatch:wait_s=abc", "--", "true")
+    assert p.returncode == 2 and "cloudwatch wait_s='abc': expected a number" in p.stderr
+    assert "Traceback" not in p.stderr
