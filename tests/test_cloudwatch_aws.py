@@ -518,3 +518,18 @@ def test_bad_options_are_one_line_usage_errors():
     p = wattprof("record", "-q", "-c", "cloudwatch:wait_s=abc", "--", "true")
     assert p.returncode == 2 and "cloudwatch wait_s='abc': expected a number" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_export_batches_stay_under_the_request_size_limit(moto_url, strict_cw, tmp_path):
+    import dataclasses
+
+    report, _ = _report(moto_url, tmp_path)
+    template = next(iter(report.by_label.values()))
+    long = {f"{'x' * 1000}-{i:04d}": dataclasses.replace(template, label=f"{'x' * 1000}-{i:04d}") for i in range(400)}
+    big = dataclasses.replace(report, by_label=long)
+    before = len(strict_cw.calls)
+    summary = export_cloudwatch(big, client=make_factory(moto_url)("cloudwatch"))
+    puts = [s for op, s in strict_cw.calls[before:] if op == "PutMetricData"]
+    assert not strict_cw.rejected and summary.calls == len(puts) >= 2
+    assert all(p["data"] < 1000 and p["bytes"] <= 1_000_000 for p in puts)  # split by size, not count
+    assert sum(p["data"] for p in puts) == summary.data_points
