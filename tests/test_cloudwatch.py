@@ -576,3 +576,11 @@ def test_export_cloudwatch_command_round_trips_a_fresh_run(moto_url, tmp_path):
     energy = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)["energy_j"]
     assert _read_back(client, "EnergyJoules", {"Name": "cli-export"}, ended) == [pytest.approx(energy)]
     assert _read_back(client, "CO2eGrams", {"Name": "cli-export"}, ended)
+    # a dimension CloudWatch would refuse is sanitised, and the command says so
+    p = wattprof("export", "cloudwatch", str(run), "--dry-run", "--device-dimension", "full", "--dimension",
+                 "Team=Énergie", check=True)
+    out = json.loads(p.stdout)
+    assert out["dimensions"]["Team"] == "Energie" and "sent as Team=Energie" in out["sanitised"][0]
+    assert {d["Value"] for m in out["metric_data"] for d in m["Dimensions"] if d["Name"] == "Device"} == {"gpu:0"}
+    p = wattprof("export", "cloudwatch", str(run), "--device-dimension", "mine")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
