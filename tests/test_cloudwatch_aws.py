@@ -413,11 +413,13 @@ def test_eks_pod_gpu_power_by_pod_from_the_pod_environment(moto_url, monkeypatch
                         {"Name": a, "Value": b} for a, b in {**base, "GpuDevice": f"nvidia{gpu}"}.items()]})
             data.append({"MetricName": "pod_gpu_power_draw", "Timestamp": when, "Value": 999.0,  # a roll-up
                          "Dimensions": [{"Name": a, "Value": b} for a, b in base.items()]})
-        for gpu in range(3):
-            node = {"ClusterName": "train", "NodeName": "ip-10-0-3-4.ec2.internal", "InstanceId": "i-0eks",
-                    "InstanceType": "p5.48xlarge", "GpuDevice": f"nvidia{gpu}"}
-            data.append({"MetricName": "node_gpu_power_draw", "Timestamp": when, "Value": 300.0,
-                         "Dimensions": [{"Name": a, "Value": b} for a, b in node.items()]})
+        for node_name, instance, gpus in (("ip-10-0-3-4.ec2.internal", "i-0eks", 3), ("ip-10-0-9-9.ec2.internal",
+                                                                                       "i-0eks2", 2)):
+            for gpu in range(gpus):
+                node = {"ClusterName": "train", "NodeName": node_name, "InstanceId": instance,
+                        "InstanceType": "p5.48xlarge", "GpuDevice": f"nvidia{gpu}"}
+                data.append({"MetricName": "node_gpu_power_draw", "Timestamp": when, "Value": 300.0,
+                             "Dimensions": [{"Name": a, "Value": b} for a, b in node.items()]})
     client.put_metric_data(Namespace="ContainerInsights", MetricData=data)
 
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.100.0.1")
@@ -440,7 +442,7 @@ def test_eks_pod_gpu_power_by_pod_from_the_pod_environment(moto_url, monkeypatch
 
     node = CloudWatchCollector(clock=ManualClock(t_first + 400), source="container-insights",
                                client_factory=make_factory(moto_url), wait_s=0)
-    assert len(node.open()) == 3  # the node from NODE_NAME: its three GPUs
+    assert set(node.open()) == {f"cw:i-0eks/gpu:{g}" for g in range(3)}  # the node from NODE_NAME, not the other
     assert pod.power_semantics is None and "period 60 s" in pod.devices_after_fetch[
         "cw:trainer-7d9f-abcde/gpu:0"]["power_source"]
 
