@@ -400,6 +400,10 @@ def test_explicit_dimensions_skip_listmetrics(moto_url):
     rows = c.fetch(t_first, t_first + 120)
     assert {r["device"] for r in rows if r.get("power_w")} == {f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"}
     assert "ListMetrics" not in {n for n, _ in calls}
+    # host and InstanceId together name no series the agent publishes: said before any call
+    both = CloudWatchCollector(discover=0, indices="0", host=HOST, instance_id=INSTANCE, client_factory=factory)
+    with pytest.raises(InputError, match="never both"):
+        both.open()
 
 
 def test_container_insights_gpu_and_neuron_series(moto_url):
@@ -572,3 +576,11 @@ def test_export_cloudwatch_command_round_trips_a_fresh_run(moto_url, tmp_path):
     energy = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)["energy_j"]
     assert _read_back(client, "EnergyJoules", {"Name": "cli-export"}, ended) == [pytest.approx(energy)]
     assert _read_back(client, "CO2eGrams", {"Name": "cli-export"}, ended)
+    # a dimension CloudWatch would refuse is sanitised, and the command says so
+    p = wattprof("export", "cloudwatch", str(run), "--dry-run", "--device-dimension", "full", "--dimension",
+                 "Team=Énergie", check=True)
+    out = json.loads(p.stdout)
+    assert out["dimensions"]["Team"] == "Energie" and "sent as Team=Energie" in out["sanitised"][0]
+    assert {d["Value"] for m in out["metric_data"] for d in m["Dimensions"] if d["Name"] == "Device"} == {"gpu:0"}
+    p = wattprof("export", "cloudwatch", str(run), "--device-dimension", "mine")
+    assert p.returncode == 2 and "Traceback" not in p.stderr

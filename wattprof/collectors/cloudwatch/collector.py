@@ -116,6 +116,16 @@ def _epoch(x: Any) -> float:
     return float(x)
 
 
+def _number(name: str, value: Any) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"cloudwatch {name}={value!r}: expected a number of seconds") from None
+    if not math.isfinite(x):
+        raise InputError(f"cloudwatch {name}={value!r}: expected a finite number")
+    return x
+
+
 def _flag(value: Any) -> bool:
     return str(value).strip().lower() not in ("0", "false", "no", "off", "")
 
@@ -171,8 +181,8 @@ class CloudWatchCollector(RemoteCollector):
             raise InputError(f"cloudwatch discover=0 needs indices=0;1;... or dimensions naming {self.spec.device_dim}")
         self.period = period
         self.all_hosts = _flag(all_hosts)
-        self.wait_s = float(wait_s)
-        self.poll_s = float(poll_s)
+        self.wait_s = _number("wait_s", wait_s)
+        self.poll_s = _number("poll_s", poll_s)
         if self.wait_s < 0 or self.poll_s <= 0:
             raise InputError("cloudwatch wait_s must be >= 0 and poll_s > 0 (seconds)")
         self.agent_version = None if agent_version is None else str(agent_version)
@@ -185,7 +195,8 @@ class CloudWatchCollector(RemoteCollector):
         self.endpoint_url = endpoint_url
         self.profile = profile
         self.client_factory = client_factory
-        self.retry = Retry(max_retries=int(max_retries), backoff_s=float(backoff_s), sleep=sleep or time.sleep)
+        self.retry = Retry(max_retries=int(_number("max_retries", max_retries)),
+                           backoff_s=_number("backoff_s", backoff_s), sleep=sleep or time.sleep)
         self._client: Any = None
         self._series: list[_Series] = []
         self._devices: dict[str, dict[str, Any]] = {}
@@ -293,6 +304,7 @@ class CloudWatchCollector(RemoteCollector):
                 f"{_ts(t0).isoformat()} and {_ts(t1).isoformat()}"
                 f"{f' (waited {self.waited_s:.0f} s)' if self.waited_s else ''}: the agent publishes with a delay "
                 "(force_flush_interval, 60 s by default); fetch again later or raise wait_s")
+        self.notes = list(dict.fromkeys(self.notes))  # each discovery pass notes the same things again
         power_periods = [s.period for s in self._series if s.metric.metric == self.spec.power_metric and s.period]
         self.last_period = min(power_periods or [s.period for s in self._series if s.period] or [0]) or None
         self.devices_after_fetch = self._device_info(periods=effective)
@@ -379,9 +391,10 @@ class CloudWatchCollector(RemoteCollector):
         return out
 
     def _discover_series(self) -> list[_Series]:
-        required = self._required()
         explicit = self._explicit_identity()
-        wanted = explicit or {k: v for k, v in self._auto_identity().items() if k in self.spec.identity_dims}
+        auto = {} if explicit and self.spec.key != "pod" else self._auto_identity()
+        required = self._required()  # after the auto identity: a pod's namespace comes from there
+        wanted = explicit or {k: v for k, v in auto.items() if k in self.spec.identity_dims}
         listed: list[tuple[MetricMap, dict[str, str]]] = []
         for mm in self.spec.metrics:
             listed += [(mm, d) for d in self._list(mm, required) if self.spec.device_dim in d]  # roll-ups skipped
@@ -448,7 +461,14 @@ class CloudWatchCollector(RemoteCollector):
         return sorted(known.values(), key=lambda s: (s.device, s.metric.metric))
 
     def _explicit_series(self) -> list[_Series]:
-        base = {**self._explicit_identity(), **self._required()}  # then the given dimensions, in their order
+        ident = {k: v for k, v in self._explicit_identity().items() if k not in self.extra_dims}
+        if self.spec.key != "pod" and len(ident) > 1 and not any(d in self.extra_dims for d in self.spec.identity_dims):
+            raise InputError(f"cloudwatch discover=0: give one of {' or '.join(self.spec.identity_dims)} (a series "
+                             "carries one of them, never both: InstanceId when the agent appends EC2 dimensions, "
+                             "host otherwise)")
+        if any(d in self.extra_dims for d in self.spec.identity_dims):
+            ident = {}  # the given dimensions already name the machine
+        base = {**ident, **self._required()}  # then the given dimensions, in their order
         base = {k: v for k, v in base.items() if k != "PodName" or "FullPodName" not in base}
         base.update(self.extra_dims)
         dim_sets = ([{self.spec.device_dim: i, **{k: v for k, v in base.items() if k != self.spec.device_dim}}
