@@ -181,3 +181,44 @@ def test_bad_specs_are_one_line_usage_errors(tmp_path: Path, spec: str, why: str
         create(spec)
     p = wattprof("record", "-q", "-o", str(tmp_path / "r"), "-c", spec, "--", "true")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and why in p.stderr
+
+
+def test_live_status_and_metrics_endpoint_show_the_serving_rate(tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    from urllib.request import urlopen
+
+    from wattprof.exporters.prometheus import LiveMetricsServer
+    from wattprof.live import RecorderStats, render
+
+    d = fixture_dir(H100_SERVE)
+    reqs = [json.loads(x) for x in (d / "requests_wallclock.jsonl").read_text().splitlines() if x.strip()]
+    clock = ManualClock()
+    nvml = NvmlReplayCollector(clock=clock, trace=str(d / "nvml_samples_10ms.csv"), start="trace")
+    seq = Sequence(reqs, 0.0, 0.0)
+    server = serve(seq, clock)
+    metrics = None
+    try:
+        t = 1795349140.0  # serve_b8: eight requests decoding
+        clock.set(t)
+        w = RunWriter.create(tmp_path / "run", name="live", clock_time=t)
+        prom = PrometheusCollector(clock=clock, url=f"http://127.0.0.1:{server.server_address[1]}/metrics",
+                                   preset="vllm", every=0.5)
+        rec = Recorder(w, [nvml, prom], interval=0.1, clock=clock)
+        rec.start(background=False)
+        for k in range(12):
+            clock.set(t + 0.1 * k)
+            rec.sample_once()
+        line = render(RecorderStats(rec)(), None)
+        expected = (seq.raw(t + 1.0)[1] - seq.raw(t + 0.5)[1]) / 0.5
+        assert f"serving {expected:.0f} tok/s" in line and "J/output token" in line
+        metrics = LiveMetricsServer.for_stats(rec.stats)
+        port = metrics.start(port=0)
+        page = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert f'wattprof_serve_tokens_per_second{{device="serve:vllm",kind="output"}} {expected}' in page
+        assert 'wattprof_serve_energy_per_output_token_joules{device="serve:vllm"}' in page
+        rec.stop()
+        w.finalize(status="finished", exit_code=0)
+    finally:
+        if metrics is not None:
+            metrics.stop()
+        server.shutdown()

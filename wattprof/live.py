@@ -55,6 +55,8 @@ class LiveSnapshot:
     energy_j: float | None = None
     steps: int = 0
     tokens: float | None = None
+    #: serving engines' output token rate (collector prometheus), summed; None without one
+    output_tokens_per_s: float | None = None
 
 
 class StepTail:
@@ -151,11 +153,15 @@ class RecorderStats:
         boundary = accel or list(power) or list(energy)
         steps, tokens = self.tail.poll()
         e_known = [energy[d] for d in boundary if d in energy]
+        from .schema import device_kind
+
+        serve = [float(v) for d, row in last.items() if device_kind(d) == "serve"
+                 for v in [row.get("output_tokens_per_s")] if v is not None and v == v]
         return LiveSnapshot(
             elapsed_s=self.clock() - self.t0,
             power_w={d: power[d] for d in boundary if d in power},
             energy_j=float(sum(e_known)) if e_known else None,
-            steps=steps, tokens=tokens,
+            steps=steps, tokens=tokens, output_tokens_per_s=sum(serve) if serve else None,
         )
 
 
@@ -195,6 +201,10 @@ def render(snap: LiveSnapshot, steps_per_s: float | None) -> str:
     if snap.tokens:
         jpt = snap.energy_j / snap.tokens if snap.energy_j is not None else None
         parts.append(fmt_j_per_token(jpt))
+    if snap.output_tokens_per_s is not None:  # a serving engine's counters: J per output token right now
+        tps = snap.output_tokens_per_s
+        now = sum(snap.power_w.values()) / tps if tps > 0 and snap.power_w else None
+        parts.append(f"serving {tps:.0f} tok/s " + fmt_j_per_token(now).replace("/token", "/output token"))
     return " | ".join(parts)
 
 

@@ -20,7 +20,8 @@ Live endpoint (:class:`LiveMetricsServer`, ``wattprof record --metrics-port``), 
 ``wattprof_energy_joules_total{device,source}`` (energy since the endpoint started watching:
 counter deltas, else integrated power), ``wattprof_power_watts{device}`` (latest reading),
 ``wattprof_sample_timestamp_seconds{device}``, and ``wattprof_tokens_total`` when a token count is
-given. It binds to 127.0.0.1 unless told otherwise.
+given; with a ``prometheus`` collector, ``wattprof_serve_tokens_per_second{device,kind}`` and
+``wattprof_serve_energy_per_output_token_joules{device}``. It binds to 127.0.0.1 unless told otherwise.
 
 Labels never carry anything but run names/ids, device ids, step labels and run tags named in an
 explicit allow-list (``tags``): no environment, no credentials. prometheus_client is imported only
@@ -296,6 +297,7 @@ class _LiveCollector:
         yield e
         yield p
         yield ts
+        yield from _serve_families(core, srv, state)
         if srv.tokens is not None:
             try:
                 n = _num(srv.tokens())
@@ -311,6 +313,35 @@ class _LiveCollector:
                                           labels=list(srv.run))
             info.add_metric(list(srv.run.values()), 1.0)
             yield info
+
+
+def _serve_families(core: Any, srv: LiveMetricsServer, state: dict[str, _DeviceEnergy]) -> Iterator[Any]:
+    """Serving engines' token rates (collector ``prometheus``) and live J per output token."""
+    from ..schema import device_kind, is_accelerator
+
+    try:
+        snap = srv.snapshot()
+    except Exception as err:  # noqa: BLE001 - the recorder's state must never crash the endpoint
+        log.debug("snapshot failed: %s", err)
+        return
+    rate = core.GaugeMetricFamily(PREFIX + "serve_tokens_per_second", "Serving engine's token rate from its own "
+                                  "Prometheus counters (collector prometheus)", labels=["device", "kind"])
+    jpt = core.GaugeMetricFamily(PREFIX + "serve_energy_per_output_token_joules", "Latest accelerator power over "
+                                 "the serving engine's output token rate (joules per token)", labels=["device"])
+    power = sum(d.power_w for k, d in state.items() if is_accelerator(k) and d.power_w is not None)
+    for dev in sorted(str(k) for k in snap if device_kind(str(k)) == "serve"):
+        s = snap[dev]
+        for col, kind in (("prompt_tokens_per_s", "prompt"), ("output_tokens_per_s", "output")):
+            v = _num(s.get(col))
+            if v is not None:
+                rate.add_metric([dev, kind], v)
+        out = _num(s.get("output_tokens_per_s"))
+        if out and power:
+            jpt.add_metric([dev], power / out)
+    if rate.samples:
+        yield rate
+    if jpt.samples:
+        yield jpt
 
 
 class LiveMetricsServer:
