@@ -232,7 +232,8 @@ def test_overlapping_labels_share_the_energy_and_totals_add_up(tmp_path):
     rep = json.loads(p.stdout)
     total = rep["energy_j"] if "energy_j" in rep else rep["totals"]["energy_j"]
     labels = rep["by_label"]
-    parts = labels["train"]["energy_j"] + labels["eval"]["energy_j"] + rep["idle"]["energy_j"]
+    # labels + the time outside every label (unlabelled; idle is a part of it) = total
+    parts = labels["train"]["energy_j"] + labels["eval"]["energy_j"] + rep["unlabelled"]["energy_j"]
     assert parts == pytest.approx(total, rel=1e-9)
     assert any("overlap" in f and "split equally" in f for f in rep["flags"]), rep["flags"]
     # alone, each label would get the full energy of its span: the overlap (10 s) is now shared
