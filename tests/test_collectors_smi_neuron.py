@@ -47,11 +47,13 @@ def capture_column(i: int) -> list[float]:
     return [float(line.split(",")[i]) for line in SMI_CSV.read_text().splitlines() if line.strip()]
 
 
-def collect(c, seconds: float) -> tuple[list[dict], list[str]]:
-    """Call read() like the recorder does for ``seconds``: (rows, messages of raised errors)."""
+def collect(c, seconds: float, *, min_rows: int = 0, patience: float = 10.0) -> tuple[list[dict], list[str]]:
+    """Call read() like the recorder does for ``seconds``: (rows, messages of raised errors). With
+    ``min_rows``, go on (up to ``patience`` s more) until that many rows came: on a loaded machine
+    the fake executable can take longer than ``seconds`` to start."""
     rows, errors = [], []
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while time.monotonic() < end or (len(rows) < min_rows and time.monotonic() < end + patience):
         try:
             rows += c.read()
         except CollectorError as e:
@@ -160,7 +162,7 @@ def test_cuda_visible_devices_selects_gpus_by_index(fakes, monkeypatch):
     c = NvidiaSmiCollector()
     try:
         devices = c.open()
-        rows, _ = collect(c, 0.6)
+        rows, _ = collect(c, 0.6, min_rows=1)
     finally:
         c.close()
     assert list(devices) == ["gpu:2"] and devices["gpu:2"]["cuda_index"] == 0
