@@ -336,7 +336,7 @@ class NvmlCollector(Collector):
         selected = parse_visible_devices(env, uuids)
         mig_entries = [e for e in entries if e.startswith("MIG-")]
         devices: dict[str, dict] = {}
-        mig_i = 0
+        mig_i, entry = 0, ""
         for cuda_index, (idx, is_mig) in enumerate(selected):
             try:
                 if is_mig:
