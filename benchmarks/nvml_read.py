@@ -14,6 +14,7 @@ On a GPU the per-reading cost is dominated by the driver (``nvmlDeviceGetTotalEn
 about 2.8 ms per GPU on an H100, REFERENCE.md); this measures only wattprof's side.
 
     python benchmarks/nvml_read.py [--gpus 1,8,32] [--reads 50] [--repeats 15]
+    PYTHONPATH=/path/to/older/wattprof python benchmarks/nvml_read.py --backends replay   # before/after
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from _common import table, write_json  # noqa: E402
 
 def cpu_ms_per_read(backend: str, gpus: int, reads: int, repeats: int, faults: bool) -> float:
     import pynvml
-    from nvml_strict import StrictNvml
 
     from wattprof.clock import ManualClock
     from wattprof.collectors.nvml import NvmlCollector, ReplayNvml
@@ -41,7 +41,12 @@ def cpu_ms_per_read(backend: str, gpus: int, reads: int, repeats: int, faults: b
     fixtures = Path(os.environ.get("WATTPROF_FIXTURES", HERE.parent / "tests" / "fixtures"))
     clock = ManualClock(0.0)
     replay = ReplayNvml(fixtures / "nvidia-h100" / "nvml_samples_10ms.csv", clock=clock, devices=gpus)
-    lib = StrictNvml(replay) if backend == "strict" else replay
+    if backend == "strict":
+        from nvml_strict import StrictNvml
+
+        lib = StrictNvml(replay)
+    else:
+        lib = replay
     if faults:
         if backend != "strict":
             raise SystemExit("faults need the strict backend")
@@ -67,12 +72,15 @@ def main() -> None:
     ap.add_argument("--gpus", default="1,8,32")
     ap.add_argument("--reads", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--backends", default="replay,strict,strict+faults",
+                    help="which rows (replay alone also runs against an older wattprof on PYTHONPATH)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     rows, results = [], []
     for gpus in (int(g) for g in args.gpus.split(",")):
-        for backend, faults in (("replay", False), ("strict", False), ("strict", True)):
+        for name in args.backends.split(","):
+            backend, faults = name.split("+")[0], name.endswith("+faults")
             ms = cpu_ms_per_read(backend, gpus, args.reads, args.repeats, faults)
             label = backend + (" + MIG, timeouts" if faults else "")
             rows.append([gpus, label, f"{ms:.3f}", f"{ms / gpus * 1e3:.0f}"])
