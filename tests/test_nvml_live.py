@@ -116,6 +116,21 @@ def test_a_gpu_in_mig_mode_is_measured_without_utilisation_noted_once(make, cloc
     c.close()
 
 
+def test_a_gpu_without_an_energy_counter_says_so_and_keeps_its_power(make, clock):
+    lib = make(2)
+    lib.fault("nvmlDeviceGetTotalEnergyConsumption", pynvml.NVML_ERROR_NOT_SUPPORTED, device=1)  # pre-Volta
+    c = NvmlCollector(clock=clock, nvml=lib)
+    devices = c.open()
+    assert "no energy counter" in devices["gpu:1"]["power_source"]
+    assert "energy counter" in devices["gpu:0"]["power_source"] and "no energy" not in devices["gpu:0"]["power_source"]
+    df = sweep(c, clock, 5)
+    g1 = df[df.device == "gpu:1"]
+    assert len(g1) == 5 and g1.energy_j.isna().all() and g1.power_w.notna().all() and g1.power_avg_w.notna().all()
+    assert df[df.device == "gpu:0"].energy_j.notna().all()
+    assert [(e["kind"], e["metrics"]) for e in c.take_events()] == [("metric_missing", ["energy_j"])]
+    c.close()
+
+
 def test_a_mig_slice_in_cuda_visible_devices_measures_its_parent_gpu(make, clock, monkeypatch):
     lib = make(3)
     slices = lib.mig(2)

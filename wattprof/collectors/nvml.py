@@ -336,7 +336,7 @@ class NvmlCollector(Collector):
         selected = parse_visible_devices(env, uuids)
         mig_entries = [e for e in entries if e.startswith("MIG-")]
         devices: dict[str, dict] = {}
-        mig_i = 0
+        mig_i, entry = 0, ""
         for cuda_index, (idx, is_mig) in enumerate(selected):
             try:
                 if is_mig:
@@ -398,6 +398,15 @@ class NvmlCollector(Collector):
             info["shared"] = True
             info["note"] = "MIG slice selected: energy is the whole parent GPU's"
         info["power_source"] = "measured: NVML energy counter, instant (field 186) and averaged power"
+        try:  # pre-Volta GPUs have no energy counter: say so where the figure's source is read
+            lib.nvmlDeviceGetTotalEnergyConsumption(h)
+        except lib.NVMLError as e:
+            code = getattr(e, "value", None)
+            if code == ERROR_GPU_IS_LOST:
+                raise
+            if code in (ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND):
+                info["power_source"] = (f"measured: NVML instant (field 186) and averaged power; no energy counter "
+                                        f"on this GPU (NVML: {e})")
         info["gpm"] = self._gpm_open(dev, h)
         if dev in self._gpm:
             info["gpm_interval_s"] = self.gpm_interval
