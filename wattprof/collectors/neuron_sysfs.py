@@ -16,8 +16,9 @@ Facts and sources: ``tests/fixtures/aws-neuron/README.md``. In short:
   for the per-minute file. Anything else is reported and the per-minute file is used.
 - Driver 2.31 reorganised the tree (not backwards compatible). Rather than trusting one path, the
   node is searched: the pre-2.31 path first, then any ``power/utilization_raw`` or
-  ``power/utilization`` file under ``neuron<N>/`` up to :data:`SEARCH_DEPTH` levels down. When
-  none is found, :attr:`SysfsDevice.tried` says where it looked.
+  ``power/utilization`` file under ``neuron<N>/`` up to :data:`SEARCH_DEPTH` levels down, outside
+  the per-core ``neuron_core<K>`` subtrees (power is per device). When none is found,
+  :attr:`SysfsDevice.tried` says where it looked.
 - Identity: ``neuron<N>/info/serial_number`` (sysfs user guide) and the PCI address (BDF) where
   ``neuron<N>/device`` links to a PCI device; neither is in neuron-monitor's reports.
 """
@@ -83,14 +84,16 @@ def find_power_nodes(device_dir: Path) -> tuple[list[PowerNode], list[str]]:
             depth = len(Path(top).parts) - base_depth
             if depth >= SEARCH_DEPTH:
                 dirs[:] = []
-            dirs.sort()
+            # power is per device (neuron_power.c): the per-core subtrees (thousands of counters) are skipped
+            dirs[:] = sorted(d for d in dirs if not re.fullmatch(r"neuron_core\d+", d))
             if Path(top).name == "power":
                 for name in POWER_NODES:
                     if name in files:
                         hits[name].append(Path(top) / name)
         found = [sorted(hits[name])[0] for name in POWER_NODES if hits[name]]
     nodes = [PowerNode(p, "raw" if p.name == "utilization_raw" else "minute") for p in found]
-    tried = [str(p) for p in legacy] + [f"{device_dir}/**/power/{{{','.join(POWER_NODES)}}} (depth <= {SEARCH_DEPTH})"]
+    tried = [str(p) for p in legacy] + [f"{device_dir}/**/power/{{{','.join(POWER_NODES)}}} (depth <= {SEARCH_DEPTH}, "
+                                        "outside neuron_core*)"]
     return nodes, ([] if nodes else tried)
 
 

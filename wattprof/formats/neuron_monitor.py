@@ -120,41 +120,25 @@ def report_info(obj: Any) -> dict[str, Any]:
     return info
 
 
+def _group_periods(obj: Any) -> list[float]:
+    """The ``period`` of every metric group of a report: ``system_data.<group>`` and
+    ``neuron_runtime_data[].report.<group>`` (where the user guide puts them)."""
+    groups = list(_dict(_dict(obj).get("system_data")).values())
+    for app in _list(_dict(obj).get("neuron_runtime_data")):
+        groups += list(_dict(_dict(app).get("report")).values())
+    periods = [_num(_dict(g).get("period")) for g in groups]
+    return [p for p in periods if not math.isnan(p) and p >= 0]
+
+
 def is_partial(obj: Any) -> bool:
     """The partial first report: every group present was measured over a near-zero period."""
-    periods: list[float] = []
-
-    def walk(o: Any) -> None:
-        if isinstance(o, dict):
-            p = _num(o.get("period"))
-            if not math.isnan(p):
-                periods.append(p)
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-
-    walk(obj)
+    periods = _group_periods(obj)
     return bool(periods) and max(periods) < _PARTIAL_PERIOD_S
 
 
 def report_period(obj: Any) -> float | None:
     """Seconds the report covers: the longest ``period`` of its metric groups (None without any)."""
-    periods: list[float] = []
-
-    def walk(o: Any) -> None:
-        if isinstance(o, dict):
-            p = _num(o.get("period"))
-            if not math.isnan(p) and p >= 0:
-                periods.append(p)
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-
-    walk(obj)
+    periods = _group_periods(obj)
     return max(periods) if periods else None
 
 
@@ -339,18 +323,22 @@ def parse_report(obj: Any, *, hardware: Mapping[str, Any] | None = None) -> tupl
     rows: dict[int, dict[str, Any]] = {d: {} for d in sorted(known)}
 
     partial = is_partial(obj)
+    by_dev: dict[int, list[int]] = {}
+    for c, d in where.items():
+        if d is not None:
+            by_dev.setdefault(d, []).append(c)
     for dev, row in rows.items():
-        cores = [c for c in core_util if layout.device_of(c) == dev]
-        if cores:
-            per_core = [min(core_util[c], 100.0) for c in cores]
+        on_dev = by_dev.get(dev, [])
+        per_core = [min(core_util[c], 100.0) for c in on_dev if c in core_util]
+        if per_core:
             row["util_pct"] = sum(per_core) / len(per_core)
             row["core_util_min_pct"], row["core_util_max_pct"] = min(per_core), max(per_core)
         elif apps == [] and not partial:
             row["util_pct"] = 0.0  # no application: the device's cores are idle
-        flops = [core_flops[c] for c in core_flops if layout.device_of(c) == dev]
+        flops = [core_flops[c] for c in on_dev if c in core_flops]
         if flops:
             row["flop_per_s"] = sum(flops)
-        mem = [core_mem[c] for c in core_mem if layout.device_of(c) == dev]
+        mem = [core_mem[c] for c in on_dev if c in core_mem]
         if mem:
             row["mem_used_bytes"] = sum(mem)
         elif apps == [] and not partial:
