@@ -82,7 +82,10 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     used_curves = [curves[d.device] for d in chosen]
 
     a = align_mod.align(used_curves, steps)
-    duration = (a.t_last - a.t_first) if used_curves else 0.0
+    duration = (a.t_last - a.t_first) if used_curves else _span(samples)
+    measured_any = bool(used_curves)
+    outside = _outside_by_label(steps, a.t_first, a.t_last) if measured_any else \
+        {str(k): int(v) for k, v in steps.groupby("label").size().items()} if len(steps) else {}
     by_label: dict[str, LabelReport] = {}
     boundary_source = sources[0] if len(sources) == 1 else "mixed"
     for label, le in a.labels.items():
@@ -103,9 +106,29 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
             lr.flags.append(f"the label spans only {le.duration_s * 1e3:.0f} ms: under the counter's ~1 s "
                             "resolution, its energy is uncertain by about 2 x power x 100 ms")
         by_label[label] = lr
+    unmeasured = []
+    for label, sl in steps.groupby("label", sort=False) if len(steps) else ():
+        label = str(label)
+        if outside.get(label, 0) == len(sl):  # nothing measured: null with the reason, never 0
+            lr = by_label.get(label) or LabelReport(
+                label=label, energy_j=0.0, in_step_energy_j=0.0, between_steps_energy_j=0.0, duration_s=0.0,
+                in_step_duration_s=0.0, tokens=None, j_per_token=None, steps=len(sl), mean_step_s=None,
+                mean_power_w=None)
+            lr.energy_j = lr.in_step_energy_j = lr.between_steps_energy_j = None  # type: ignore[assignment]
+            lr.j_per_token = lr.mean_power_w = lr.j_per_output_token = lr.j_per_request = None
+            lr.steady_state = None
+            why = ("no samples with power data in the run" if not measured_any else
+                   f"all {len(sl)} step(s) lie outside the samples' time range (wrong --utc-offset or clock?)")
+            lr.flags.append(f"no energy measured: {why}")
+            lr.steady_state_note = None
+            by_label[label] = lr
+            unmeasured.append(label)
     tokens = float(steps["tokens"].sum()) if len(steps) and steps["tokens"].notna().any() else None
-    labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens)
-    j_per_token = labelled_tokens_energy / tokens if tokens else None
+    measured_tokens = sum(lr.tokens or 0.0 for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
+    labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
+    j_per_token = labelled_tokens_energy / measured_tokens if measured_tokens else None
+    if unmeasured:
+        flags.append(f"no energy measured for label(s) {', '.join(unmeasured)}: their figures are null, not 0")
     unlabelled, idle = _unlabelled_and_idle(samples, steps, run.devices, chosen, used_curves, a)
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
     flags += list((meta.get("merge") or {}).get("flags") or [])
@@ -127,12 +150,13 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         bt = _bottlenecks(samples, steps, run.devices, segments, by_label, unlabelled, a.t_first, a.t_last)
         wasted = _wasted(by_label, idle, float(sum(d.energy_j for d in chosen)))
     carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
-        if carbon is not None else None
+        if carbon is not None and measured_any else None
     return Report(
         run={"id": meta.get("id"), "name": run.name, "path": str(run.path), "status": run.status,
              "tags": meta.get("tags", {}), "command": meta.get("command"), "started_at": meta.get("started_at"),
              "ended_at": meta.get("ended_at"), "exit_code": meta.get("exit_code")},
-        boundary=boundary, energy_j=float(sum(d.energy_j for d in chosen)), energy_source="+".join(sources) or "none",
+        boundary=boundary, energy_j=float(sum(d.energy_j for d in chosen)) if measured_any else None,  # type: ignore[arg-type]
+        energy_source="+".join(sources) or "none",
         estimated=estimated, duration_s=float(duration) if not pd.isna(duration) else 0.0,
         tokens=tokens, j_per_token=j_per_token, steps=len(steps), devices=devices, by_label=by_label, idle=idle,
         host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
@@ -140,6 +164,22 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
         segments=segments, bottleneck_timeline=bt, nodes=nodes, unlabelled=unlabelled,
     )
+
+
+def _span(samples: pd.DataFrame) -> float:
+    """Seconds the samples cover (e.g. a GPM-only import: no power, but a span)."""
+    if samples.empty or schema.T not in samples.columns:
+        return 0.0
+    t = samples[schema.T].to_numpy(float)
+    return float(np.nanmax(t) - np.nanmin(t)) if np.isfinite(t).any() else 0.0
+
+
+def _outside_by_label(steps: pd.DataFrame, t_first: float, t_last: float) -> dict[str, int]:
+    """Per label, how many of its steps lie entirely outside ``[t_first, t_last]``."""
+    if steps.empty:
+        return {}
+    out = (steps["t_end"] < t_first) | (steps["t_start"] > t_last)
+    return {str(k): int(v) for k, v in out.groupby(steps["label"]).sum().items()}
 
 
 IDLE_RULE = ("every accelerator within 1.3 x its idle power floor with utilisation <= 10 % and no SM activity, "
@@ -319,7 +359,7 @@ def _carbon(ctx: CarbonContext, energy_j: float, by_label: dict[str, LabelReport
         intensity_source=ctx.intensity.source, intensity_year=ctx.intensity.year, pue=ctx.pue,
         pue_source=ctx.pue_source, energy_kwh=total.energy_kwh, facility_kwh=total.facility_kwh,
         g_co2e=total.g_co2e, g_co2e_per_million_tokens=per_mtok,
-        by_label_g_co2e={k: c.co2_g(v.energy_j, ctx) for k, v in by_label.items()},
+        by_label_g_co2e={k: c.co2_g(v.energy_j, ctx) for k, v in by_label.items() if v.energy_j is not None},
         car_km=total.car_km, car_miles=total.car_miles,
     )
 

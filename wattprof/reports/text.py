@@ -146,7 +146,9 @@ def render(r: Report) -> str:
     est = "  ESTIMATED" if r.estimated else ""
     out.append("")
     out.append(f"Energy: {fmt_j(r.energy_j)}  boundary: {r.boundary}  source: {r.energy_source}{est}")
-    if r.duration_s > 0 and r.energy_j > 0:
+    if r.energy_j is None:
+        out.append(f"  no energy measured ({r.boundary}); the samples span {r.duration_s:.2f} s")
+    elif r.duration_s > 0 and r.energy_j > 0:
         out.append(f"  over {r.duration_s:.2f} s: mean {r.energy_j / r.duration_s:.1f} W"
                    + ("" if r.by_label else "  (no step marks: this total is the measurement)"))
     out.append(f"Steps: {r.steps}   tokens: {fmt_num(r.tokens, '', 0)}   energy per token (labelled steps "
@@ -161,8 +163,8 @@ def render(r: Report) -> str:
         out.append("By label (energy includes the host time between a label's consecutive steps)")
         rows = []
         for lr in r.by_label.values():
-            share = 100 * lr.energy_j / r.energy_j if r.energy_j else 0.0
-            row = [lr.label, fmt_j(lr.energy_j), f"{share:.1f}%", fmt_j(lr.in_step_energy_j),
+            share = f"{100 * lr.energy_j / r.energy_j:.1f}%" if r.energy_j and lr.energy_j is not None else "-"
+            row = [lr.label, fmt_j(lr.energy_j), share, fmt_j(lr.in_step_energy_j),
                    fmt_j(lr.between_steps_energy_j), f"{lr.duration_s:.2f} s", str(lr.steps),
                    fmt_num(lr.tokens, "", 0), fmt_jpt(lr.j_per_token), fmt_num(lr.mean_power_w, " W")]
             if any(x.bottleneck for x in r.by_label.values()):
