@@ -97,7 +97,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
             steps=le.steps, mean_step_s=mean_step,
             mean_power_w=le.energy_j / le.duration_s if le.duration_s > 0 else None,
         )
-        _inference(lr, steps[steps["label"] == label], used_curves)
+        _inference(lr, steps[steps["label"] == label], used_curves, steps[steps["label"] != label])
         sl = steps[steps["label"] == label]
         flag = quality.short_window_flag((sl["t_end"] - sl["t_start"]).to_numpy(float), "steps", boundary_source)
         if flag:
@@ -131,6 +131,12 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         flags.append(f"no energy measured for label(s) {', '.join(unmeasured)}: their figures are null, not 0")
     unlabelled, idle = _unlabelled_and_idle(samples, steps, run.devices, chosen, used_curves, a)
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
+    flags += _plausibility_flags(samples, chosen, by_label, a)
+    flags += [f"self-check {d.device}: counter and integrated instant power differ by "
+              f"{d.self_check['difference_pct']:+.1f} % (more than {SELF_CHECK_LIMIT_PCT:g} %): one of them is wrong "
+              "(counter reset, sensor fault, gaps); trust neither blindly"
+              for d in devices if d.self_check and math.isfinite(d.self_check.get("difference_pct", float("nan")))
+              and abs(d.self_check["difference_pct"]) > SELF_CHECK_LIMIT_PCT]
     flags += list((meta.get("merge") or {}).get("flags") or [])
     nodes = _nodes(meta, devices, chosen)
     for key, src in (meta.get("sources") or {}).items():
@@ -163,7 +169,49 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
         timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
         segments=segments, bottleneck_timeline=bt, nodes=nodes, unlabelled=unlabelled,
+        step_clocks={k: {f: v[f] for f in ("offset_s", "offset_uncertainty_s", "offset_method", "offset_score",
+                                           "offset_signals") if f in v}
+                     for k, v in (meta.get("sources") or {}).items() if "offset_s" in v},
     )
+
+
+#: A counter and integrated instant power agree to ~1-3 % on real H100 runs (aliasing on short steps up
+#: to ~6 %): beyond this, something is wrong.
+SELF_CHECK_LIMIT_PCT = 10.0
+#: A window's mean power may sit this far outside its readings' range (calibration of averaged vs
+#: instant readings, edges) before it is implausible.
+PLAUSIBLE_MARGIN = 0.03
+
+
+def _plausibility_flags(samples: pd.DataFrame, chosen: list[DeviceReport], by_label: dict[str, LabelReport],
+                        a: align_mod.Alignment) -> list[str]:
+    """A mean power outside every power reading in its window is not physical: flag it."""
+    accel = [d.device for d in chosen]
+    if samples.empty or not accel:
+        return []
+    col = next((c for c in ("power_w", "power_avg_w") if c in samples.columns and samples[c].notna().any()), None)
+    if col is None:
+        return []
+    df = samples[samples[schema.DEVICE].isin(accel)][[schema.T, schema.DEVICE, col]].dropna()
+    if df.empty or df[schema.DEVICE].nunique() != len(accel):
+        return []
+    t = df[schema.T].to_numpy(float)
+    out = []
+    for label, lr in by_label.items():
+        le = a.labels.get(label)
+        if lr.mean_power_w is None or lr.energy_j is None or le is None:
+            continue
+        s0, s1 = align_mod.merge_intervals(le.segments["t_start"].to_numpy(float), le.segments["t_end"].to_numpy(float))
+        i = np.searchsorted(s0, t, "right") - 1
+        m = (i >= 0) & (t <= s1[np.clip(i, 0, None)])
+        if not m.any():
+            continue
+        g = df[m].groupby(schema.DEVICE)[col]
+        lo, hi = float(g.min().sum()), float(g.max().sum())
+        if lr.mean_power_w < (1 - PLAUSIBLE_MARGIN) * lo or lr.mean_power_w > (1 + PLAUSIBLE_MARGIN) * hi:
+            out.append(f"label {lr.label}: mean power {lr.mean_power_w:.1f} W lies outside every power reading in "
+                       f"its time ({lo:.1f}-{hi:.1f} W): its energy is not plausible (edges, gaps or a faulty source)")
+    return out
 
 
 def _span(samples: pd.DataFrame) -> float:
@@ -272,7 +320,8 @@ def _self_check(samples: pd.DataFrame, device: str, c: energy_mod.EnergyCurve) -
             "difference_pct": 100 * (e_i / e_c - 1) if e_c > 0 else float("nan")}
 
 
-def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.EnergyCurve]) -> None:
+def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.EnergyCurve],
+               others: pd.DataFrame | None = None) -> None:
     """Per output token, per request and steady state for labels that are inference requests."""
     if sl.empty or not tokens.is_inference(sl):
         return
@@ -282,6 +331,16 @@ def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.Energy
     lr.j_per_output_token = lr.energy_j / lr.output_tokens if lr.output_tokens else None
     lr.j_per_request = lr.energy_j / len(sl)
     ss, why = tokens.steady_state(sl, lambda t0, t1: float(align_mod.energy_over(curves, t0, t1)))
+    if ss is not None and others is not None and len(others):
+        # the window must lie inside this label's own time: other labels' steps inside it would be
+        # charged to these requests (a training burst during serving)
+        o = others[(others["t_end"] > ss.t_start) & (others["t_start"] < ss.t_end)]
+        if len(o):
+            o0, o1 = align_mod.merge_intervals(np.clip(o["t_start"].to_numpy(float), ss.t_start, ss.t_end),
+                                               np.clip(o["t_end"].to_numpy(float), ss.t_start, ss.t_end))
+            why = (f"steady-state window {ss.t_start:.1f}-{ss.t_end:.1f} overlaps {float((o1 - o0).sum()):.1f} s of "
+                   f"other labels ({', '.join(sorted(map(str, o['label'].unique())))}): not reported")
+            ss = None
     lr.steady_state = ss.to_dict() if ss else None
     lr.steady_state_note = why
 
