@@ -243,9 +243,9 @@ def _vllm_steps(path: Path, writer: RunWriter, opts: ImportOptions) -> tuple[pd.
         est = refine_offset(bench.steps(offset=0.0, label=label), samples, coarse, bounds=bench.offset_bounds,
                             coarse_uncertainty_s=bench.coarse_uncertainty)
         info.update(offset_s=est.offset_s, offset_uncertainty_s=est.uncertainty_s, offset_method=est.method,
-                    offset_score=est.score)
-        if est.method != "date":  # refined: the advice to refine no longer applies
-            notes = [n for n in notes if "refine it against GPU activity" not in n]
+                    offset_score=est.score, offset_signals=list(est.signals))
+        # refinement ran (kept or not): the advice to refine no longer applies; the outcome is in the notes
+        notes = [n for n in notes if "refine it against GPU activity" not in n]
         if est.note:
             notes.append(est.note)
     else:
