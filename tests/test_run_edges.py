@@ -41,3 +41,27 @@ def test_short_profiled_runs_have_no_step_outside_the_samples_and_no_skew_flag(t
         assert not [f for f in rep.flags if "clock skew" in f], rep.flags
         t = run.samples["t"]
         assert t.min() <= run.steps["t_start"].min() and t.max() >= run.steps["t_end"].max()
+
+
+def test_an_implausible_mean_power_and_a_far_off_self_check_are_flagged(tmp_path):
+    """A label whose energy comes out below every power reading in its time (here: the counter
+    stalled through it, so its energy is lost) is a problem the report names, as is a self-check
+    (counter vs integrated instant power) off by a lot."""
+    import json
+
+    import pandas as pd
+    from conftest import H100, wattprof
+
+    d = pd.read_csv(H100 / "nvml_samples_10ms.csv")
+    # the counter stalls through the training phase (a driver fault), then counts on from where it stopped
+    mid = d["t"].between(1795346745.9, 1795346766.0)
+    lost = d.loc[mid, "energy_mj"].iloc[-1] - d.loc[mid, "energy_mj"].iloc[0]
+    d.loc[mid, "energy_mj"] = d.loc[mid, "energy_mj"].iloc[0]
+    d.loc[d["t"] > 1795346766.0, "energy_mj"] -= lost
+    csv = tmp_path / "nvml_samples_10ms.csv"
+    d.to_csv(csv, index=False)
+    run = tmp_path / "r"
+    wattprof("import", str(run), "--samples", str(csv), "--steps", str(H100 / "steps.jsonl"), check=True)
+    rep = json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)
+    assert any("label train: mean power" in f and "not plausible" in f for f in rep["flags"]), rep["flags"]
+    assert any(f.startswith("self-check gpu:0") for f in rep["flags"]), rep["flags"]

@@ -81,3 +81,27 @@ def test_batch_one_decoding_at_the_floor_is_not_idle():
     samples, limits = nvml_samples(H100_SERVE)
     v = classify_windows(samples, phase_windows(H100_SERVE, "serve_b1"), limits)["serve_b1"]
     assert v.verdict == "host-bound"
+
+
+def test_a_steady_state_window_lies_inside_its_own_labels_time(tmp_path):
+    """Requests in flight for 50 s with a training burst in the middle: the serve label's steady
+    state must not charge the burst's energy to the requests."""
+    t0 = json.loads((H100_SERVE / "requests_wallclock.jsonl").read_text().splitlines()[0])["t_start"]
+    reqs = [{"t_start": t0 + 1.5 * i, "t_first_token": t0 + 1.5 * i + 0.2, "t_end": t0 + 1.5 * i + 10,
+             "output_tokens": 100, "prompt_tokens": 10, "label": "serve"} for i in range(30)]
+
+    def report_with(extra):
+        run = tmp_path / f"r{len(extra)}"
+        steps = tmp_path / f"s{len(extra)}.jsonl"
+        steps.write_text("".join(json.dumps(x) + "\n" for x in reqs + extra))
+        wattprof("import", str(run), "--samples", str(H100_SERVE / "nvml_samples_10ms.csv"), "--steps", str(steps),
+                 check=True)
+        return json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)["by_label"]["serve"]
+
+    alone = report_with([])
+    assert alone["steady_state"] is not None, alone["steady_state_note"]
+    ss = alone["steady_state"]
+    burst = [{"t_start": (ss["t_start"] + ss["t_end"]) / 2, "t_end": (ss["t_start"] + ss["t_end"]) / 2 + 3,
+              "label": "train", "tokens": 1000}]
+    mixed = report_with(burst)
+    assert mixed["steady_state"] is None and "other labels (train)" in mixed["steady_state_note"]

@@ -184,7 +184,7 @@ def test_refined_offset_on_fixture(bench: VllmBench, samples: pd.DataFrame, trut
     r_err, c_err = float(np.median(refined)), float(np.median(coarse))
     print(f"refined: error {r_err:+.4f} s, uncertainty {est.uncertainty_s:.3f} s, {est.method}, "
           f"score {est.score:.3f}, {elapsed * 1000:.0f} ms; coarse error {c_err:+.3f} s; {est.note}")
-    assert est.method == "xcorr:util_pct"
+    assert est.method.startswith("xcorr:") and "util_pct" in est.method  # every varying signal adds evidence
     assert abs(r_err) < abs(c_err)
     assert abs(r_err) <= est.uncertainty_s
     assert est.uncertainty_s < bench.coarse_uncertainty
@@ -204,7 +204,7 @@ def test_refined_offset_vllm_like_default_search(tmp_path: Path, bench: VllmBenc
     r_err = float(np.median(start_errors(b.steps(offset=est.offset_s), truth)))
     c_err = float(np.median(start_errors(b.steps(), truth)))
     print(f"vLLM-like: coarse error {c_err:+.3f} s, refined {r_err:+.4f} +/- {est.uncertainty_s:.3f} s")
-    assert est.method == "xcorr:util_pct"
+    assert est.method.startswith("xcorr:") and "util_pct" in est.method  # every varying signal adds evidence
     assert abs(r_err) < abs(c_err) and abs(r_err) <= est.uncertainty_s
 
 

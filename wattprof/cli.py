@@ -230,6 +230,9 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
             click.echo(f"wattprof: error: the run could not be finalised: {e}", err=True)
             if rc == 0:
                 rc = EXIT_WATTPROF_FAILED
+    if rc in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):  # nothing ran: no energy report, the run is marked failed
+        click.echo(f"wattprof: nothing was measured; the run (marked failed) is in {run_dir}", err=True)
+        sys.exit(rc)
     from .history import try_write_summary
 
     try_write_summary(run_dir)
@@ -380,10 +383,12 @@ def repair(run_dir: str, force: bool) -> None:
 @click.option("--label", help="Label for the imported steps (vllm-bench default: serve).")
 @click.option("--name", "-n", help="Run name when creating a new run.")
 @click.option("--report/--no-report", "show", default=False, help="Print the text report afterwards.")
+@click.option("--replace", is_flag=True, help="A steps file already imported into RUN_DIR (same content) replaces "
+              "that import instead of being refused.")
 @_guard
 def import_(run_dir: str, samples: str | None, samples_format: str, fields: str | None, utc_offset: float,
             device: str, steps: str | None, steps_format: str, label: str | None, name: str | None,
-            show: bool, start_s: float | None = None) -> None:
+            show: bool, replace: bool, start_s: float | None = None) -> None:
     """Create (or extend) RUN_DIR from existing logs: a samples file and/or a steps log.
 
     Samples: an NVML trace CSV, an nvidia-smi --query-gpu CSV (with or without header/units;
@@ -402,6 +407,7 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
       wattprof import runs/serve --samples nvml.csv --steps vllm_result.json
       wattprof import runs/agent --samples nvml.csv --steps spans.jsonl --steps-format otlp-json
       wattprof import runs/trn1 --samples neuron-monitor.jsonl --start 1764590400 --steps steps.jsonl
+      wattprof import runs/serve --steps vllm_result.json --replace   # re-import a changed log
     """
     from .importer import (
         SAMPLE_FORMATS,
@@ -411,6 +417,7 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
         import_samples,
         import_steps,
         open_or_create,
+        transaction,
     )
 
     if not samples and not steps:
@@ -424,20 +431,16 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
         fmt = detect_samples_format(Path(samples)) if samples_format == "auto" else samples_format
         assert fmt in SAMPLE_FORMATS
     opts = ImportOptions(fields=[f.strip() for f in fields.split(",")] if fields else None,
-                         utc_offset_h=utc_offset, device=device, label=label, start_s=start_s)
-    from .importer import discard_if_empty
-
-    writer = open_or_create(Path(run_dir), name=name)
-    try:
+                         utc_offset_h=utc_offset, device=device, label=label, start_s=start_s,
+                         replace=replace)
+    with transaction(Path(run_dir)):  # a failed import changes no run and creates none
+        writer = open_or_create(Path(run_dir), name=name)
         if samples:
             r = import_samples(writer, samples, fmt, opts)
             click.echo(f"imported samples {describe(r)}", err=True)
         if steps:
             r = import_steps(writer, steps, None if steps_format == "auto" else steps_format, opts)
             click.echo(f"imported steps {describe(r)}", err=True)
-    except BaseException:
-        discard_if_empty(writer)  # a new run that received nothing is not left behind
-        raise
     if show:
         _print_report(run_dir, "text", None)
 

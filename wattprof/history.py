@@ -78,7 +78,8 @@ def summarize(run: Run) -> RunSummary:
         tags=tags, status=run.status, started_at=run.meta.get("started_at"), ended_at=run.meta.get("ended_at"),
         duration_s=r.duration_s, energy_j=r.energy_j, energy_source=r.energy_source, boundary=r.boundary,
         estimated=r.estimated, tokens=r.tokens, j_per_token=r.j_per_token,
-        mean_power_w=r.energy_j / r.duration_s if r.duration_s > 0 else None, steps=r.steps, by_label=by_label,
+        mean_power_w=r.energy_j / r.duration_s if r.duration_s > 0 and r.energy_j is not None else None,
+        steps=r.steps, by_label=by_label,
         labels=[{"label": k, **v} for k, v in by_label.items()],
         j_per_task=sum(t.energy_j for t in r.tasks) / len(r.tasks) if r.tasks else None,
     )

@@ -6,8 +6,11 @@ nvidia-smi CSV and a GPM series side by side; analysis picks the best source per
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +47,18 @@ def _nvml_trace_samples(path: Path) -> tuple[pd.DataFrame, dict[str, dict], list
             rows.extend(collector.read())
     finally:
         collector.close()
+    trace_info = collector.nvml.trace.info or {}
     for info in devices.values():
         info["power_source"] = f"measured: NVML energy counter and power, imported from {path.name}"
         info.pop("replayed_from", None)
+        # a real capture, not a replay: its own name and UUID where the trace says them, else none
+        info["name"] = trace_info.get("name") or f"NVIDIA GPU (NVML trace {path.name})"
+        info["uuid"] = trace_info.get("uuid")
+        info["collector"] = "import"
+        if trace_info.get("power_limit_mw"):
+            info["power_limit_w"] = float(trace_info["power_limit_mw"]) / 1000.0
+        if str(info.get("gpm", "")).startswith("unsupported: replayed"):
+            info["gpm"] = "not in the trace"
     return pd.DataFrame(rows), devices, list(collector.nvml.trace.warnings)
 
 
@@ -60,6 +72,8 @@ class ImportOptions:
     label: str | None = None
     #: Unix time of the first report of a neuron-monitor log (None: the file's mtime ends the log).
     start_s: float | None = None
+    #: a steps file whose content was imported before replaces that import instead of being refused
+    replace: bool = False
 
     def __post_init__(self) -> None:
         """Option values checked before anything is read or written (one-line errors, exit 2)."""
@@ -74,6 +88,69 @@ class ImportOptions:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise InputError(f"{what} {text!r} is not valid text (undecodable bytes); expected UTF-8") from None
+
+
+@contextlib.contextmanager
+def transaction(run_dir: Path) -> Iterator[None]:
+    """All of an import or none of it: on any error, a run this import created is removed, and an
+    existing run gets back its meta.json and loses the files the import added."""
+    existed = (run_dir / META).is_file()
+    before = {p.name for p in run_dir.iterdir()} if existed else set()
+    meta = (run_dir / META).read_bytes() if existed else b""
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            for p in run_dir.iterdir():
+                if p.name not in before:
+                    with contextlib.suppress(OSError):
+                        p.unlink() if p.is_file() else shutil.rmtree(p)
+            if (run_dir / META).read_bytes() != meta:
+                (run_dir / META).write_bytes(meta)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _same_content(writer: RunWriter, digest: str, path: Path, replace: bool) -> None:
+    """Refuse a steps file whose content is already in the run (it would double steps and tokens),
+    or, with ``replace``, remove the earlier import of it."""
+    for key, src in list((writer.meta.get("sources") or {}).items()):
+        if src.get("kind") != "import" or src.get("sha256") != digest:
+            continue
+        if not replace:
+            raise InputError(f"this content was already imported into the run (source {key}, from "
+                             f"{src.get('file')}): importing it again would double its steps and tokens; pass "
+                             "--replace to replace that import", path=str(path))
+        with contextlib.suppress(FileNotFoundError):
+            (writer.path / f"steps-{key}.jsonl").unlink()
+        del writer.meta["sources"][key]
+        writer.write_meta()
+
+
+def _check_inside_samples(writer: RunWriter, steps: pd.DataFrame, path: Path) -> None:
+    """An import whose steps all fall outside the run's samples measures nothing: refuse it."""
+    from .run import Run
+
+    if steps.empty:
+        return
+    samples = Run.open(writer.path).samples
+    if samples.empty or schema.T not in samples.columns:
+        return
+    t0, t1 = float(samples[schema.T].min()), float(samples[schema.T].max())
+    outside = (steps["t_end"] < t0) | (steps["t_start"] > t1)
+    if bool(outside.all()):
+        raise InputError(f"all {len(steps)} steps lie outside the run's samples ({t0:.1f}-{t1:.1f}, steps "
+                         f"{float(steps['t_start'].min()):.1f}-{float(steps['t_end'].max()):.1f}): no energy can be "
+                         "attributed to them; check --utc-offset and the clocks; nothing imported", path=str(path))
 
 
 def _nvidia_smi_samples(path: Path, opts: ImportOptions) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
@@ -215,9 +292,9 @@ def _vllm_steps(path: Path, writer: RunWriter, opts: ImportOptions) -> tuple[pd.
         est = refine_offset(bench.steps(offset=0.0, label=label), samples, coarse, bounds=bench.offset_bounds,
                             coarse_uncertainty_s=bench.coarse_uncertainty)
         info.update(offset_s=est.offset_s, offset_uncertainty_s=est.uncertainty_s, offset_method=est.method,
-                    offset_score=est.score)
-        if est.method != "date":  # refined: the advice to refine no longer applies
-            notes = [n for n in notes if "refine it against GPU activity" not in n]
+                    offset_score=est.score, offset_signals=list(est.signals))
+        # refinement ran (kept or not): the advice to refine no longer applies; the outcome is in the notes
+        notes = [n for n in notes if "refine it against GPU activity" not in n]
         if est.note:
             notes.append(est.note)
     else:
@@ -256,15 +333,19 @@ def import_steps(writer: RunWriter, path: str | Path, fmt: str | None = None,
     if fmt not in STEP_FORMATS:
         raise InputError(f"unknown steps format '{fmt}' (known: {', '.join(STEP_FORMATS)})")
     notes: list[str] = []
-    extra: dict = {}
+    extra: dict = {"sha256": _sha256(p)}
+    _same_content(writer, extra["sha256"], p, opts.replace)
     if fmt == "vllm-bench":
-        steps, notes, extra = _vllm_steps(p, writer, opts)
+        steps, notes, more = _vllm_steps(p, writer, opts)
+        extra.update(more)
     elif fmt == "otlp-json":
-        steps, notes, extra = _otlp_steps(p)
+        steps, notes, more = _otlp_steps(p)
+        extra.update(more)
     else:
         steps = read_steps_jsonl(p)
         if opts.label:
             steps["label"] = opts.label
+    _check_inside_samples(writer, steps, p)
     key = writer.add_source(f"import-steps-{fmt}", {"kind": "import", "format": f"steps-{fmt}",
                                                    "file": os.path.abspath(p), "rows": len(steps),
                                                    "caveats": notes, **extra})

@@ -178,22 +178,19 @@ class Recorder:
         its thread is left behind (a daemon), its collector is not closed (closing it under a
         running read is not safe), and the run goes on to finalise without it."""
         self._stop.set()
-        start = time.perf_counter()
-        deadline = start + (self.read_timeout or 0.0)
-        # A healthy read ends within a couple of intervals: wait that long first, take the final
-        # reading, and only then wait out a hung read, so that one hung collector does not push
-        # the others' last reading a whole read_timeout past the run's end.
-        quick = start + min(self.read_timeout or 0.0, 2 * self.interval)
-        for t in self._threads:
-            t.join(None if self.read_timeout is None else max(quick - time.perf_counter(), 0.0))
         if self._background and not self._stopped:
             # The run's last edge: a final reading after the last step ended, so its energy is
-            # measured rather than extrapolated (and no step falls after the last sample).
+            # measured rather than extrapolated (and no step falls after the last sample). Taken
+            # as soon as the healthy sampling threads have left (a hung one is not waited for).
+            settle = time.perf_counter() + 2 * self.interval + 0.05
+            for t in self._threads:
+                t.join(max(settle - time.perf_counter(), 0.0) if self.read_timeout is not None else None)
             self._edge_reads()
+        self._stopped = True
+        deadline = time.perf_counter() + (self.read_timeout or 0.0)
         for t in self._threads:
             t.join(None if self.read_timeout is None else max(deadline - time.perf_counter(), 0.0))
         self._threads = [t for t in self._threads if t.is_alive()]
-        self._stopped = True
         self._watch()
         self._fetch_remote()
         self.flush()

@@ -47,8 +47,9 @@ import pandas as pd
 
 from ..schema import DEVICE, T, is_accelerator
 
-#: Metric columns tried in order when ``metric`` is not given.
-METRICS: tuple[str, ...] = ("util_pct", "power_w")
+#: Metric columns used when ``metric`` is not given: every one that varies adds its evidence (its
+#: log-likelihood curve), so a weak power contrast is backed by utilisation, SM clock and memory activity.
+METRICS: tuple[str, ...] = ("util_pct", "power_w", "sm_active_pct", "sm_clock_mhz", "mem_util_pct", "dram_active_pct")
 #: NVML instant power averages the last 25 ms (REFERENCE.md, Yang et al. SC'24).
 NVML_INSTANT_WINDOW_S = 0.025
 #: Log-likelihood drop that bounds the reported region (about 2 sigma for one parameter).
@@ -73,6 +74,8 @@ class OffsetEstimate:
     method: str
     score: float
     note: str = ""
+    #: the metric columns whose evidence was combined
+    signals: tuple[str, ...] = ()
 
 
 def refine_offset(
@@ -122,11 +125,57 @@ def refine_offset(
     if s.size == 0:
         return keep_coarse("no steps with a positive duration")
 
-    # --- samples: one metric, per-device series ------------------------------------------
-    series, name = _select_series(samples, device, metric)
-    if not series:
+    # --- samples: every varying metric, per-device series ---------------------------------
+    selected = _select_all(samples, device, metric)
+    if not selected:
         return keep_coarse(f"no varying {metric or ' / '.join(METRICS)} in the samples")
     h = float(step_s)
+    n_lag = int(math.floor((hi - lo) / h + 1e-9)) + 1
+    offsets = lo + h * np.arange(n_lag)
+    fits = []
+    for name, series in selected:
+        fit = _metric_fit(s, e, series, name, lo, hi, h, n_lag)
+        if isinstance(fit, str):
+            if len(selected) == 1:
+                return keep_coarse(fit)
+            continue
+        fits.append(fit)
+    if not fits:
+        return keep_coarse("no metric gives activity that the steps can explain")
+    loglik = np.sum([f["loglik"] for f in fits], axis=0)
+    n_eff = float(sum(f["n_eff"] for f in fits))
+    best = int(np.argmax(loglik))
+    gain = float(loglik[best])
+    r2b = [float(f["r2"][best]) for f in fits]
+    score = float(math.sqrt(max(r2b)))
+    names = "+".join(f["name"] for f in fits)
+    if gain <= 0:
+        return keep_coarse("steps and samples do not overlap at any searched offset", score)
+    region = np.flatnonzero(loglik >= gain - DELTA_LOGLIK)
+    floor = max(h, min(max(f["sample_dt"], f["period"] / 2.0) for f in fits))
+    unc = max(float(np.max(np.abs(offsets[region] - offsets[best]))), floor)
+    detail = ("; ".join(f"{f['name']}: refresh period {f['period']:.3f} s, N_eff {f['n_eff']:.0f}, "
+                        f"log-likelihood {float(f['loglik'][best]):.1f}" for f in fits)
+              + f"; combined gain {gain:.1f}, searched [{lo:.3f}, {hi:.3f}]")
+    if n_eff < MIN_N_EFF:
+        return keep_coarse(f"too few independent samples ({detail})", score)
+    if gain < MIN_LOGLIK_GAIN:
+        return keep_coarse(f"activity does not clearly match ({detail})", score)
+    if best in (0, n_lag - 1):
+        return keep_coarse(f"best offset is at the edge of the search range ({detail})", score)
+    if bounds is None and (region[0] == 0 or region[-1] == n_lag - 1):
+        # coarse +/- search_s is an arbitrary window: the peak may continue beyond it.
+        return keep_coarse(f"likely offsets reach the edge of the search range; widen it ({detail})", score)
+    if unc >= coarse_uncertainty_s:
+        return keep_coarse(f"refinement (+/-{unc:.2f} s) is no sharper than the coarse offset ({detail})", score)
+    return OffsetEstimate(float(offsets[best]), unc, f"xcorr:{names}", score, detail,
+                          tuple(f["name"] for f in fits))
+
+
+def _metric_fit(s: np.ndarray, e: np.ndarray, series: list[tuple[np.ndarray, np.ndarray]], name: str, lo: float,
+                hi: float, h: float, n_lag: int) -> dict | str:
+    """One metric's fit at every scanned offset: ``r2``, ``loglik`` (profile log-likelihood gain over
+    no relation), ``n_eff``, refresh ``period`` and ``sample_dt``; or why it cannot be fitted."""
     periods = [_refresh_period(t, y) for t, y in series]
     period = float(np.median(periods))
     sample_dt = float(max(np.median(np.diff(t)) for t, _ in series))
@@ -137,8 +186,6 @@ def refine_offset(
     # --- grids --------------------------------------------------------------------------
     t_all = np.concatenate([t for t, _ in series])
     y_all = np.concatenate([y - y.mean() for _, y in series])
-    n_lag = int(math.floor((hi - lo) / h + 1e-9)) + 1
-    offsets = lo + h * np.arange(n_lag)
     tau0 = float(t_all.min()) - hi - (kernel.size + 1) * h
     q = np.rint((t_all - lo - tau0) / h).astype(np.int64)  # source index at offset j: q - j
     m_len = int(q.max()) + 1
@@ -154,7 +201,7 @@ def refine_offset(
     xs = [np.convolve(r, kernel)[:m_len] for r in regs]
     xs = [x - x.mean() for x in xs]
     if all(np.ptp(x) == 0 for x in xs):
-        return keep_coarse("steps give no activity change inside the searched range")
+        return "steps give no activity change inside the searched range"
 
     # --- all offsets at once: sums over samples of the shifted model via FFT --------------
     w_grid = np.bincount(q, minlength=m_len).astype(float)
@@ -179,7 +226,7 @@ def refine_offset(
     cxy = sxy - sx * sy / n_obs
     cyy = syy - sy * sy / n_obs
     if not cyy > 0:
-        return keep_coarse(f"{name} does not vary")
+        return f"{name} does not vary"
     # Offsets where the shifted model barely varies over the samples carry no information;
     # FFT round-off there must not be inverted into a spurious fit.
     scale = n_obs * max(float(np.mean(x * x)) for x in xs)
@@ -190,9 +237,8 @@ def refine_offset(
         r2[informative] = np.einsum("ji,jik,jk->j", cxy[informative], inv, cxy[informative]) / cyy
     r2 = np.clip(r2, 0.0, 1.0 - 1e-12)
     best = int(np.argmax(r2))
-    score = float(math.sqrt(r2[best]))
     if r2[best] <= 0:
-        return keep_coarse("steps and samples do not overlap at any searched offset", score)
+        return "steps and samples do not overlap at any searched offset"
 
     # --- effective sample size from the residuals at the best offset ---------------------
     design = np.column_stack([np.ones_like(y_all)] + [x[q - best] for x in xs])
@@ -204,24 +250,18 @@ def refine_offset(
         n_eff += n / _autocorr_time(resid[start:start + n])
         start += n
     loglik = -0.5 * n_eff * np.log1p(-r2)
-    gain = float(loglik[best])
-    region = np.flatnonzero(loglik >= gain - DELTA_LOGLIK)
-    floor = max(h, sample_dt, period / 2.0)
-    unc = max(float(np.max(np.abs(offsets[region] - offsets[best]))), floor)
-    detail = (f"{name}: refresh period {period:.3f} s, N_eff {n_eff:.0f}, log-likelihood gain {gain:.1f}, "
-              f"searched [{lo:.3f}, {hi:.3f}]")
-    if n_eff < MIN_N_EFF:
-        return keep_coarse(f"too few independent samples ({detail})", score)
-    if gain < MIN_LOGLIK_GAIN:
-        return keep_coarse(f"activity does not clearly match ({detail})", score)
-    if best in (0, n_lag - 1):
-        return keep_coarse(f"best offset is at the edge of the search range ({detail})", score)
-    if bounds is None and (region[0] == 0 or region[-1] == n_lag - 1):
-        # coarse +/- search_s is an arbitrary window: the peak may continue beyond it.
-        return keep_coarse(f"likely offsets reach the edge of the search range; widen it ({detail})", score)
-    if unc >= coarse_uncertainty_s:
-        return keep_coarse(f"refinement (+/-{unc:.2f} s) is no sharper than the coarse offset ({detail})", score)
-    return OffsetEstimate(float(offsets[best]), unc, f"xcorr:{name}", score, detail)
+    return {"name": name, "r2": r2, "loglik": loglik, "n_eff": n_eff, "period": period, "sample_dt": sample_dt}
+
+
+def _select_all(samples: pd.DataFrame, device: str | None,
+                metric: str | None) -> list[tuple[str, list[tuple[np.ndarray, np.ndarray]]]]:
+    """Every metric of ``metric`` or :data:`METRICS` that varies, with its per-device series."""
+    out = []
+    for name in ([metric] if metric else list(METRICS)):
+        series, got = _select_series(samples, device, name)
+        if series and got == name:
+            out.append((name, series))
+    return out
 
 
 def _select_series(samples: pd.DataFrame, device: str | None,

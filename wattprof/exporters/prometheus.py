@@ -116,7 +116,8 @@ class ReportCollector:
                          r.energy_source, *ev], 1.0)
         yield info
         g = fam("gauge", "run_energy_joules", "Energy of the run within its report boundary (joules)")
-        g.add_metric([run, *ev], r.energy_j)
+        if r.energy_j is not None:  # nothing measured: no sample, never a 0
+            g.add_metric([run, *ev], r.energy_j)
         yield g
         g = fam("gauge", "run_duration_seconds", "Duration covered by the run's samples (seconds)")
         g.add_metric([run, *ev], r.duration_s)
@@ -148,7 +149,8 @@ class ReportCollector:
                  ["label"])
         lt = fam("gauge", "energy_per_token_joules", "Energy per token per step label (joules)", ["label"])
         for label, lr in r.by_label.items():
-            le.add_metric([run, label, *ev], lr.energy_j)
+            if lr.energy_j is not None:
+                le.add_metric([run, label, *ev], lr.energy_j)
             if _ok(lr.j_per_token):
                 lt.add_metric([run, label, *ev], float(lr.j_per_token))
         yield le

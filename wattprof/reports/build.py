@@ -86,7 +86,10 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     used_curves = [curves[d.device] for d in chosen]
 
     a = align_mod.align(used_curves, steps)
-    duration = (a.t_last - a.t_first) if used_curves else 0.0
+    duration = (a.t_last - a.t_first) if used_curves else _span(samples)
+    measured_any = bool(used_curves)
+    outside = _outside_by_label(steps, a.t_first, a.t_last) if measured_any else \
+        {str(k): int(v) for k, v in steps.groupby("label").size().items()} if len(steps) else {}
     by_label: dict[str, LabelReport] = {}
     boundary_source = sources[0] if len(sources) == 1 else "mixed"
     for label, le in a.labels.items():
@@ -98,7 +101,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
             steps=le.steps, mean_step_s=mean_step,
             mean_power_w=le.energy_j / le.duration_s if le.duration_s > 0 else None,
         )
-        _inference(lr, steps[steps["label"] == label], used_curves)
+        _inference(lr, steps[steps["label"] == label], used_curves, steps[steps["label"] != label])
         sl = steps[steps["label"] == label]
         flag = quality.short_window_flag((sl["t_end"] - sl["t_start"]).to_numpy(float), "steps", boundary_source)
         if flag:
@@ -107,12 +110,38 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
             lr.flags.append(f"the label spans only {le.duration_s * 1e3:.0f} ms: under the counter's ~1 s "
                             "resolution, its energy is uncertain by about 2 x power x 100 ms")
         by_label[label] = lr
+    unmeasured = []
+    for label, sl in steps.groupby("label", sort=False) if len(steps) else ():
+        label = str(label)
+        if outside.get(label, 0) == len(sl):  # nothing measured: null with the reason, never 0
+            lr = by_label.get(label) or LabelReport(
+                label=label, energy_j=0.0, in_step_energy_j=0.0, between_steps_energy_j=0.0, duration_s=0.0,
+                in_step_duration_s=0.0, tokens=None, j_per_token=None, steps=len(sl), mean_step_s=None,
+                mean_power_w=None)
+            lr.energy_j = lr.in_step_energy_j = lr.between_steps_energy_j = None  # type: ignore[assignment]
+            lr.j_per_token = lr.mean_power_w = lr.j_per_output_token = lr.j_per_request = None
+            lr.steady_state = None
+            why = ("no samples with power data in the run" if not measured_any else
+                   f"all {len(sl)} step(s) lie outside the samples' time range (wrong --utc-offset or clock?)")
+            lr.flags.append(f"no energy measured: {why}")
+            lr.steady_state_note = None
+            by_label[label] = lr
+            unmeasured.append(label)
     tokens = float(steps["tokens"].sum()) if len(steps) and steps["tokens"].notna().any() else None
-    labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens)
-    j_per_token = labelled_tokens_energy / tokens if tokens else None
+    measured_tokens = sum(lr.tokens or 0.0 for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
+    labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
+    j_per_token = labelled_tokens_energy / measured_tokens if measured_tokens else None
+    if unmeasured:
+        flags.append(f"no energy measured for label(s) {', '.join(unmeasured)}: their figures are null, not 0")
     unlabelled, idle = _unlabelled_and_idle(samples, steps, run.devices, chosen, used_curves, a)
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
     flags += a.overlap_notes
+    flags += _plausibility_flags(samples, chosen, by_label, a)
+    flags += [f"self-check {d.device}: counter and integrated instant power differ by "
+              f"{d.self_check['difference_pct']:+.1f} % (more than {SELF_CHECK_LIMIT_PCT:g} %): one of them is wrong "
+              "(counter reset, sensor fault, gaps); trust neither blindly"
+              for d in devices if d.self_check and math.isfinite(d.self_check.get("difference_pct", float("nan")))
+              and abs(d.self_check["difference_pct"]) > SELF_CHECK_LIMIT_PCT]
     flags += list((meta.get("merge") or {}).get("flags") or [])
     nodes = _nodes(meta, devices, chosen)
     for key, src in (meta.get("sources") or {}).items():
@@ -139,12 +168,13 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
 
     serving = serving_sections(samples, used_curves, run.devices)
     carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
-        if carbon is not None else None
+        if carbon is not None and measured_any else None
     return Report(
         run={"id": meta.get("id"), "name": run.name, "path": str(run.path), "status": run.status,
              "tags": meta.get("tags", {}), "command": meta.get("command"), "started_at": meta.get("started_at"),
              "ended_at": meta.get("ended_at"), "exit_code": meta.get("exit_code")},
-        boundary=boundary, energy_j=float(sum(d.energy_j for d in chosen)), energy_source="+".join(sources) or "none",
+        boundary=boundary, energy_j=float(sum(d.energy_j for d in chosen)) if measured_any else None,  # type: ignore[arg-type]
+        energy_source="+".join(sources) or "none",
         estimated=estimated, duration_s=float(duration) if not pd.isna(duration) else 0.0,
         tokens=tokens, j_per_token=j_per_token, steps=len(steps), devices=devices, by_label=by_label, idle=idle,
         host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
@@ -152,7 +182,65 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
         timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
         segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
         agents=agents, serving=serving, unlabelled=unlabelled,
+        step_clocks={k: {f: v[f] for f in ("offset_s", "offset_uncertainty_s", "offset_method", "offset_score",
+                                           "offset_signals") if f in v}
+                     for k, v in (meta.get("sources") or {}).items() if "offset_s" in v},
     )
+
+
+#: A counter and integrated instant power agree to ~1-3 % on real H100 runs (aliasing on short steps up
+#: to ~6 %): beyond this, something is wrong.
+SELF_CHECK_LIMIT_PCT = 10.0
+#: A window's mean power may sit this far outside its readings' range (calibration of averaged vs
+#: instant readings, edges) before it is implausible.
+PLAUSIBLE_MARGIN = 0.03
+
+
+def _plausibility_flags(samples: pd.DataFrame, chosen: list[DeviceReport], by_label: dict[str, LabelReport],
+                        a: align_mod.Alignment) -> list[str]:
+    """A mean power outside every power reading in its window is not physical: flag it."""
+    accel = [d.device for d in chosen]
+    if samples.empty or not accel:
+        return []
+    col = next((c for c in ("power_w", "power_avg_w") if c in samples.columns and samples[c].notna().any()), None)
+    if col is None:
+        return []
+    df = samples[samples[schema.DEVICE].isin(accel)][[schema.T, schema.DEVICE, col]].dropna()
+    if df.empty or df[schema.DEVICE].nunique() != len(accel):
+        return []
+    t = df[schema.T].to_numpy(float)
+    out = []
+    for label, lr in by_label.items():
+        le = a.labels.get(label)
+        if lr.mean_power_w is None or lr.energy_j is None or le is None:
+            continue
+        s0, s1 = align_mod.merge_intervals(le.segments["t_start"].to_numpy(float), le.segments["t_end"].to_numpy(float))
+        i = np.searchsorted(s0, t, "right") - 1
+        m = (i >= 0) & (t <= s1[np.clip(i, 0, None)])
+        if not m.any():
+            continue
+        g = df[m].groupby(schema.DEVICE)[col]
+        lo, hi = float(g.min().sum()), float(g.max().sum())
+        if lr.mean_power_w < (1 - PLAUSIBLE_MARGIN) * lo or lr.mean_power_w > (1 + PLAUSIBLE_MARGIN) * hi:
+            out.append(f"label {lr.label}: mean power {lr.mean_power_w:.1f} W lies outside every power reading in "
+                       f"its time ({lo:.1f}-{hi:.1f} W): its energy is not plausible (edges, gaps or a faulty source)")
+    return out
+
+
+def _span(samples: pd.DataFrame) -> float:
+    """Seconds the samples cover (e.g. a GPM-only import: no power, but a span)."""
+    if samples.empty or schema.T not in samples.columns:
+        return 0.0
+    t = samples[schema.T].to_numpy(float)
+    return float(np.nanmax(t) - np.nanmin(t)) if np.isfinite(t).any() else 0.0
+
+
+def _outside_by_label(steps: pd.DataFrame, t_first: float, t_last: float) -> dict[str, int]:
+    """Per label, how many of its steps lie entirely outside ``[t_first, t_last]``."""
+    if steps.empty:
+        return {}
+    out = (steps["t_end"] < t_first) | (steps["t_start"] > t_last)
+    return {str(k): int(v) for k, v in out.groupby(steps["label"]).sum().items()}
 
 
 IDLE_RULE = ("every accelerator within 1.3 x its idle power floor with utilisation <= 10 % and no SM activity, "
@@ -245,7 +333,8 @@ def _self_check(samples: pd.DataFrame, device: str, c: energy_mod.EnergyCurve) -
             "difference_pct": 100 * (e_i / e_c - 1) if e_c > 0 else float("nan")}
 
 
-def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.EnergyCurve]) -> None:
+def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.EnergyCurve],
+               others: pd.DataFrame | None = None) -> None:
     """Per output token, per request and steady state for labels that are inference requests."""
     if sl.empty or not tokens.is_inference(sl):
         return
@@ -255,6 +344,16 @@ def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.Energy
     lr.j_per_output_token = lr.energy_j / lr.output_tokens if lr.output_tokens else None
     lr.j_per_request = lr.energy_j / len(sl)
     ss, why = tokens.steady_state(sl, lambda t0, t1: float(align_mod.energy_over(curves, t0, t1)))
+    if ss is not None and others is not None and len(others):
+        # the window must lie inside this label's own time: other labels' steps inside it would be
+        # charged to these requests (a training burst during serving)
+        o = others[(others["t_end"] > ss.t_start) & (others["t_start"] < ss.t_end)]
+        if len(o):
+            o0, o1 = align_mod.merge_intervals(np.clip(o["t_start"].to_numpy(float), ss.t_start, ss.t_end),
+                                               np.clip(o["t_end"].to_numpy(float), ss.t_start, ss.t_end))
+            why = (f"steady-state window {ss.t_start:.1f}-{ss.t_end:.1f} overlaps {float((o1 - o0).sum()):.1f} s of "
+                   f"other labels ({', '.join(sorted(map(str, o['label'].unique())))}): not reported")
+            ss = None
     lr.steady_state = ss.to_dict() if ss else None
     lr.steady_state_note = why
 
@@ -363,7 +462,7 @@ def _carbon(ctx: CarbonContext, energy_j: float, by_label: dict[str, LabelReport
         intensity_source=ctx.intensity.source, intensity_year=ctx.intensity.year, pue=ctx.pue,
         pue_source=ctx.pue_source, energy_kwh=total.energy_kwh, facility_kwh=total.facility_kwh,
         g_co2e=total.g_co2e, g_co2e_per_million_tokens=per_mtok,
-        by_label_g_co2e={k: c.co2_g(v.energy_j, ctx) for k, v in by_label.items()},
+        by_label_g_co2e={k: c.co2_g(v.energy_j, ctx) for k, v in by_label.items() if v.energy_j is not None},
         car_km=total.car_km, car_miles=total.car_miles,
     )
 

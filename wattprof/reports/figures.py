@@ -164,6 +164,9 @@ def energy_by_label(report: Report, *, width_in: float = 10.0) -> bytes | None:
         return None
     scale, unit = (1e3, "kJ") if max(r[1] for r in rows) >= 1e4 else (1.0, "J")
     total = report.energy_j or 1.0
+    rows = [r for r in rows if r[1] is not None]
+    if not rows:
+        return None
     texts = [f"{fmt_j(e)}  ({100 * e / total:.1f} %)" for _, e, _ in rows]
     return _bars([r[0] for r in rows], [r[1] / scale for r in rows], [r[2] for r in rows], texts,
                  f"energy ({unit}), boundary: {plain(report.boundary, 60)}", width_in)

@@ -122,8 +122,8 @@ def swatch(color: str | None, text: object) -> Safe:
     return Safe(sw + esc(text))
 
 
-def _pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
+def _pct(part: float | None, whole: float | None) -> str:
+    return f"{100 * part / whole:.1f}%" if whole and part is not None else "-"
 
 
 def _source(r: Report) -> str:
@@ -155,7 +155,7 @@ def _cards(r: Report) -> str:
              _card("Energy per token", fmt_jpt(r.j_per_token), "labelled steps with tokens"),
              _card("Tokens", fmt_num(r.tokens, "", 0), f"{r.steps} steps"),
              _card("Duration", f"{r.duration_s:.1f} s", f"mean {fmt_num(r.energy_j / r.duration_s, ' W')}"
-                   if r.duration_s > 0 else "")]
+                   if r.duration_s > 0 and r.energy_j is not None else "")]
     if r.wasted is not None:
         cards.append(_card("Wasted", fmt_j(r.wasted.total_j), f"{100 * r.wasted.share:.1f}% of the run: idle + "
                            "host-bound"))

@@ -44,8 +44,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Seque
     return [line(headers), sep, *(line(r) for r in rows)]
 
 
-def _pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
+def _pct(part: float | None, whole: float | None) -> str:
+    return f"{100 * part / whole:.1f}%" if whole and part is not None else "-"
 
 
 def _source(r: Report) -> str:

@@ -236,6 +236,8 @@ class Report:
     serving: list[dict[str, Any]] = field(default_factory=list)
     #: time outside every label's span (the whole run without step marks); idle is a part of it
     unlabelled: UnlabelledReport | None = None
+    #: imported step sources on a foreign clock: {source: {offset_s, offset_uncertainty_s, offset_method, ...}}
+    step_clocks: dict[str, dict[str, Any]] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=lambda: dict(UNITS))
     schema_version: int = 1
 

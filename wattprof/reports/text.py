@@ -304,7 +304,7 @@ def _device_rows(r: Report) -> tuple[list[str], list[list[str]]]:
 
 def j_per_step(lr: LabelReport) -> float | None:
     """A label's energy per step (its energy includes the host time between its steps)."""
-    return lr.energy_j / lr.steps if lr.steps else None
+    return lr.energy_j / lr.steps if lr.steps and lr.energy_j is not None else None
 
 
 def label_table(r: Report, *, in_steps: bool = True) -> tuple[list[str], list[list[str]]]:
@@ -322,7 +322,7 @@ def label_table(r: Report, *, in_steps: bool = True) -> tuple[list[str], list[li
             column([lr.mean_power_w for lr in labels], digits=1)]
     rows = []
     for k, lr in enumerate(labels):
-        share = f"{100 * lr.energy_j / r.energy_j:.1f}" if r.energy_j else "-"
+        share = f"{100 * lr.energy_j / r.energy_j:.1f}" if r.energy_j and lr.energy_j is not None else "-"
         rows.append([lr.label, cols[0][k], share, cols[1][k], cols[2][k], cols[3][k], f"{lr.steps:,}",
                      fmt_num(lr.tokens, "", 0), cols[4][k], cols[5][k], cols[6][k]])
     headers = ["label", f"energy\n({eu})", "share\n(%)", f"in steps\n({inu})", f"between\n({bu})", "time\n(s)",
@@ -365,7 +365,9 @@ def render(r: Report, width: int | None = None) -> str:
     est = "  ESTIMATED" if r.estimated else ""
     out.append("")
     out += wrap(f"Energy: {fmt_j(r.energy_j)}  boundary: {r.boundary}  source: {r.energy_source}{est}", w)
-    if r.duration_s > 0 and r.energy_j > 0:
+    if r.energy_j is None:
+        out += wrap(f"no energy measured ({r.boundary}); the samples span {_duration(r.duration_s)}", w, "  ", "    ")
+    elif r.duration_s > 0 and r.energy_j > 0:
         out += wrap(f"over {_duration(r.duration_s)}: mean {r.energy_j / r.duration_s:.1f} W"
                     + ("" if r.by_label else "  (no step marks: this total is the measurement)"), w, "  ", "    ")
     out += wrap(f"Steps: {r.steps:,}   tokens: {fmt_num(r.tokens, '', 0)}   energy per token (labelled steps "
