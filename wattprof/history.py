@@ -35,7 +35,7 @@ class RunSummary:
     started_at: float | None
     ended_at: float | None
     duration_s: float
-    energy_j: float
+    energy_j: float | None
     energy_source: str
     boundary: str
     estimated: bool
@@ -69,7 +69,7 @@ def summarize(run: Run) -> RunSummary:
     by_label = {
         k: {"energy_j": v.energy_j, "j_per_token": v.j_per_token, "tokens": v.tokens, "duration_s": v.duration_s,
             "steps": v.steps, "mean_power_w": v.mean_power_w,
-            "j_per_step": v.energy_j / v.steps if v.steps else None,
+            "j_per_step": v.energy_j / v.steps if v.steps and v.energy_j is not None else None,
             "verdict": (v.bottleneck or {}).get("verdict"), "modifiers": (v.bottleneck or {}).get("modifiers", [])}
         for k, v in r.by_label.items()
     }
