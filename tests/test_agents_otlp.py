@@ -57,6 +57,8 @@ def test_record_otlp_real_sdk_agent_tasks_tokens_and_energy(agent_run) -> None:
     assert sum(t["output_tokens"] for t in tasks.values()) == sent["output_tokens"]
     assert sum(t["llm_calls"] for t in tasks.values()) == sent["llm_calls"]
     assert sum(t["tool_calls"] for t in tasks.values()) == sent["tool_calls"]
+    # tool calls are steps (host time), not inference requests
+    assert doc["by_label"]["tool"]["steps"] == sent["tool_calls"] and doc["by_label"]["tool"]["j_per_request"] is None
     m = doc["by_model"]["llama-3.1-8b-instruct"]
     assert (m["input_tokens"], m["output_tokens"]) == (sent["input_tokens"], sent["output_tokens"])
     run = Run.open(out)
