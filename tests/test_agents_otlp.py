@@ -19,6 +19,7 @@ from otlpkit import new_id, request, span
 
 from wattprof.analysis.align import merge_intervals
 from wattprof.formats import otlp_json
+from wattprof.formats.genai import map_spans
 from wattprof.otlp import protobuf
 from wattprof.otlp.receiver import OtlpReceiver
 from wattprof.run import Run
@@ -56,6 +57,8 @@ def test_record_otlp_real_sdk_agent_tasks_tokens_and_energy(agent_run) -> None:
     assert sum(t["output_tokens"] for t in tasks.values()) == sent["output_tokens"]
     assert sum(t["llm_calls"] for t in tasks.values()) == sent["llm_calls"]
     assert sum(t["tool_calls"] for t in tasks.values()) == sent["tool_calls"]
+    # tool calls are steps (host time), not inference requests
+    assert doc["by_label"]["tool"]["steps"] == sent["tool_calls"] and doc["by_label"]["tool"]["j_per_request"] is None
     m = doc["by_model"]["llama-3.1-8b-instruct"]
     assert (m["input_tokens"], m["output_tokens"]) == (sent["input_tokens"], sent["output_tokens"])
     run = Run.open(out)
@@ -251,3 +254,72 @@ def test_protobuf_decoder_matches_the_json_reading() -> None:
         assert a.attributes.items() >= b.attributes.items()
     assert ours[1].attributes["list"] == [-3, 0.5]
     assert ours[1].parent_id == ours[0].span_id
+
+
+# ---- fuzz: any body gives spans or SpanError, nothing else ------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _valid_proto() -> bytes:
+    pytest.importorskip("opentelemetry.proto")
+    import base64
+
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = good_request(n_calls=2)
+    for s in req["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for k in ("traceId", "spanId", "parentSpanId"):
+            if k in s:
+                s[k] = base64.b64encode(bytes.fromhex(s[k])).decode()
+    return json_format.ParseDict(req, ExportTraceServiceRequest()).SerializeToString()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_protobuf_decoder_never_raises_anything_but_span_error(data) -> None:
+    body = bytearray(_valid_proto())
+    for _ in range(data.draw(st.integers(1, 6))):  # flip, cut or insert bytes in a real body
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        i = data.draw(st.integers(0, max(len(body) - 1, 0)))
+        if op == "flip" and body:
+            body[i] ^= data.draw(st.integers(1, 255))
+        elif op == "cut":
+            del body[i:]
+        else:
+            body[i:i] = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        items = list(protobuf.spans_from_request(bytes(body)))
+    except otlp_json.SpanError:
+        return
+    assert all(isinstance(x, otlp_json.Span | otlp_json.SpanError) for x in items)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=4),
+                           max_leaves=20)
+
+
+FIELDS = ["startTimeUnixNano", "endTimeUnixNano", "traceId", "spanId", "parentSpanId", "attributes", "name"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(changes=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(FIELDS), json_values), max_size=5),
+       attr_values=st.lists(json_values, max_size=3))
+def test_json_reader_never_raises_anything_but_span_error(changes, attr_values) -> None:
+    doc = good_request(n_calls=2)
+    spans = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    for i, key, value in changes:
+        spans[i][key] = value
+    for v in attr_values:
+        spans[1].setdefault("attributes", [])
+        if isinstance(spans[1]["attributes"], list):
+            spans[1]["attributes"].append({"key": "fuzz", "value": v})
+    try:
+        items = list(otlp_json.spans_from_request(doc))
+    except otlp_json.SpanError:
+        return
+    assert all(isinstance(x, otlp_json.Span | otlp_json.SpanError) for x in items)
+    map_spans([x for x in items if isinstance(x, otlp_json.Span)])  # the mapping takes whatever parsed

@@ -132,6 +132,18 @@ class AgentEnergy:
     flags: list[str] = field(default_factory=list)
 
 
+def _union_length(iv: pd.DataFrame, ids: pd.Index) -> np.ndarray:
+    """Length of the union of each task's intervals (columns task_id, t_start, t_end), vectorised:
+    sorted by start within a task, an interval adds what reaches past every earlier end."""
+    if iv.empty:
+        return np.zeros(len(ids))
+    d = iv.sort_values(["task_id", "t_start"], kind="stable")
+    g = d.groupby("task_id", sort=False)["t_end"]
+    prev_end = g.cummax().groupby(d["task_id"], sort=False).shift(1)
+    add = (d["t_end"] - np.fmax(d["t_start"], prev_end.fillna(-np.inf))).clip(lower=0)
+    return add.groupby(d["task_id"], sort=False).sum().reindex(ids).fillna(0.0).to_numpy(float)
+
+
 def _col(df: pd.DataFrame, name: str) -> np.ndarray:
     if name not in df.columns:
         return np.full(len(df), np.nan)
@@ -166,30 +178,41 @@ def agent_energy(steps: pd.DataFrame, curves: list[EnergyCurve], *, top: int = 5
                      prompt_n=_col(llm, "prompt_tokens"), output_n=_col(llm, "output_tokens"))
     tool = tool.assign(energy_j=sh.tool_j)
     tasks["wait_j"] = sh.wait_j
+    ids = tasks.index
+    by_l = llm.groupby("task_id", sort=False)
+    by_t = tool.groupby("task_id", sort=False)
+
+    def per_task(g: Any, col: str, how: str) -> np.ndarray:
+        v = getattr(g[col], how)(min_count=1) if how == "sum" else getattr(g[col], how)()
+        return v.reindex(ids).to_numpy(float)
+
+    e_llm = np.nan_to_num(per_task(by_l, "energy_j", "sum"))
+    e_tool = np.nan_to_num(per_task(by_t, "energy_j", "sum"))
+    n_llm = by_l.size().reindex(ids).fillna(0).to_numpy(int)
+    n_tool = by_t.size().reindex(ids).fillna(0).to_numpy(int)
+    p_in = per_task(by_l, "prompt_n", "sum")
+    p_out = per_task(by_l, "output_n", "sum")
+    tool_s = _union_length(tool, ids)
+    busy_s = _union_length(pd.concat([llm[["task_id", "t_start", "t_end"]], tool[["task_id", "t_start", "t_end"]]]),
+                           ids)
+    top_rows = llm.loc[by_l["energy_j"].idxmax()] if len(llm) else llm
+    top_of = {tid: {"span_id": sid, "model": str(m), "energy_j": float(e), "duration_s": float(b - a)}
+           for tid, sid, m, e, a, b in zip(top_rows["task_id"], top_rows.get("span_id", [None] * len(top_rows)),
+                                           top_rows["label"], top_rows["energy_j"], top_rows["t_start"],
+                                           top_rows["t_end"], strict=True)}
     out: list[TaskEnergy] = []
-    lg = dict(tuple(llm.groupby("task_id", sort=False)))
-    tg = dict(tuple(tool.groupby("task_id", sort=False)))
-    for tid, row in tasks.iterrows():
-        lc = lg.get(tid, llm.iloc[0:0])
-        tc = tg.get(tid, tool.iloc[0:0])
-        e_llm, e_tool, e_wait = float(lc["energy_j"].sum()), float(tc["energy_j"].sum()), float(row["wait_j"])
-        b0, b1 = merge_intervals(tc["t_start"].to_numpy(float), tc["t_end"].to_numpy(float))
-        a0, a1 = merge_intervals(np.concatenate([lc["t_start"].to_numpy(float), tc["t_start"].to_numpy(float)]),
-                                 np.concatenate([lc["t_end"].to_numpy(float), tc["t_end"].to_numpy(float)]))
-        dur = float(row["t1"] - row["t0"])
-        out_tok = _sum(lc["output_n"].to_numpy(float))
-        total = e_llm + e_tool + e_wait
-        top_call = None
-        if len(lc):
-            c = lc.loc[lc["energy_j"].idxmax()]
-            top_call = {"span_id": c.get("span_id"), "model": c["label"], "energy_j": float(c["energy_j"]),
-                        "duration_s": float(c["t_end"] - c["t_start"])}
+    for i, (tid, row) in enumerate(zip(ids, tasks.itertuples(index=False), strict=True)):
+        dur = float(row.t1 - row.t0)
+        total = float(e_llm[i] + e_tool[i] + row.wait_j)
+        o = None if np.isnan(p_out[i]) else float(p_out[i])
+        top_call = top_of.get(tid)
         out.append(TaskEnergy(
-            id=str(tid), name=str(row["name"]), t_start=float(row["t0"]), t_end=float(row["t1"]), duration_s=dur,
-            energy_j=total, llm_energy_j=e_llm, tool_energy_j=e_tool, wait_energy_j=e_wait,
-            llm_calls=len(lc), tool_calls=len(tc), input_tokens=_sum(lc["prompt_n"].to_numpy(float)),
-            output_tokens=out_tok, j_per_output_token=total / out_tok if out_tok else None,
-            tool_s=float((b1 - b0).sum()), wait_s=max(dur - float((a1 - a0).sum()), 0.0), costliest_call=top_call))
+            id=str(tid), name=str(row.name), t_start=float(row.t0), t_end=float(row.t1), duration_s=dur,
+            energy_j=total, llm_energy_j=float(e_llm[i]), tool_energy_j=float(e_tool[i]), wait_energy_j=float(row.wait_j),
+            llm_calls=int(n_llm[i]), tool_calls=int(n_tool[i]),
+            input_tokens=None if np.isnan(p_in[i]) else float(p_in[i]), output_tokens=o,
+            j_per_output_token=total / o if o else None, tool_s=float(tool_s[i]),
+            wait_s=max(dur - float(busy_s[i]), 0.0), costliest_call=top_call))
     out.sort(key=lambda t: t.energy_j, reverse=True)
     by_model: dict[str, ModelEnergy] = {}
     for model, mc in llm.groupby("label", sort=True):

@@ -338,6 +338,8 @@ def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.Energy
     """Per output token, per request and steady state for labels that are inference requests."""
     if sl.empty or not tokens.is_inference(sl):
         return
+    if "call" in sl.columns and (sl["call"] == "tool").all():  # an agent's tool calls are not requests
+        return
     if "prompt_tokens" in sl.columns and sl["prompt_tokens"].notna().any():
         lr.prompt_tokens = float(pd.to_numeric(sl["prompt_tokens"], errors="coerce").sum())
     lr.output_tokens = float(tokens.output_tokens_of(sl).sum())
