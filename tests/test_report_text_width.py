@@ -70,7 +70,7 @@ def test_narrow_terminal_wraps_tables_into_blocks_and_loses_nothing(runs):
     assert max(len(x) for x in narrow.splitlines()) <= 60
     # every figure of the wide report's label table is still there (a second block repeats the labels)
     def table(text: str) -> list[str]:
-        return text[text.index("By label"):text.index("Idle (")].splitlines()
+        return text[text.index("By label"):text.index("Unlabelled (")].splitlines()
 
     for label in ("train_stalled", "launchbound", "matmul"):
         wide_row = next(x for x in table(wide) if x.startswith(f"  {label} "))
