@@ -375,20 +375,41 @@ def parse_csv(path: str | Path, *, fields: list[str] | None = None,
 
 
 class _Columns:
-    """Converted chunks, kept as float64 arrays (and device codes) until the end."""
+    """Converted chunks, kept as float64 arrays (and device codes) until the end. Whether the rows
+    come in order (time, then device) and how often a GPU's time went backwards are worked out
+    chunk by chunk, so no array the length of the file is needed for it."""
 
     def __init__(self, columns: list[str]) -> None:
         self.parts: dict[str, list[np.ndarray]] = {c: [] for c in (T, *columns)}
         self.codes: list[np.ndarray] = []
         self.names: dict[str, int] = {}
+        self.in_order = True
+        self.backwards = 0
+        self._last_t: dict[int, float] = {}
+        self._prev: tuple[float, str] | None = None
 
     def add(self, arrays: dict[str, np.ndarray]) -> None:
         for c, part in self.parts.items():
             part.append(np.asarray(arrays[c], dtype=np.float64))
-        dev = arrays[DEVICE]
-        uniq, inverse = np.unique(dev.astype(str), return_inverse=True)
+        dev = arrays[DEVICE].astype(str)
+        uniq, inverse = np.unique(dev, return_inverse=True)
         table = np.array([self.names.setdefault(str(u), len(self.names)) for u in uniq], dtype=np.int32)
-        self.codes.append(table[inverse].astype(np.int32))
+        codes = table[inverse].astype(np.int32)
+        self.codes.append(codes)
+        t = np.asarray(arrays[T], dtype=np.float64)
+        for code in np.unique(codes):
+            td = t[codes == code]
+            last = self._last_t.get(int(code), -np.inf)
+            self.backwards += int((np.diff(td) < 0).sum()) + int(td[0] < last)
+            self._last_t[int(code)] = float(td[-1])
+        if self.in_order and len(t):
+            if self._prev is not None:
+                t = np.concatenate([[self._prev[0]], t])
+                dev = np.concatenate([np.array([self._prev[1]], dtype=dev.dtype), dev])
+            dt = np.diff(t)
+            ties = dt == 0
+            self.in_order = not (dt < 0).any() and bool((dev[1:][ties] > dev[:-1][ties]).all())
+            self._prev = (float(t[-1]), str(dev[-1]))
 
     def take(self, c: str) -> np.ndarray:
         out = np.concatenate(self.parts[c]) if self.parts[c] else np.empty(0)
@@ -447,17 +468,6 @@ def _take_row(item: tuple[int, str], n: int, path: str, rows: list[list[str]], n
     numbers.append(number)
 
 
-def _ordered(t: np.ndarray, rank: np.ndarray) -> bool:
-    """Rows already sorted by time, then device (what nvidia-smi writes): no sort needed."""
-    if len(t) < 2:
-        return True
-    dt = np.diff(t)
-    if (dt < 0).any():
-        return False
-    ties = np.flatnonzero(dt == 0)
-    return bool((rank[ties + 1] > rank[ties]).all())
-
-
 def _frame(store: _Columns, columns: list[str], path: str, warnings: list[str]) -> pd.DataFrame:
     """The samples frame, sorted by time then device; a GPU's timestamps going backwards and its
     duplicate timestamps (first row kept) are said in ``warnings``."""
@@ -466,16 +476,13 @@ def _frame(store: _Columns, columns: list[str], path: str, warnings: list[str]) 
     store.codes = []
     t = store.take(T)
     names = list(store.names)
-    rank = np.argsort(np.argsort(np.array(names, dtype=object))).astype(np.int32)  # device order by name
-    by_dev = np.argsort(codes, kind="stable")  # file order within each device
-    same = codes[by_dev][1:] == codes[by_dev][:-1]
-    back = int((same & (np.diff(t[by_dev]) < 0)).sum())
-    del by_dev, same
-    if back:
-        warnings.append(f"{name}: timestamps went backwards {back} time(s) (a GPU's rows out of order); "
-                        "rows sorted by time")
-    order = None if _ordered(t, rank[codes]) else np.lexsort((rank[codes], t))  # usually already in order
-    if order is not None:
+    if store.backwards:
+        warnings.append(f"{name}: timestamps went backwards {store.backwards} time(s) (a GPU's rows out of "
+                        "order); rows sorted by time")
+    order = None
+    if not store.in_order:
+        rank = np.argsort(np.argsort(np.array(names, dtype=object))).astype(np.int32)  # device order by name
+        order = np.lexsort((rank[codes], t))
         t, codes = t[order], codes[order]
     dup = np.zeros(len(t), dtype=bool)
     dup[1:] = (t[1:] == t[:-1]) & (codes[1:] == codes[:-1])
