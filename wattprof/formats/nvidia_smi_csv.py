@@ -368,10 +368,20 @@ def parse_csv(path: str | Path, *, fields: list[str] | None = None,
     check_utc_offset(utc_offset_h)
     try:
         with p.open(encoding="utf-8", newline=None) as f:
-            return _parse_stream(_numbered_lines(f), fields, str(p), utc_offset_h)
+            return _parse_stream(_numbered_lines(f), fields, str(p), utc_offset_h, _count_lines(p))
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text (expected nvidia-smi --query-gpu CSV output)",
                          path=str(p)) from None
+
+
+def _count_lines(p: Path) -> int:
+    """Lines in the file (an upper bound on its data rows), counted in 1 MiB blocks of bytes."""
+    lf = cr = 0
+    with p.open("rb") as f:
+        while block := f.read(1 << 20):
+            lf += block.count(b"\n")
+            cr += block.count(b"\r")  # a lone CR ends a line in text mode too
+    return max(lf, cr) + 1  # CRLF counted once; mixed endings may need more: _Columns grows then
 
 
 class _Columns:
@@ -379,9 +389,12 @@ class _Columns:
     come in order (time, then device) and how often a GPU's time went backwards are worked out
     chunk by chunk, so no array the length of the file is needed for it."""
 
-    def __init__(self, columns: list[str]) -> None:
-        self.parts: dict[str, list[np.ndarray]] = {c: [] for c in (T, *columns)}
-        self.codes: list[np.ndarray] = []
+    def __init__(self, columns: list[str], capacity: int) -> None:
+        # Allocated once, at most one row per line of the file (counted first): no list of chunks
+        # to concatenate at the end, which would hold the result twice.
+        self.arrays: dict[str, np.ndarray] = {c: np.empty(capacity, dtype=np.float64) for c in (T, *columns)}
+        self.code_array = np.empty(capacity, dtype=np.int32)
+        self.n = 0
         self.names: dict[str, int] = {}
         self.in_order = True
         self.backwards = 0
@@ -389,13 +402,19 @@ class _Columns:
         self._prev: tuple[float, str] | None = None
 
     def add(self, arrays: dict[str, np.ndarray]) -> None:
-        for c, part in self.parts.items():
-            part.append(np.asarray(arrays[c], dtype=np.float64))
+        k = len(arrays[T])
+        if self.n + k > len(self.code_array):  # more rows than lines counted (mixed line endings)
+            size = max(2 * len(self.code_array), self.n + k)
+            self.arrays = {c: np.resize(a, size) for c, a in self.arrays.items()}
+            self.code_array = np.resize(self.code_array, size)
+        for c, out in self.arrays.items():
+            out[self.n:self.n + k] = arrays[c]
         dev = arrays[DEVICE].astype(str)
         uniq, inverse = np.unique(dev, return_inverse=True)
         table = np.array([self.names.setdefault(str(u), len(self.names)) for u in uniq], dtype=np.int32)
         codes = table[inverse].astype(np.int32)
-        self.codes.append(codes)
+        self.code_array[self.n:self.n + k] = codes
+        self.n += k
         t = np.asarray(arrays[T], dtype=np.float64)
         for code in np.unique(codes):
             td = t[codes == code]
@@ -412,20 +431,22 @@ class _Columns:
             self._prev = (float(t[-1]), str(dev[-1]))
 
     def take(self, c: str) -> np.ndarray:
-        out = np.concatenate(self.parts[c]) if self.parts[c] else np.empty(0)
-        self.parts[c] = []
-        return out
+        return self.arrays.pop(c)[:self.n]
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self.code_array[:self.n]
 
 
 def _parse_stream(lines: Iterator[tuple[int, str]], fields: Sequence[str] | None, path: str,
-                  utc_offset_h: float) -> ParseResult:
+                  utc_offset_h: float, capacity: int) -> ParseResult:
     first = next(lines, None)
     if first is None:
         raise InputError("empty file (expected nvidia-smi --query-gpu CSV output)", path=path)
     warnings: list[str] = []
     layout, has_header = _layout_for(_split(first[1]), fields, path, utc_offset_h, warnings)
     n = len(layout.fields)
-    store = _Columns(layout.columns)
+    store = _Columns(layout.columns, capacity)
     devices: dict[str, dict] = {}
     rows: list[list[str]] = []
     numbers: list[int] = []
@@ -448,7 +469,7 @@ def _parse_stream(lines: Iterator[tuple[int, str]], fields: Sequence[str] | None
     if pending is not None:
         _take_row(pending, n, path, rows, numbers, last=True, warnings=warnings)
     flush()
-    if not store.codes:
+    if not store.n:
         raise InputError("no samples in file (expected nvidia-smi --query-gpu CSV lines)", path=path)
     return ParseResult(_frame(store, layout.columns, path, warnings), devices, warnings)
 
@@ -472,8 +493,7 @@ def _frame(store: _Columns, columns: list[str], path: str, warnings: list[str]) 
     """The samples frame, sorted by time then device; a GPU's timestamps going backwards and its
     duplicate timestamps (first row kept) are said in ``warnings``."""
     name = Path(path).name
-    codes = np.concatenate(store.codes)
-    store.codes = []
+    codes = store.codes
     t = store.take(T)
     names = list(store.names)
     if store.backwards:
