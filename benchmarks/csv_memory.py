@@ -7,9 +7,7 @@ fresh process and reports that process's peak resident memory (``ru_maxrss``), i
 the imports alone (the interpreter, pandas and pyarrow), and the time. Target: peak <= 2x the file
 and <= 1 GB for a 2 GB file.
 
-    python benchmarks/csv_memory.py [--mb 200 2000] [--keep DIR] [--reader PATH_TO_PACKAGE_ROOT]
-
-``--reader`` reads with another copy of wattprof (e.g. an export of an older commit) to compare.
+    python benchmarks/csv_memory.py [--mb 200 2000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -68,12 +66,8 @@ def make_csv(path: Path, size: int) -> int:
     return rows
 
 
-def measure(path: Path, reader: str | None) -> dict:
-    env = dict(os.environ)
-    if reader:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (reader, env.get("PYTHONPATH", "")) if p)
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, env=env,
-                         check=False)
+def measure(path: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout)
@@ -83,7 +77,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, nargs="+", default=[200.0], help="file sizes in MB (default 200)")
     ap.add_argument("--keep", help="directory for the generated files (default: a temporary one, removed)")
-    ap.add_argument("--reader", help="package root of another wattprof to read with (comparison)")
     ap.add_argument("--json", help="where to write the results (default benchmarks/results/csv_memory.json)")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="wattprof-csv-memory-"))
@@ -96,7 +89,7 @@ def main() -> None:
         size = path.stat().st_size
         print(f"  wrote {path.name}: {size / 1e6:.0f} MB, {rows:,} rows in {time.perf_counter() - t0:.0f} s",
               file=sys.stderr, flush=True)
-        m = measure(path, args.reader)
+        m = measure(path)
         results.append({"file_bytes": size, "rows": rows, **m})
         if not args.keep:
             path.unlink()

@@ -1,6 +1,7 @@
 """Fuzz every reader of outside input at length: the targets of tests/fuzz/fuzzkit.py (mutated real
 captures: steps JSONL, nvidia-smi CSV and its line parser, neuron-monitor JSON, vLLM bench results,
-gpm-csv, nvml-trace-csv, damaged run directories, and reporting damaged runs).
+gpm-csv, nvml-trace-csv, the NVML-trace import path with its sidecars, ``meta.json`` (read, and
+reported), CLI option values, damaged run directories, and reporting damaged runs).
 
 Property: each input is parsed, or rejected with the reader's own error (InputError; RunError for
 runs); anything else is an *unexpected* exception. Known bugs whose fix is pending outside the
@@ -23,6 +24,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "fuzz"))
 from _common import table, write_json  # noqa: E402
+
+#: targets that build and render a report per example (0.03-0.3 s each): --report-examples
+REPORTING = ("run-dir-report", "meta-report")
 
 
 def fuzz(target, examples: int, seed: int | None) -> dict:
@@ -62,7 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=10000, help="examples per reader")
     ap.add_argument("--report-examples", type=int, default=1000,
-                    help="examples for run-dir-report (builds and renders a report: ~30 ms each)")
+                    help="examples for run-dir-report and meta-report (each builds and renders a report)")
     ap.add_argument("--only", nargs="*", help="target names (default: all)")
     ap.add_argument("--seed", type=int, help="hypothesis seed (default: random)")
     ap.add_argument("--json", help="where to write the results (default benchmarks/results/fuzz.json)")
@@ -73,7 +77,7 @@ def main() -> None:
     names = args.only or list(all_targets)
     results = []
     for name in names:
-        n = args.report_examples if name == "run-dir-report" else args.examples
+        n = args.report_examples if name in REPORTING else args.examples
         r = fuzz(all_targets[name], n, args.seed)
         results.append(r)
         print(f"  {name}: {r['examples']} examples in {r['seconds']:.0f} s, {r['unexpected']} unexpected, "

@@ -461,6 +461,8 @@ def _format_for(fmt: str | None, output: str | None) -> str:
 
 
 def _emit(text: str, output: str | None) -> None:
+    # text no encoding can write (a lone surrogate in a label or name): shown escaped, never a crash
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if output:
         Path(output).write_text(text, encoding="utf-8")
         click.echo(f"wattprof: wrote {output}", err=True)

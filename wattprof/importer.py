@@ -39,14 +39,20 @@ def _nvml_trace_samples(path: Path) -> tuple[pd.DataFrame, dict[str, dict], list
     collector = NvmlReplayCollector(clock=clock, trace=str(path), start="trace")
     times = sorted({float(t) for df in collector.nvml.trace.gpus.values() for t in df["t"]})
     clock.set(times[0])
-    devices = collector.open()
+    from .errors import CollectorError
+
     rows = []
     try:
-        for t in times:
-            clock.set(t)
-            rows.extend(collector.read())
-    finally:
-        collector.close()
+        devices = collector.open()
+        try:
+            for t in times:
+                clock.set(t)
+                rows.extend(collector.read())
+        finally:
+            collector.close()
+    except CollectorError as e:  # the trace lacks what NVML would answer (a column missing or garbled)
+        raise InputError(f"cannot replay the trace through the NVML collector ({e}): a column it needs is "
+                         "missing or misnamed in the header", path=str(path), line=1) from None
     trace_info = collector.nvml.trace.info or {}
     for info in devices.values():
         info["power_source"] = f"measured: NVML energy counter and power, imported from {path.name}"

@@ -107,6 +107,8 @@ JSON_SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=16),
     st.sampled_from(["20250101-120000", "x", "", "1", "NaN", "[N/A]", "train", "gpu:0"]),
     st.sampled_from([0, 1, -1, 0.5, -0.0, 1e308, 2**63, 1e-300, 10**400, -(10**400)]),
+    # in range for JSON, out of range for what they stand for: milliseconds, 1e300, year 2100+
+    st.sampled_from([1.7e12, 1795346740123, 1e300, -1e300, -1e20, 4102444801.0, 1e15 + 1, "\ud800", "\udfff"]),
 )
 JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
@@ -246,6 +248,7 @@ def _corpus() -> dict[str, Any]:
         "vllm": vllm,
         "neuron_lines": (neuron / "neuron_monitor_trn1_2xlarge_replay.jsonl").read_text().splitlines()[:4],
         "neuron_report": json.loads((neuron / "neuron_monitor_trn1_2xlarge_example.json").read_text()),
+        "nvml_info": json.loads((h100 / "info.json").read_text()),
     }
 
 
@@ -335,6 +338,158 @@ def parse_nvml_trace(data: bytes, work: Path) -> Any:
     from wattprof.formats.nvml_trace import read_nvml_trace
 
     return read_nvml_trace(_write(work, "trace.csv", data))
+
+
+def _nvml_import(c: dict) -> st.SearchStrategy:
+    """A trace CSV and what lies beside it: nothing, an ``info.json`` (the real sidecar mutated, or
+    any JSON: another tool's file), a ``trace.info.json`` (named after the trace: read strictly),
+    or a file that is not JSON."""
+    sidecar = st.one_of(
+        st.none(),
+        st.tuples(st.sampled_from(["info.json", "trace.info.json"]), st.one_of(
+            mutated_json(c["nvml_info"], max_ops=4).map(lambda o: dumps(o).encode()),
+            JSON_VALUES.map(lambda o: dumps(o).encode()),
+            st.sampled_from([b"[1]", b"{", b"", b"\xff\xfe", b"null", b'{"name": "\ud800"}']))))
+    return st.tuples(mutated_text(c["nvml"]), sidecar)
+
+
+def import_nvml_trace(data: tuple, work: Path) -> Any:
+    """The NVML-trace import path end to end: the reader, the sidecar, the real NVML collector over
+    the replay backend, the run written (and no empty run left behind on a rejection)."""
+    from wattprof.importer import ImportOptions, discard_if_empty, import_samples, open_or_create
+
+    text, sidecar = data
+    trace = _write(work, "trace.csv", text)
+    if sidecar is not None:
+        _write(work, sidecar[0], sidecar[1])
+    writer = open_or_create(work / "run")
+    try:
+        return import_samples(writer, trace, "nvml-trace-csv", ImportOptions())
+    except BaseException:
+        discard_if_empty(writer)
+        if (work / "run").exists():
+            raise AssertionError("a rejected import left a run behind") from None
+        raise
+
+
+def _meta(c: dict) -> st.SearchStrategy:
+    return st.deferred(lambda: mutated_json(json.loads((run_templates()["final"] / "meta.json").read_text()),
+                                            max_ops=5))
+
+
+class BrokenPromise(Exception):
+    """A reader returned something it promises never to return."""
+
+
+def read_meta(meta: Any, work: Path) -> Any:
+    """``Run.read_meta`` on a mutated ``meta.json`` of a real finished run, then its promise to
+    the code that formats reports and nightly tables: every field of ``META_FIELDS`` has its type,
+    times are Unix seconds a date can be made of, ranges hold, texts encode as UTF-8."""
+    import datetime as dt
+
+    from wattprof.run import META_FIELDS, META_RANGES, Run
+
+    run = work / "run"
+    run.mkdir()
+    (run / "meta.json").write_bytes(dumps(meta).encode("utf-8", errors="surrogatepass"))
+    warnings: list[str] = []
+    m = Run.read_meta(run, warnings)
+    for key, types in META_FIELDS.items():
+        v = m.get(key)
+        if key in m and not (isinstance(v, types) and not isinstance(v, bool)):
+            raise BrokenPromise(f"{key} is {type(v).__name__}")
+        lo_hi = META_RANGES.get(key)
+        if lo_hi is not None and v is not None and not lo_hi[0] <= v <= lo_hi[1]:
+            raise BrokenPromise(f"{key} = {v!r} out of range")
+    for key in ("started_at", "ended_at"):
+        if m.get(key) is not None:
+            dt.datetime.fromtimestamp(m[key], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    for info in m["devices"].values():
+        limit = info.get("power_limit_w")
+        if limit is not None and not (isinstance(limit, (int, float)) and 0 < limit < 1e7):
+            raise BrokenPromise(f"power_limit_w = {limit!r}")
+    json.dumps(m, default=str).encode("utf-8")
+    return m
+
+
+def read_meta_and_report(meta: Any, work: Path) -> Any:
+    """A real finished run with a mutated ``meta.json``: read, and rendered as text, Markdown and
+    JSON (dates, durations, names all come from meta.json; HTML shares their formatting and adds
+    plots, ~4 s each: left to tests/test_reports_render.py). ~0.3 s an example."""
+    from wattprof.reports import RENDERERS
+    from wattprof.reports.build import build_report
+    from wattprof.run import Run
+
+    run = work / "run"
+    shutil.copytree(run_templates()["final"], run)
+    (run / "meta.json").write_bytes(dumps(meta).encode("utf-8", errors="surrogatepass"))
+    rep = build_report(Run.open(run), bottlenecks=False)
+    for fmt in ("text", "markdown", "json"):
+        RENDERERS[fmt](rep).encode("utf-8")  # what writing it to a file or a terminal does
+    return rep
+
+
+#: Option values a user may type: numbers out of range or not numbers, text that is not text.
+OPTION_VALUES = st.one_of(
+    st.sampled_from(["nan", "NaN", "inf", "-inf", "1e300", "-1e20", "1e309", "0", "-0", "14", "15", "-12.5", "3",
+                     "", " ", "x", "1,5", "0x10", "\udced\udca0\udc80", "\ud800", "é", "median:0", "median:-1",
+                     "median:1e300", "median:x", "last", "gpu:0", "gpu:", ":", "=", "a=b", "aws:nowhere",
+                     "ZZZ", "USA/nowhere", "1" + "0" * 400]),
+    st.text(max_size=12),
+    st.floats().map(repr),
+)
+_OPTIONS = {
+    "import": ["--utc-offset", "--label", "--device", "--fields", "--samples-format", "--steps-format", "--name"],
+    "report": ["--intensity", "--pue", "--region", "--country", "--format"],
+    "nightly": ["--threshold", "--baseline", "--metric", "--label", "--benchmark", "--format"],
+}
+
+
+def _cli(c: dict) -> st.SearchStrategy:
+    return st.sampled_from(sorted(_OPTIONS)).flatmap(lambda cmd: st.tuples(
+        st.just(cmd), st.lists(st.tuples(st.sampled_from(_OPTIONS[cmd]), OPTION_VALUES), min_size=1, max_size=3)))
+
+
+class CliCrash(Exception):
+    """A command ended in an exception of its own instead of an exit status."""
+
+
+def run_cli(data: tuple, work: Path) -> Any:
+    """A command with hostile option values, in process (click's runner): it must end with an
+    exit status (0, 1, 2 or 3) and at most one error line, never with an exception."""
+    from click.testing import CliRunner
+
+    from wattprof.cli import main
+
+    cmd, opts = data
+    args: list[str] = []
+    for name, value in opts:
+        args += [name, value]
+    template = run_templates()["final"]
+    if cmd == "import":
+        steps = _write(work, "steps.jsonl", _corpus_cache()["steps"].splitlines()[0] + "\n")
+        smi = _write(work, "smi.csv", _corpus_cache()["smi"])
+        argv = ["import", str(work / "run"), "--samples", str(smi), "--steps", str(steps), *args]
+    elif cmd == "report":
+        argv = ["report", str(template), *args]
+    else:
+        argv = ["nightly", str(template), str(template), *args]
+    result = CliRunner().invoke(main, argv, catch_exceptions=True)
+    exc = result.exception
+    if exc is not None and not isinstance(exc, SystemExit):
+        raise exc
+    if result.exit_code not in (0, 1, 2, 3):
+        raise CliCrash(f"exit status {result.exit_code}: {result.output[-300:]}")
+    return result
+
+
+_CORPUS: dict[str, Any] = {}
+
+
+def _corpus_cache() -> dict[str, Any]:
+    if not _CORPUS:
+        _CORPUS.update(_corpus())
+    return _CORPUS
 
 
 # ---- run directories -------------------------------------------------------------------------------------
@@ -491,6 +646,10 @@ def targets() -> dict[str, Target]:
         Target("vllm-bench", _vllm(c), parse_vllm),
         Target("gpm-csv", mutated_text(c["gpm"]), parse_gpm),
         Target("nvml-trace-csv", mutated_text(c["nvml"]), parse_nvml_trace),
+        Target("nvml-trace-import", _nvml_import(c), import_nvml_trace),
+        Target("meta-reader", _meta(c), read_meta, (InputError, RunError)),
+        Target("meta-report", _meta(c), read_meta_and_report, (InputError, RunError)),
+        Target("cli-options", _cli(c), run_cli, ()),
         Target("run-dir", damaged_run(), read_run, (InputError, RunError)),
         Target("run-dir-report", damaged_run(), report_run, (InputError, RunError)),
     ]}

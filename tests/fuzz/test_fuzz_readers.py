@@ -15,7 +15,8 @@ from hypothesis import given
 
 TARGETS = targets()
 #: examples per target in CI; reporting a damaged run renders it too (slower)
-EXAMPLES = {"run-dir-report": max(CI_EXAMPLES // 4, 10)}
+EXAMPLES = {"run-dir-report": max(CI_EXAMPLES // 4, 10), "meta-report": max(CI_EXAMPLES // 10, 10),
+            "nvml-trace-import": max(CI_EXAMPLES // 2, 10), "cli-options": max(CI_EXAMPLES // 2, 10)}
 
 
 def _property(name: str):

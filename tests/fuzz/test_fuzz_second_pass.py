@@ -239,3 +239,19 @@ def test_overlapping_labels_share_the_energy_and_totals_add_up(tmp_path):
     # alone, each label would get the full energy of its span: the overlap (10 s) is now shared
     train_alone = labels["train"]["energy_j"] + labels["eval"]["energy_j"]
     assert train_alone < total
+
+
+def test_a_lone_surrogate_option_value_is_echoed_escaped_not_a_crash(tmp_path):
+    """Found by the `cli-options` fuzz target: `nightly --label '\\ud800'` crashed writing its
+    output (UnicodeEncodeError in click.echo). Output text is now written with such characters
+    escaped."""
+    from click.testing import CliRunner
+
+    from wattprof.cli import main
+
+    run = tmp_path / "run"
+    assert wattprof("import", str(run), "--samples", str(H100 / "nvidia-smi-query-100ms.csv"),
+                    "--steps", str(H100 / "steps.jsonl")).returncode == 0
+    result = CliRunner().invoke(main, ["nightly", str(run), str(run), "--label", "\ud800"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 3)

@@ -368,43 +368,85 @@ def parse_csv(path: str | Path, *, fields: list[str] | None = None,
     check_utc_offset(utc_offset_h)
     try:
         with p.open(encoding="utf-8", newline=None) as f:
-            return _parse_stream(_numbered_lines(f), fields, str(p), utc_offset_h)
+            return _parse_stream(_numbered_lines(f), fields, str(p), utc_offset_h, _count_lines(p))
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text (expected nvidia-smi --query-gpu CSV output)",
                          path=str(p)) from None
 
 
-class _Columns:
-    """Converted chunks, kept as float64 arrays (and device codes) until the end."""
+def _count_lines(p: Path) -> int:
+    """Lines in the file (an upper bound on its data rows), counted in 1 MiB blocks of bytes."""
+    lf = cr = 0
+    with p.open("rb") as f:
+        while block := f.read(1 << 20):
+            lf += block.count(b"\n")
+            cr += block.count(b"\r")  # a lone CR ends a line in text mode too
+    return max(lf, cr) + 1  # CRLF counted once; mixed endings may need more: _Columns grows then
 
-    def __init__(self, columns: list[str]) -> None:
-        self.parts: dict[str, list[np.ndarray]] = {c: [] for c in (T, *columns)}
-        self.codes: list[np.ndarray] = []
+
+class _Columns:
+    """Converted chunks, kept as float64 arrays (and device codes) until the end. Whether the rows
+    come in order (time, then device) and how often a GPU's time went backwards are worked out
+    chunk by chunk, so no array the length of the file is needed for it."""
+
+    def __init__(self, columns: list[str], capacity: int) -> None:
+        # Allocated once, at most one row per line of the file (counted first): no list of chunks
+        # to concatenate at the end, which would hold the result twice.
+        self.arrays: dict[str, np.ndarray] = {c: np.empty(capacity, dtype=np.float64) for c in (T, *columns)}
+        self.code_array = np.empty(capacity, dtype=np.int32)
+        self.n = 0
         self.names: dict[str, int] = {}
+        self.in_order = True
+        self.backwards = 0
+        self._last_t: dict[int, float] = {}
+        self._prev: tuple[float, str] | None = None
 
     def add(self, arrays: dict[str, np.ndarray]) -> None:
-        for c, part in self.parts.items():
-            part.append(np.asarray(arrays[c], dtype=np.float64))
-        dev = arrays[DEVICE]
-        uniq, inverse = np.unique(dev.astype(str), return_inverse=True)
+        k = len(arrays[T])
+        if self.n + k > len(self.code_array):  # more rows than lines counted (mixed line endings)
+            size = max(2 * len(self.code_array), self.n + k)
+            self.arrays = {c: np.resize(a, size) for c, a in self.arrays.items()}
+            self.code_array = np.resize(self.code_array, size)
+        for c, out in self.arrays.items():
+            out[self.n:self.n + k] = arrays[c]
+        dev = arrays[DEVICE].astype(str)
+        uniq, inverse = np.unique(dev, return_inverse=True)
         table = np.array([self.names.setdefault(str(u), len(self.names)) for u in uniq], dtype=np.int32)
-        self.codes.append(table[inverse].astype(np.int32))
+        codes = table[inverse].astype(np.int32)
+        self.code_array[self.n:self.n + k] = codes
+        self.n += k
+        t = np.asarray(arrays[T], dtype=np.float64)
+        for code in np.unique(codes):
+            td = t[codes == code]
+            last = self._last_t.get(int(code), -np.inf)
+            self.backwards += int((np.diff(td) < 0).sum()) + int(td[0] < last)
+            self._last_t[int(code)] = float(td[-1])
+        if self.in_order and len(t):
+            if self._prev is not None:
+                t = np.concatenate([[self._prev[0]], t])
+                dev = np.concatenate([np.array([self._prev[1]], dtype=dev.dtype), dev])
+            dt = np.diff(t)
+            ties = dt == 0
+            self.in_order = not (dt < 0).any() and bool((dev[1:][ties] > dev[:-1][ties]).all())
+            self._prev = (float(t[-1]), str(dev[-1]))
 
     def take(self, c: str) -> np.ndarray:
-        out = np.concatenate(self.parts[c]) if self.parts[c] else np.empty(0)
-        self.parts[c] = []
-        return out
+        return self.arrays.pop(c)[:self.n]
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self.code_array[:self.n]
 
 
 def _parse_stream(lines: Iterator[tuple[int, str]], fields: Sequence[str] | None, path: str,
-                  utc_offset_h: float) -> ParseResult:
+                  utc_offset_h: float, capacity: int) -> ParseResult:
     first = next(lines, None)
     if first is None:
         raise InputError("empty file (expected nvidia-smi --query-gpu CSV output)", path=path)
     warnings: list[str] = []
     layout, has_header = _layout_for(_split(first[1]), fields, path, utc_offset_h, warnings)
     n = len(layout.fields)
-    store = _Columns(layout.columns)
+    store = _Columns(layout.columns, capacity)
     devices: dict[str, dict] = {}
     rows: list[list[str]] = []
     numbers: list[int] = []
@@ -427,7 +469,7 @@ def _parse_stream(lines: Iterator[tuple[int, str]], fields: Sequence[str] | None
     if pending is not None:
         _take_row(pending, n, path, rows, numbers, last=True, warnings=warnings)
     flush()
-    if not store.codes:
+    if not store.n:
         raise InputError("no samples in file (expected nvidia-smi --query-gpu CSV lines)", path=path)
     return ParseResult(_frame(store, layout.columns, path, warnings), devices, warnings)
 
@@ -447,35 +489,20 @@ def _take_row(item: tuple[int, str], n: int, path: str, rows: list[list[str]], n
     numbers.append(number)
 
 
-def _ordered(t: np.ndarray, rank: np.ndarray) -> bool:
-    """Rows already sorted by time, then device (what nvidia-smi writes): no sort needed."""
-    if len(t) < 2:
-        return True
-    dt = np.diff(t)
-    if (dt < 0).any():
-        return False
-    ties = np.flatnonzero(dt == 0)
-    return bool((rank[ties + 1] > rank[ties]).all())
-
-
 def _frame(store: _Columns, columns: list[str], path: str, warnings: list[str]) -> pd.DataFrame:
     """The samples frame, sorted by time then device; a GPU's timestamps going backwards and its
     duplicate timestamps (first row kept) are said in ``warnings``."""
     name = Path(path).name
-    codes = np.concatenate(store.codes)
-    store.codes = []
+    codes = store.codes
     t = store.take(T)
     names = list(store.names)
-    rank = np.argsort(np.argsort(np.array(names, dtype=object))).astype(np.int32)  # device order by name
-    by_dev = np.argsort(codes, kind="stable")  # file order within each device
-    same = codes[by_dev][1:] == codes[by_dev][:-1]
-    back = int((same & (np.diff(t[by_dev]) < 0)).sum())
-    del by_dev, same
-    if back:
-        warnings.append(f"{name}: timestamps went backwards {back} time(s) (a GPU's rows out of order); "
-                        "rows sorted by time")
-    order = None if _ordered(t, rank[codes]) else np.lexsort((rank[codes], t))  # usually already in order
-    if order is not None:
+    if store.backwards:
+        warnings.append(f"{name}: timestamps went backwards {store.backwards} time(s) (a GPU's rows out of "
+                        "order); rows sorted by time")
+    order = None
+    if not store.in_order:
+        rank = np.argsort(np.argsort(np.array(names, dtype=object))).astype(np.int32)  # device order by name
+        order = np.lexsort((rank[codes], t))
         t, codes = t[order], codes[order]
     dup = np.zeros(len(t), dtype=bool)
     dup[1:] = (t[1:] == t[:-1]) & (codes[1:] == codes[:-1])
