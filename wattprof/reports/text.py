@@ -307,30 +307,58 @@ def j_per_step(lr: LabelReport) -> float | None:
     return lr.energy_j / lr.steps if lr.steps else None
 
 
-def label_table(r: Report, *, in_steps: bool = True) -> tuple[list[str], list[list[str]]]:
-    """The per-label table, each column in one unit named in its header (``name\\n(unit)``).
-    ``in_steps=False`` leaves out the in-step energy (energy minus between), for narrow text."""
+IDLE_ROW = "idle (no label)"
+
+
+def label_table(r: Report, *, in_steps: bool = True, idle: bool = False,
+                bottleneck: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The per-label table, each column in one unit named in its header (``name\\n(unit)``), for
+    every format. ``in_steps=False`` leaves out the in-step energy (energy minus between) for narrow
+    text; ``idle`` adds the idle row (same units); ``bottleneck`` adds the verdict column."""
     labels = list(r.by_label.values())
-    es, eu = energy_unit([lr.energy_j for lr in labels])
+    i = r.idle
+    energies = [lr.energy_j for lr in labels] + ([i.energy_j] if idle else [])
+    es, eu = energy_unit(energies)
     ins, inu = energy_unit([lr.in_step_energy_j for lr in labels])
     bs, bu = energy_unit([lr.between_steps_energy_j for lr in labels])
     ss, su = energy_unit([j_per_step(lr) for lr in labels], "/step")
     ts, tu = energy_unit([lr.j_per_token for lr in labels], "/token")
-    cols = [column([lr.energy_j for lr in labels], es), column([lr.in_step_energy_j for lr in labels], ins),
-            column([lr.between_steps_energy_j for lr in labels], bs), column([lr.duration_s for lr in labels]),
-            column([j_per_step(lr) for lr in labels], ss), column([lr.j_per_token for lr in labels], ts),
-            column([lr.mean_power_w for lr in labels], digits=1)]
+    n = len(labels)
+    energy = column(energies, es)
+    times = column([lr.duration_s for lr in labels] + ([i.duration_s] if idle else []))
+    power = column([lr.mean_power_w for lr in labels] + ([i.mean_power_w] if idle else []), digits=1)
+    cols = [column([lr.in_step_energy_j for lr in labels], ins), column([lr.between_steps_energy_j for lr in labels], bs),
+            column([j_per_step(lr) for lr in labels], ss), column([lr.j_per_token for lr in labels], ts)]
+
+    def share(e: float) -> str:
+        return f"{100 * e / r.energy_j:.1f}" if r.energy_j else "-"
+
     rows = []
     for k, lr in enumerate(labels):
-        share = f"{100 * lr.energy_j / r.energy_j:.1f}" if r.energy_j else "-"
-        rows.append([lr.label, cols[0][k], share, cols[1][k], cols[2][k], cols[3][k], f"{lr.steps:,}",
-                     fmt_num(lr.tokens, "", 0), cols[4][k], cols[5][k], cols[6][k]])
+        rows.append([lr.label, energy[k], share(lr.energy_j), cols[0][k], cols[1][k], times[k], f"{lr.steps:,}",
+                     fmt_num(lr.tokens, "", 0), cols[2][k], cols[3][k], power[k], verdict_text(lr.bottleneck)])
+    if idle:
+        rows.append([IDLE_ROW, energy[n], share(i.energy_j), "-", "-", times[n], "-", "-", "-", "-", power[n],
+                     verdict_text(i.bottleneck)])
     headers = ["label", f"energy\n({eu})", "share\n(%)", f"in steps\n({inu})", f"between\n({bu})", "time\n(s)",
-               "steps", "tokens", f"energy\n({su})", f"energy\n({tu})", "power\n(W)"]
-    if not in_steps:
-        del headers[3]
+               "steps", "tokens", f"energy\n({su})", f"energy\n({tu})", "power\n(W)", "bottleneck"]
+    drop = ([] if bottleneck else [11]) + ([] if in_steps else [3])
+    for k in drop:  # highest index first
+        del headers[k]
         for row in rows:
-            del row[3]
+            del row[k]
+    return headers, rows
+
+
+def inference_table(r: Report, *, steady: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Inference labels: requests, tokens, energy per output token and per request, each column in one
+    unit named in its header; ``steady`` adds the steady-state column (text puts it below)."""
+    headers, rows = _inference_table(r)
+    if steady:
+        labels = [lr for lr in r.by_label.values() if lr.output_tokens is not None]
+        headers.append("steady state")
+        for row, lr in zip(rows, labels, strict=True):
+            row.append(_steady(lr))
     return headers, rows
 
 
