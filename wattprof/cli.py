@@ -495,7 +495,7 @@ def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region:
     elif f == "html":
         text = render.compare_html(a, b, sections)
     else:
-        text = render.compare_text(a.name, b.name, sections, markdown=f == "markdown")
+        text = render.compare_text(render.run_title(a), render.run_title(b), sections, markdown=f == "markdown")
     _emit(text, output)
 
 

@@ -300,7 +300,8 @@ def _report_link(path: str) -> str:
     from pathlib import Path
 
     d = Path(path)
-    found = sorted(d.glob("*.html")) if d.is_dir() else []
+    found = sorted(d.glob("*.html"), key=lambda f: (f.name != "report.html", f.name)) if d.is_dir() else []
+    found = [f for f in found if not f.name.startswith(("nightly", "compare"))]  # the run's own report only
     if not found:
         return ""
     return f' <a href="{html.escape(found[0].resolve().as_uri(), quote=True)}">report</a>'
@@ -348,6 +349,11 @@ def nightly_html(results: list[BenchmarkResult], warnings: list[str]) -> str:
             f"<div class='cards'>{''.join(cards)}</div><section><h2>Verdicts</h2>{summary}</section>"
             + "".join(sections) + (f"<section><h2>Warnings</h2><ul>{warn}</ul></section>" if warn else ""))
     return _page("wattprof nightly", body)
+
+
+def run_title(s: RunSummary) -> str:
+    """``train-bench (2026-11-22 11:25 UTC, commit abc123)``: which run a side of a comparison is."""
+    return f"{s.name} ({_when(s.started_at)}, {_point_id(s)})"
 
 
 def compare_html(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
