@@ -115,6 +115,8 @@ class Page:
     images: list[int]  # natural widths
     svgs: int
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: elements whose content is wider than their box (clipped or scrolled sideways): "tag.class"
+    overflowing: list[str] = field(default_factory=list)
 
     def of(self, method: str) -> list[dict[str, Any]]:
         return [e["params"] for e in self.events if e.get("method") == method]
@@ -151,10 +153,15 @@ def open_in_chromium(exe: str, path: Path, profile: Path, width: int = 1280) -> 
         scripts = js("document.querySelectorAll('script').length")
         images = js("Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)")
         svgs = js("document.querySelectorAll('svg').length")
+        overflowing = js("Array.from(document.querySelectorAll('body, main, section, .card, .card *, .scroll, "
+                         "figure, table')).filter(e => e.scrollWidth > e.clientWidth + 1)"
+                         ".map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '') + ' ' + "
+                         "(e.querySelector('th, h2, .k') || e).textContent.slice(0, 30) + ' ' + e.scrollWidth + '>' "
+                         "+ e.clientWidth)")
         size = b.send("Page.getLayoutMetrics", session=s)["cssContentSize"]
         shot = b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": {
             "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}}, session=s)["data"]
-        return Page(text, base64.b64decode(shot), scripts, images, svgs, list(b.events))
+        return Page(text, base64.b64decode(shot), scripts, images, svgs, list(b.events), overflowing)
     finally:
         b.close()
 

@@ -96,8 +96,16 @@ def table_with(tables: list[list[list[str]]], header: list[str]) -> list[list[st
     return next(t for t in tables if t[0] == header)
 
 
-LABEL_HEADER = ["label", "energy", "share", "in steps", "between steps", "time", "steps", "tokens", "J/token",
-                "mean power", "bottleneck"]
+def label_header(report: Report) -> list[str]:
+    """The label table's header: each column's unit in its name (chosen from the column's values)."""
+    return [h.replace("\n", " ") for h in text_mod.label_table(report, idle=True, bottleneck=True)[0]]
+
+
+def number(cell: str, unit_header: str) -> float:
+    """A cell's value in joules (or J/token, J/step), from the unit its column's header names."""
+    unit = unit_header.rsplit("(", 1)[1].rstrip(")").split("/")[0]
+    scale = {"kWh": 3.6e6, "kJ": 1e3, "J": 1.0, "mJ": 1e-3, "µJ": 1e-6}[unit]
+    return float(cell.replace(",", "")) * scale
 
 
 def test_markdown_tables_parse_and_carry_the_numbers(report: Report) -> None:
@@ -105,18 +113,24 @@ def test_markdown_tables_parse_and_carry_the_numbers(report: Report) -> None:
     tables = md_tables(out)
     assert len(tables) >= 6
     by_label = {md.escape(lr.label): lr for lr in report.by_label.values()}
-    rows = table_with(tables, LABEL_HEADER)[1:]
-    assert [r[0] for r in rows] == [md.escape(x) for x in LABELS] + [md.escape(md.IDLE_ROW), "(of which idle)"]
+    header = label_header(report)
+    assert header[8].startswith("energy (") and header[8].endswith("J/step)")
+    assert header[9].endswith("J/token)") and header[10] == "power (W)"
+    rows = table_with(tables, header)[1:]
+    assert [r[0] for r in rows] == [md.escape(x) for x in LABELS] + [md.escape(text_mod.UNLABELLED_ROW),
+                                                                      md.escape(text_mod.IDLE_ROW)]
     for row in rows[:-2]:
         lr = by_label[row[0]]
-        assert row[1] == text_mod.fmt_j(lr.energy_j)
-        assert row[6] == str(lr.steps)
-        assert row[8] == text_mod.fmt_jpt(lr.j_per_token)
-        assert row[10] == text_mod.verdict_text(lr.bottleneck)
-    assert rows[-2][1] == text_mod.fmt_j(report.unlabelled.energy_j)
-    assert rows[-1][1] == text_mod.fmt_j(report.idle.energy_j)
+        assert number(row[1], header[1]) == pytest.approx(lr.energy_j, rel=5e-3)
+        assert row[6] == f"{lr.steps:,}"
+        assert number(row[8], header[8]) == pytest.approx(lr.energy_j / lr.steps, rel=5e-3)
+        if lr.j_per_token is not None:
+            assert number(row[9], header[9]) == pytest.approx(lr.j_per_token, rel=1e-2)
+        assert row[11] == text_mod.verdict_text(lr.bottleneck)
+    assert number(rows[-2][1], header[1]) == pytest.approx(report.unlabelled.energy_j, rel=5e-3)
+    assert number(rows[-1][1], header[1]) == pytest.approx(report.idle.energy_j, rel=5e-3)
     decode = next(r for r in rows if r[0] == "decode")
-    assert decode[10] == "compute-bound + power-capped"
+    assert decode[11] == "compute-bound + power-capped"
     summary = dict((r[0], r[1]) for r in table_with(tables, ["", "value"])[1:])
     assert summary["Energy"] == text_mod.fmt_j(report.energy_j)
     assert summary["Boundary"] == "GPU only (1 device)"
@@ -153,7 +167,7 @@ def test_markdown_escapes_a_hostile_run_name_and_label(hostile: Report) -> None:
 
     out = md.render(hostile)
     assert HOSTILE_NAME not in out and "<script" not in out
-    rows = table_with(md_tables(out), LABEL_HEADER)
+    rows = table_with(md_tables(out), label_header(hostile))
     assert len(rows) == 1 + len(LABELS) + 2  # the pipe, backticks and newline did not split or add rows
     # as GitHub would show it: tables intact, the strings as text, no script element
     page = MarkdownIt("commonmark", {"html": True}).enable("table").render(out)
@@ -304,7 +318,7 @@ def test_html_says_energy_boundary_source_bottlenecks_and_co2(report: Report) ->
     cells = _TagText.collect(page, "td")
     for lr in report.by_label.values():
         assert lr.label in cells
-        assert (lr.bottleneck or {})["suggestion"] in cells
+        assert text_mod.suggestion_text(lr.bottleneck or {}) in cells
     assert "USA/virginia (aws:us-east-1)" in cells
     assert any("AWS-reported" in c for c in cells) and any("EPA-420-F-23-014" in c for c in cells)
     assert any("NVIDIA H100 80GB HBM3" in c for c in cells)
@@ -415,10 +429,12 @@ def test_inference_self_check_and_import_flags_in_every_format(serve: Report) ->
     assert lr.output_tokens and gpu.self_check
     check = text_mod.self_check_text(gpu) or ""
     assert check.startswith("self-check gpu:0: counter") and "instant power" in check and "%" in check
+    headers, _ = text_mod.inference_table(serve, steady=True)
+    headers = [h.replace("\n", " ") for h in headers]
+    assert headers[4] == "energy (J/output token)" and headers[5] == "energy (J/request)"
     row = ["serve", str(lr.steps), text_mod.fmt_num(lr.prompt_tokens, "", 0), text_mod.fmt_num(lr.output_tokens, "", 0),
-           text_mod.fmt_jpt(lr.j_per_output_token).replace("/token", "/output token"), text_mod.fmt_j(lr.j_per_request),
-           lr.steady_state_note]
-    assert table_with(md_tables(md.render(serve)), text_mod.INFERENCE_HEADERS)[1:] == [[md.escape(c) for c in row]]
+           f"{lr.j_per_output_token:.2f}", f"{lr.j_per_request:.1f}", lr.steady_state_note]
+    assert table_with(md_tables(md.render(serve)), headers)[1:] == [[md.escape(c) for c in row]]
     page = html_mod.render(serve)
     cells = _TagText.collect(page, "td")
     assert all(c in cells for c in row[1:])

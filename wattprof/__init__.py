@@ -16,8 +16,11 @@ are imported only by the functions that need them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 __version__ = "0.1.0"
 
@@ -30,29 +33,63 @@ if TYPE_CHECKING:
 __all__ = ["profile", "step", "mark", "load_run", "Run", "Profile", "__version__"]
 
 
-def profile(*args: Any, **kwargs: Any) -> Profile:
-    """Profile a block or a function: ``with wattprof.profile(...) as prof:`` or ``@wattprof.profile()``.
-    See :class:`wattprof.api.Profile` for the options."""
+def profile(name: str | None = None, *, collectors: Sequence[str] | None = None, interval: float = 0.1,
+            out: str | os.PathLike | None = None, tags: dict[str, str] | None = None, label: str = "step",
+            sync: bool | Callable[[], Any] | None = None, join: bool = True,
+            sampler: Literal["auto", "process", "thread"] = "auto", verbose: bool = True) -> Profile:
+    """Record a run around a block or a function: ``with wattprof.profile("train") as prof:`` or
+    ``@wattprof.profile("train")`` (one run per call).
+
+    Args:
+        name: the run's name (default: the function's name as a decorator, else ``run``). Under
+            ``wattprof record`` it names the recorded run (the command line's ``--name`` wins).
+        collectors: e.g. ``["nvml", "host"]`` or ``["nvml-replay"]`` (no GPU); default: every
+            available one of ``nvml`` and ``host``. ``wattprof collectors`` lists them.
+        interval: sampling interval in seconds.
+        out: run directory (default ``$WATTPROF_DIR`` or ``./wattprof-runs`` / ``<time>-<name>``).
+        tags: ``{"commit": "abc123", "benchmark": "llama-ft"}``; nightly groups runs by ``benchmark``.
+        label: default label of steps.
+        sync: ``True`` calls ``torch.cuda.synchronize()`` before each step's end is stamped (or pass
+            a callable), so a step's energy is the GPU's, not only the host's.
+        join: join the run of an enclosing ``wattprof record`` (``$WATTPROF_RUN_DIR``).
+        sampler: ``"process"`` (no GIL contention), ``"thread"``, or ``"auto"``.
+        verbose: one stderr line at start saying what is measured.
+
+    Then ``prof.step(tokens=..., label=...)`` times a step, ``prof.mark(...)`` records a boundary,
+    ``prof.run_dir`` is the run (``wattprof.load_run(prof.run_dir)``).
+    """
     from .api import Profile
 
-    return Profile(*args, **kwargs)
+    return Profile(name, collectors=collectors, interval=interval, out=out, tags=tags, label=label, sync=sync,
+                   join=join, sampler=sampler, verbose=verbose)
 
 
-def step(tokens: float | None = None, label: str | None = None, **extra: Any):
-    """Mark a step in the innermost active profile (or the parent ``wattprof record`` run)."""
-    from .api import current
+def step(tokens: float | None = None, label: str | None = None, **extra: Any) -> contextlib.AbstractContextManager[dict]:
+    """Time a step in the innermost active profile (or the enclosing ``wattprof record`` run):
+    ``with wattprof.step(tokens=n, label="train"):``. Outside any profile it does nothing, so
+    library code may be instrumented unconditionally."""
+    from .api import current_or_none
 
-    return current().step(tokens=tokens, label=label, **extra)
+    prof = current_or_none()
+    if prof is None:
+        return contextlib.nullcontext({"tokens": tokens, "label": label, **extra})
+    return prof.step(tokens=tokens, label=label, **extra)
 
 
 def mark(**kwargs: Any) -> None:
-    """Record an explicit step boundary in the active profile. See :meth:`Profile.mark`."""
-    from .api import current
+    """Record an explicit step boundary in the active profile (a no-op outside any profile).
+    See :meth:`wattprof.api.Profile.mark`."""
+    from .api import current_or_none
 
-    current().mark(**kwargs)
+    prof = current_or_none()
+    if prof is not None:
+        prof.mark(**kwargs)
 
 
-def load_run(path: str) -> Run:
+def load_run(path: str | os.PathLike) -> Run:
+    """Open a run directory: ``run.report()`` (the report model), ``run.step_energy()`` (one row per
+    step: ``energy_j``, ``j_per_token``, ``source``), ``run.samples`` / ``run.steps`` / ``run.events``
+    (pandas DataFrames), ``run.meta``."""
     from .run import Run
 
     return Run.open(path)

@@ -300,6 +300,16 @@ class Profile:
         self._last_mark = t_end
 
 
+def current_or_none() -> Profile | None:
+    """The innermost active profile, the run of an enclosing ``wattprof record``, or None."""
+    with _stack_lock:
+        if _stack:
+            return _stack[-1]
+    if os.environ.get(ENV_RUN_DIR):
+        return current()
+    return None
+
+
 def current() -> Profile:
     """The innermost active profile; in a child of ``wattprof record``, a profile joined to its run."""
     with _stack_lock:

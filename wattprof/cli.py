@@ -97,7 +97,8 @@ def _kv(pairs: tuple[str, ...], what: str) -> dict[str, str]:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Run directory (default: "
               "$WATTPROF_DIR or ./wattprof-runs, then <time>-<name>).")
-@click.option("--name", "-n", help="Run name (default: the command's name).")
+@click.option("--name", "-n", help="Run name (default: the name the command's own wattprof.profile() gives, "
+              "else the script's or executable's stem: `python bench.py` -> bench).")
 @click.option("--collector", "-c", "collectors", multiple=True, metavar="NAME[:K=V,...]",
               help="Collector to use; repeatable (default: every available one of nvml, host). "
                    "See `wattprof collectors`.")
@@ -576,7 +577,7 @@ def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region:
     elif f == "html":
         text = render.compare_html(a, b, sections)
     else:
-        text = render.compare_text(a.name, b.name, sections, markdown=f == "markdown")
+        text = render.compare_text(render.run_title(a), render.run_title(b), sections, markdown=f == "markdown")
     _emit(text, output)
 
 

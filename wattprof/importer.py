@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -299,15 +300,21 @@ def _vllm_steps(path: Path, writer: RunWriter, opts: ImportOptions) -> tuple[pd.
                             coarse_uncertainty_s=bench.coarse_uncertainty)
         info.update(offset_s=est.offset_s, offset_uncertainty_s=est.uncertainty_s, offset_method=est.method,
                     offset_score=est.score, offset_signals=list(est.signals))
-        # refinement ran (kept or not): the advice to refine no longer applies; the outcome is in the notes
+        if est.note:  # the solver's numbers stay in the run's metadata; the notes say it in words
+            info["offset_detail"] = est.note
+        # refinement ran (kept or not): the advice to refine no longer applies
         notes = [n for n in notes if "refine it against GPU activity" not in n]
-        if est.note:
-            notes.append(est.note)
+        if est.method == "date" and est.note:
+            reason = re.sub(r" \([^()]*refresh period[^()]*\)$", "", est.note)
+            notes.append(f"clock offset kept from the benchmark's 'date': matching the requests with GPU "
+                         f"activity did not help ({reason})")
     else:
         notes.append("no samples in the run yet: clock offset from `date` only (import samples first to refine it "
                      "from GPU activity)")
-    notes.append(f"request times: perf_counter + {info['offset_s']:.3f} s (+/- {info['offset_uncertainty_s']:.2f} s, "
-                 f"{info['offset_method']})")
+    how = (f"matched with the GPU's {info['offset_method'].split(':', 1)[1]} samples"
+           if info["offset_method"].startswith("xcorr:") else "from the benchmark's 'date'")
+    notes.append(f"request times: placed on the wall clock to within +/- {info['offset_uncertainty_s']:.2f} s "
+                 f"({how}; the client's perf_counter + {info['offset_s']:.3f} s)")
     return bench.steps(offset=info["offset_s"], label=label), notes, info
 
 

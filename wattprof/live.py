@@ -2,8 +2,10 @@
 for training-framework callbacks.
 
 :class:`LiveStatus` prints one line about once a second: elapsed time, power per device, energy
-so far, steps per second and joules per token so far. On a terminal the line is redrawn in place
-(``\\r`` and erase-to-end-of-line); elsewhere each refresh is a line of its own. What it shows
+so far, steps per second and joules per token so far. On a terminal of known height the line lives
+on the bottom row, outside a scroll region that holds everything else (as apt does): the profiled
+command's output scrolls above it and is never glued onto it. On a terminal of unknown size it is
+redrawn in place (``\\r`` and erase-to-end-of-line); elsewhere each refresh is a line of its own. What it shows
 comes from ``stats_fn``, a callable returning a :class:`LiveSnapshot`; :class:`RecorderStats`
 builds one from a :class:`~wattprof.recorder.Recorder`'s :class:`~wattprof.recorder.LiveStats`
 (last reading per device) plus the steps that the profiled processes write into the run
@@ -228,6 +230,8 @@ class LiveStatus:
             except (AttributeError, ValueError):
                 tty = False
         self.tty = tty
+        #: rows of the terminal when the status line has the bottom row to itself (scroll region)
+        self.rows = 0
         self.lines = 0
         self._history: deque[tuple[float, int]] = deque()
         self._stop = threading.Event()
@@ -262,7 +266,10 @@ class LiveStatus:
                 width = self._width()
                 if len(line) >= width:
                     line = line[: max(width - 1, 10)]
-                self.out.write("\r" + line + "\x1b[K")
+                if self.rows:  # save cursor, bottom row, draw, restore: the command's text is untouched
+                    self.out.write(f"\x1b7\x1b[{self.rows};1H\r{line}\x1b[K\x1b8")
+                else:
+                    self.out.write("\r" + line + "\x1b[K")
             else:
                 self.out.write(line + "\n")
             self.out.flush()
@@ -274,7 +281,33 @@ class LiveStatus:
         while not self._stop.wait(self.interval):
             self.refresh()
 
+    def _terminal_rows(self) -> int:
+        try:
+            return os.get_terminal_size(self.out.fileno()).lines
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    def _reserve_bottom_row(self) -> None:
+        """Keep the bottom row for the status: scroll region = the rows above it."""
+        rows = self._terminal_rows()
+        if not self.tty or rows < 3:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            # a fresh line first, so the region's last row is free; then the region, cursor kept
+            self.out.write(f"\n\x1b[1A\x1b7\x1b[1;{rows - 1}r\x1b8")
+            self.out.flush()
+            self.rows = rows
+
+    def _release_bottom_row(self) -> None:
+        if not self.rows:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.out.write(f"\x1b7\x1b[{self.rows};1H\x1b[2K\x1b[r\x1b8")
+            self.out.flush()
+        self.rows = 0
+
     def start(self) -> LiveStatus:
+        self._reserve_bottom_row()
         self.refresh()
         self._thread = threading.Thread(target=self._loop, name="wattprof-live", daemon=True)
         self._thread.start()
@@ -287,6 +320,10 @@ class LiveStatus:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.rows:  # the final line goes into the scrolled text, below the command's output
+            self._release_bottom_row()
+            with contextlib.suppress(OSError, ValueError):
+                self.out.write("\r\x1b[K")
         self.refresh()
         if self.tty and self._drawn:
             with contextlib.suppress(OSError, ValueError):

@@ -851,6 +851,30 @@ class Run:
         meta = cls.read_meta(p, warnings)
         return cls(path=p, meta=meta, warnings=warnings)
 
+    def __repr__(self) -> str:
+        tags = " ".join(f"{k}={v}" for k, v in (self.meta.get("tags") or {}).items())
+        devices = ",".join(self.devices) or "no devices"
+        return (f"<wattprof.Run {self.name!r} {self.status} id={self.meta.get('id')} devices={devices}"
+                + (f" tags: {tags}" if tags else "") + f" at {str(self.path)!r}>")
+
+    def report(self, **options: Any) -> Any:
+        """The run's :class:`wattprof.reports.model.Report` (options: ``carbon=``, ``carbon_note=``,
+        ``bottlenecks=``; see :func:`wattprof.reports.build.build_report`)."""
+        from .reports.build import build_report
+
+        return build_report(self, **options)
+
+    def step_energy(self) -> pd.DataFrame:
+        """One row per step: ``energy_j``, ``j_per_token``, ``mean_power_w``, ``source`` and ``boundary``
+        (the report's: e.g. the GPUs' counters), see :mod:`wattprof.analysis.per_step`."""
+        from .analysis import energy as energy_mod
+        from .analysis.per_step import step_table
+
+        rep = self.report(bottlenecks=False, timeline_points=2)
+        curves = energy_mod.curves(self.samples)
+        chosen = _boundary_devices(rep)
+        return step_table([curves[d] for d in chosen if d in curves], self.steps, rep.boundary)
+
     @property
     def name(self) -> str:
         return str(self.meta.get("name") or self.path.name)
@@ -983,3 +1007,12 @@ def default_run_dir(name: str | None, base: str | Path | None = None) -> Path:
         n += 1
         candidate = root / f"{stamp}-{safe_name(name or 'run')}-{n}"
     return candidate
+
+
+def _boundary_devices(report: Any) -> list[str]:
+    """The devices a report's totals cover (its boundary): measured accelerators, else estimated ones,
+    else the host (the rule of :func:`wattprof.reports.build.build_report`)."""
+    accel = [d for d in report.devices if d.kind != "host" and d.energy_source != "none"]
+    measured = [d for d in accel if not d.estimated]
+    chosen = measured or accel or [d for d in report.devices if d.kind == "host" and d.energy_source != "none"]
+    return [d.device for d in chosen]

@@ -359,8 +359,8 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
         bench.caveats.append(
             f"clock: 'duration' exceeds the span of the requests by {slack:.2f} s (time without requests "
             f"inside the benchmark), so 'date' may have been stamped up to {slack + 1:.2f} s after the last "
-            f"request: the coarse offset may be up to that much too late; the true offset lies in "
-            f"offset_bounds ({bench.offset_bounds[1] - bench.offset_bounds[0]:.2f} s wide)")
+            f"request: the coarse offset may be up to that much too late; the true offset lies in a "
+            f"{bench.offset_bounds[1] - bench.offset_bounds[0]:.2f} s wide window")
     elif slack < -SLACK_TOLERANCE_S:
         bench.caveats.append(
             f"clock: the requests span {-slack:.2f} s more than 'duration': start_times and duration may not "

@@ -126,15 +126,20 @@ def power_timeline(report: Report, *, width_in: float = 10.0) -> bytes | None:
     return to_png(fig)
 
 
+#: a log axis only when the values span at least this factor (two decades); below, linear
+LOG_SPAN = 100.0
+
+
 def _bars(names: list[str], values: list[float], colors: list[str], texts: list[str], xlabel: str,
-          width_in: float) -> bytes:
-    """Horizontal bars with a value text each; a log axis when values span more than 30x."""
+          width_in: float, *, allow_log: bool = True) -> bytes:
+    """Horizontal bars with a value text each; linear unless ``allow_log`` and the values span two
+    decades or more (then a log axis, said in the axis label)."""
     fig = new_figure(width_in, 0.8 + 0.42 * len(names))
     ax = fig.add_subplot()
     y = list(range(len(names)))
     top = max(values) if values and max(values) > 0 else 1.0
     low = min((v for v in values if v > 0), default=top)
-    log = top / low > 30
+    log = allow_log and top / low >= LOG_SPAN
     left = low / 3 if log else 0.0
     ax.barh(y, [max(v - left, 0.0) for v in values], left=left, color=colors, height=0.62)
     ax.set_yticks(y, [plain(n) for n in names])
@@ -168,8 +173,9 @@ def energy_by_label(report: Report, *, width_in: float = 10.0) -> bytes | None:
     if not rows:
         return None
     texts = [f"{fmt_j(e)}  ({100 * e / total:.1f} %)" for _, e, _ in rows]
+    # linear always: bar lengths are the shares of the run (a tiny idle bar stays tiny)
     return _bars([r[0] for r in rows], [r[1] / scale for r in rows], [r[2] for r in rows], texts,
-                 f"energy ({unit}), boundary: {plain(report.boundary, 60)}", width_in)
+                 f"energy ({unit}), boundary: {plain(report.boundary, 60)}", width_in, allow_log=False)
 
 
 def j_per_token_by_label(report: Report, *, width_in: float = 10.0) -> bytes | None:

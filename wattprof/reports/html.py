@@ -13,20 +13,25 @@ from collections.abc import Iterable, Sequence
 from . import figures
 from .model import Report
 from .text import (
-    INFERENCE_HEADERS,
+    IDLE_ROW,
+    UNLABELLED_ROW,
+    column,
+    energy_unit,
     evidence_items,
     fmt_co2,
     fmt_j,
     fmt_jpt,
     fmt_num,
     fmt_time,
-    inference_rows,
+    group_notes,
+    inference_table,
     label_notes,
+    label_table,
     self_check_text,
+    suggestion_text,
 )
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
-IDLE_ROW = "unlabelled (no label)"
 
 CSS = """
 :root { --fg:#111827; --muted:#6b7280; --line:#e5e7eb; --bg:#f9fafb; --accent:#0b5cad; --warn:#b45309; }
@@ -39,10 +44,11 @@ header .meta { color:var(--muted); margin:0; overflow-wrap:anywhere; }
 header .brand { color:var(--accent); font-size:13px; font-weight:600; letter-spacing:.05em; margin:0 0 4px; }
 h2 { font-size:19px; margin:34px 0 10px; padding-bottom:6px; border-bottom:1px solid var(--line); }
 section > p.lead { color:var(--muted); margin:0 0 10px; }
-.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(150px, 1fr)); gap:12px; margin:20px 0 8px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(180px, 1fr)); gap:12px; margin:20px 0 8px; }
 .card { background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
 .card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
-.card .v { font-size:22px; font-weight:650; margin-top:2px; font-variant-numeric:tabular-nums; white-space:nowrap; }
+.card { min-width:0; }
+.card .v { font-size:22px; font-weight:650; margin-top:2px; font-variant-numeric:tabular-nums; overflow-wrap:anywhere; }
 .card .s { color:var(--muted); font-size:13px; overflow-wrap:anywhere; }
 .card.main { border-left:4px solid var(--accent); }
 .honesty { background:#eef5fc; border:1px solid #cfe2f5; border-radius:8px; padding:10px 14px; margin:8px 0; }
@@ -60,6 +66,7 @@ th { background:#f3f4f6; font-weight:600; font-size:13px; color:#374151; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tr.idle td { color:var(--muted); font-style:italic; }
 table.kv th { width:230px; }
+.lab { display:inline-flex; align-items:center; max-width:100%; overflow-wrap:anywhere; } .lab .sw { flex:none; }
 .sw { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; vertical-align:0; }
 .badge { display:inline-block; padding:1px 8px; border-radius:999px; font-size:12px; font-weight:600;
   white-space:nowrap; background:#e5e7eb; color:#111827; margin:1px 2px 1px 0; }
@@ -72,6 +79,12 @@ table.bn td:nth-child(3) { width:34%; } table.bn td:nth-child(4) { width:40%; }
 .note { background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px 14px; }
 ul.checks { color:var(--muted); font-size:13px; margin:8px 0 0; padding-left:18px; }
 footer { color:var(--muted); font-size:12px; margin-top:40px; }
+table.labels th, table.devices th { white-space:normal; }
+@media (max-width: 960px) {
+  main { padding:20px 16px 40px; }
+  table { font-size:13px; } th, td { padding:5px 6px; }
+  .card .v { font-size:20px; }
+}
 @media print { body { background:#fff; } figure, table { break-inside:avoid; } }
 """
 
@@ -119,7 +132,7 @@ def badge(b: dict | None) -> Safe:
 
 def swatch(color: str | None, text: object) -> Safe:
     sw = f'<span class="sw" style="background:{esc(color)}"></span>' if color else ""
-    return Safe(sw + esc(text))
+    return Safe(f'<span class="lab">{sw}{esc(text)}</span>')
 
 
 def _pct(part: float | None, whole: float | None) -> str:
@@ -172,7 +185,8 @@ def _cards(r: Report) -> str:
 def _flags(r: Report) -> str:
     if not r.flags:
         return ""
-    return '<ul class="flags">' + "".join(f"<li>{esc(f)}</li>" for f in r.flags) + "</ul>"
+    return '<ul class="flags">' + "".join(f"<li>{esc(f)}</li>" for f in group_notes([("", x) for x in r.flags])) \
+        + "</ul>"
 
 
 def _figure(png: bytes | None, alt: str, caption: str) -> str:
@@ -192,36 +206,28 @@ def _timeline(r: Report) -> str:
 def _labels(r: Report) -> str:
     if not r.by_label:
         return ""
-    colors = figures.label_colors(r)
-    rows: list[list[object]] = [
-        [swatch(colors.get(lr.label), lr.label), fmt_j(lr.energy_j), _pct(lr.energy_j, r.energy_j),
-         fmt_j(lr.in_step_energy_j), fmt_j(lr.between_steps_energy_j), f"{lr.duration_s:.2f} s", lr.steps,
-         fmt_num(lr.tokens, "", 0), fmt_jpt(lr.j_per_token), fmt_num(lr.mean_power_w, " W"), badge(lr.bottleneck)]
-        for lr in r.by_label.values()]
-    i = r.unlabelled or r.idle
-    rows.append([swatch(figures.IDLE_COLOR, IDLE_ROW), fmt_j(i.energy_j), _pct(i.energy_j, r.energy_j), "-", "-",
-                 f"{i.duration_s:.2f} s", "-", "-", "-", fmt_num(i.mean_power_w, " W"), badge(i.bottleneck)])
-    rows.append(["of which idle", fmt_j(r.idle.energy_j), _pct(r.idle.energy_j, r.energy_j), "-", "-",
-                 f"{r.idle.duration_s:.2f} s", "-", "-", "-", fmt_num(r.idle.mean_power_w, " W"), "-"])
-    headers = ["label", "energy", "share", "in steps", "between steps", "time", "steps", "tokens", "J/token",
-               "mean power", "bottleneck"]
-    t = table(headers, rows, num=range(1, 10), row_class=[""] * (len(rows) - 2) + ["idle", "idle"])
+    colors = figures.label_colors(r) | {UNLABELLED_ROW: figures.IDLE_COLOR, IDLE_ROW: figures.IDLE_COLOR}
+    headers, cells = label_table(r, idle=True)
+    rows: list[list[object]] = [[swatch(colors.get(row[0]), row[0]), *row[1:]] for row in cells]
+    t = table([h.replace("\n", " ") for h in headers], rows, num=range(1, len(headers)),
+              row_class=[""] * (len(rows) - 2) + ["idle", "idle"], cls="labels")
     figs = _figure(figures.energy_by_label(r), "energy by label", "Energy by label, idle as its own bar.")
     figs += _figure(figures.j_per_token_by_label(r), "energy per token by label",
                     "Energy per token, labels with tokens only.")
     return ("<section><h2>Energy by label</h2><p class=lead>A label's energy includes the host time between its "
-            f"consecutive steps; unlabelled is the time outside every label's span, idle the part of it where the "
-            f"accelerators sat at their idle floor.</p>{figs}{t}</section>")
+            "consecutive steps (between); unlabelled is the time outside every label's span, idle the part of it "
+            "where the accelerators sat at their idle floor; J/step = energy / steps. "
+            f"Each column is in the unit its header names.</p>{figs}{t}</section>")
 
 
 def _bottlenecks(r: Report) -> str:
     items = [(lr.label, lr.bottleneck) for lr in r.by_label.values() if lr.bottleneck]
     if r.unlabelled is not None and r.unlabelled.bottleneck:
-        items.append((IDLE_ROW, r.unlabelled.bottleneck))
+        items.append((UNLABELLED_ROW, r.unlabelled.bottleneck))
     if not items:
         return ""
-    colors = figures.label_colors(r) | {IDLE_ROW: figures.IDLE_COLOR}
-    rows = [[swatch(colors.get(label), label), badge(b), _evidence(b), b.get("suggestion") or "-"]
+    colors = figures.label_colors(r) | {UNLABELLED_ROW: figures.IDLE_COLOR}
+    rows = [[swatch(colors.get(label), label), badge(b), _evidence(b), suggestion_text(b) or "-"]
             for label, b in items]
     t = table(["label", "verdict", "why (evidence)", "what to try"], rows, cls="bn")
     return ("<section><h2>Bottlenecks</h2><p class=lead>Why each phase cost what it cost, the numbers behind the "
@@ -238,7 +244,7 @@ def _wasted(r: Report) -> str:
     if w is None:
         return ""
     host = [lr.label for lr in r.by_label.values() if (lr.bottleneck or {}).get("verdict") == "host-bound"]
-    rows = [[IDLE_ROW, fmt_j(w.idle_j), _pct(w.idle_j, r.energy_j)],
+    rows = [["idle (accelerators at their idle floor)", fmt_j(w.idle_j), _pct(w.idle_j, r.energy_j)],
             [f"host-side gaps of host-bound labels ({', '.join(host) or 'none'})", fmt_j(w.host_bound_j),
              _pct(w.host_bound_j, r.energy_j)],
             [Safe("<b>total</b>"), fmt_j(w.total_j), f"{100 * w.share:.1f}%"]]
@@ -268,26 +274,33 @@ def _carbon(r: Report) -> str:
 
 
 def _devices(r: Report) -> str:
-    rows = [[d.device + (" (not in totals)" if d is r.host else ""), d.name or "-", fmt_j(d.energy_j),
+    es, eu = energy_unit([d.energy_j for d in r.devices])
+    energy = column([d.energy_j for d in r.devices], es)
+    mean = column([d.mean_power_w for d in r.devices], digits=1)
+    peak = column([d.max_power_w for d in r.devices], digits=1)
+    limit = column([d.power_limit_w for d in r.devices], digits=0)
+    rows = [[d.device + (" (not in totals)" if d is r.host else ""), d.name or "-", energy[k],
              f"{d.energy_source} ({d.energy_source_description})" + (" ESTIMATE" if d.estimated else ""),
-             d.power_source or "-", fmt_num(d.mean_power_w, " W"), fmt_num(d.max_power_w, " W"),
-             fmt_num(d.power_limit_w, " W", 0)] for d in r.devices]
-    headers = ["device", "name", "energy", "source", "power data", "mean power", "max power", "power limit"]
+             d.power_source or "-", mean[k], peak[k], limit[k]] for k, d in enumerate(r.devices)]
+    headers = ["device", "name", f"energy ({eu})", "source", "power data", "mean power (W)", "max power (W)",
+               "power limit (W)"]
     checks = "".join(f"<li>{esc(x)}</li>" for x in (self_check_text(d) for d in r.devices) if x)
     checks = f'<ul class="checks">{checks}</ul>' if checks else ""
-    return f"<section><h2>Devices</h2>{table(headers, rows, num=(2, 5, 6, 7))}{checks}</section>"
+    return f"<section><h2>Devices</h2>{table(headers, rows, num=(2, 5, 6, 7), cls='devices')}{checks}</section>"
 
 
 def _inference(r: Report) -> str:
-    rows = inference_rows(r)
+    headers, rows = inference_table(r, steady=True)
     if not rows:
         return ""
+    t = table([h.replace("\n", " ") for h in headers], rows, num=range(1, 6))
     return (f"<section><h2>Inference</h2><p class=lead>Per request and per output token; steady state when the "
-            f"batch stays full long enough.</p>{table(INFERENCE_HEADERS, rows, num=range(1, 6))}</section>")
+            f"batch stays full long enough.</p>{t}</section>")
 
 
 def _notes(r: Report) -> str:
-    notes = label_notes(r) + [f"{d.device}: {n}" for d in r.devices for n in d.notes] + r.warnings
+    notes = label_notes(r) + group_notes([(d.device, n) for d in r.devices for n in d.notes]) + group_notes(
+        [("", x) for x in r.warnings])
     items = "".join(f"<li>{esc(n)}</li>" for n in notes)
     if r.events:
         items += (f"<li>{r.events} event(s) recorded (collector errors, restarts): see events-*.jsonl in "

@@ -20,4 +20,9 @@ def _clean(o: Any) -> Any:
 
 
 def render(report: Report) -> str:
-    return json.dumps(_clean(report.to_dict()), indent=2, allow_nan=False) + "\n"
+    doc = report.to_dict()
+    for lr in (doc.get("by_label") or {}).values():  # J/step in every format (energy / steps)
+        if isinstance(lr, dict) and "j_per_step" not in lr:
+            steps = lr.get("steps")
+            lr["j_per_step"] = lr["energy_j"] / steps if steps else None
+    return json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n"

@@ -11,16 +11,17 @@ from collections.abc import Sequence
 
 from .model import Report
 from .text import (
-    INFERENCE_HEADERS,
     evidence_items,
     fmt_co2,
     fmt_j,
     fmt_jpt,
     fmt_num,
     fmt_time,
-    inference_rows,
+    inference_table,
     label_notes,
+    label_table,
     self_check_text,
+    suggestion_text,
     verdict_text,
 )
 
@@ -91,27 +92,20 @@ def _devices(r: Report) -> list[str]:
 
 
 def _labels(r: Report) -> list[str]:
-    rows = [[lr.label, fmt_j(lr.energy_j), _pct(lr.energy_j, r.energy_j), fmt_j(lr.in_step_energy_j),
-             fmt_j(lr.between_steps_energy_j), f"{lr.duration_s:.2f} s", str(lr.steps), fmt_num(lr.tokens, "", 0),
-             fmt_jpt(lr.j_per_token), fmt_num(lr.mean_power_w, " W"), verdict_text(lr.bottleneck)]
-            for lr in r.by_label.values()]
-    i = r.unlabelled or r.idle
-    rows.append([IDLE_ROW, fmt_j(i.energy_j), _pct(i.energy_j, r.energy_j), "-", "-", f"{i.duration_s:.2f} s", "-",
-                 "-", "-", fmt_num(i.mean_power_w, " W"), verdict_text(i.bottleneck)])
-    rows.append(["(of which idle)", fmt_j(r.idle.energy_j), _pct(r.idle.energy_j, r.energy_j), "-", "-",
-                 f"{r.idle.duration_s:.2f} s", "-", "-", "-", fmt_num(r.idle.mean_power_w, " W"), "idle"])
-    headers = ["label", "energy", "share", "in steps", "between steps", "time", "steps", "tokens", "J/token",
-               "mean power", "bottleneck"]
+    headers, rows = label_table(r, idle=True, bottleneck=True)
+    headers = [h.replace("\n", " ") for h in headers]
     return ["## Energy by label", "",
-            "Energy of a label includes the host time between its consecutive steps; unlabelled is the time "
-            "outside every label's span, idle the part of it where the accelerators sat at their idle floor.", "", *table(headers, rows, right=range(1, 10))]
+            "Energy of a label includes the host time between its consecutive steps (between); unlabelled is the "
+            "time outside every label's span, idle the part of it where the accelerators sat at their idle floor; "
+            "J/step = energy / steps.", "",
+            *table(headers, rows, right=range(1, len(headers) - 1))]
 
 
 def _inference(r: Report) -> list[str]:
-    rows = inference_rows(r)
+    headers, rows = inference_table(r, steady=True)
     if not rows:
         return []
-    return ["## Inference", "", *table(INFERENCE_HEADERS, rows, right=range(1, 6))]
+    return ["## Inference", "", *table([h.replace("\n", " ") for h in headers], rows, right=range(1, 6))]
 
 
 def _bottlenecks(r: Report) -> list[str]:
@@ -121,7 +115,7 @@ def _bottlenecks(r: Report) -> list[str]:
     if not items:
         return []
     rows = [[label, verdict_text(b), f"{b.get('reason', '-')} (basis: {b.get('basis', '-')})",
-             "; ".join(evidence_items(b)) or "-", b.get("suggestion") or "-"] for label, b in items]
+             "; ".join(evidence_items(b)) or "-", suggestion_text(b) or "-"] for label, b in items]
     return ["## Bottlenecks", "", *table(["label", "verdict", "why", "evidence", "suggestion"], rows)]
 
 

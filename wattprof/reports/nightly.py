@@ -77,7 +77,7 @@ def compare_text(name_a: str, name_b: str, sections: dict[str, list[Side]], mark
     if markdown:
         out.append(f"## wattprof compare: {_md(name_a)} → {_md(name_b)}\n")
     else:
-        out.append(f"wattprof compare: A = {name_a}   B = {name_b}   (change = B against A)\n")
+        out.append(f"wattprof compare (change = B against A)\n  A = {name_a}\n  B = {name_b}\n")
     for title, rows in sections.items():
         if markdown:
             out.append(f"### {_md(title)}\n")
@@ -238,7 +238,7 @@ def trend_svg(r: BenchmarkResult) -> str | None:
     matplotlib.rcParams["svg.hashsalt"] = "wattprof"
     with py_warnings.catch_warnings():
         py_warnings.simplefilter("ignore")  # layout hints are not the user's business
-        fig = Figure(figsize=(7.5, 2.8), dpi=100)
+        fig = Figure(figsize=(9.0, 2.8), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         xs = [i + 1 for i, _, _ in pts]
@@ -257,7 +257,7 @@ def trend_svg(r: BenchmarkResult) -> str | None:
         if len(r.series) <= 20:
             ax.set_xticks(range(1, len(r.series) + 1))
         ax.set_title(r.benchmark, fontsize=10)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # off the data
         ax.grid(alpha=0.3)
         fig.tight_layout()
         buf = io.StringIO()
@@ -279,7 +279,9 @@ def _axis_unit(metric: str, values: list[float]) -> tuple[float, str]:
 
 _NIGHTLY_CSS = """
 .verdict-regression { border-left:4px solid #b91c1c; } .verdict-improvement { border-left:4px solid #15803d; }
-.verdict-insufficient-history, .verdict-no-data { border-left:4px solid #9ca3af; }
+.verdict-insufficient-history, .verdict-no-data, .verdict-ok { border-left:4px solid #9ca3af; }
+section[class^="verdict-"] { padding-left:14px; } summary { cursor:pointer; margin:6px 0; color:var(--muted); }
+figure.trend { overflow:hidden; }
 tr.bad td { background:#fef2f2; } tr.good td { background:#f0fdf4; }
 figure.trend svg { display:block; max-width:100%; height:auto; }
 """
@@ -300,7 +302,8 @@ def _report_link(path: str) -> str:
     from pathlib import Path
 
     d = Path(path)
-    found = sorted(d.glob("*.html")) if d.is_dir() else []
+    found = sorted(d.glob("*.html"), key=lambda f: (f.name != "report.html", f.name)) if d.is_dir() else []
+    found = [f for f in found if not f.name.startswith(("nightly", "compare"))]  # the run's own report only
     if not found:
         return ""
     return f' <a href="{html.escape(found[0].resolve().as_uri(), quote=True)}">report</a>'
@@ -339,7 +342,8 @@ def nightly_html(results: list[BenchmarkResult], warnings: list[str]) -> str:
         sections.append(
             f"<section class='verdict-{e(c.verdict)}'><h2>{e(r.benchmark)}: {e(c.verdict)} "
             f"{e(_pct(c.change_pct))}</h2><p class='lead'>{e(verdict_sentence(r))}</p>{fig}"
-            f"<details><summary>{len(r.series)} runs</summary>{runs_table}</details></section>")
+            f"<details open><summary>{len(r.series)} runs: date, commit or tags, value, run directory"
+            f"</summary>{runs_table}</details></section>")
     warn = "".join(f"<li>{e(w)}</li>" for w in warnings)
     body = (f"<header><p class='brand'>WATTPROF NIGHTLY</p><h1>Energy regressions</h1>"
             f"<p class='meta'>{len(results)} benchmark(s); lower is better for every metric. A change is a "
@@ -348,6 +352,11 @@ def nightly_html(results: list[BenchmarkResult], warnings: list[str]) -> str:
             f"<div class='cards'>{''.join(cards)}</div><section><h2>Verdicts</h2>{summary}</section>"
             + "".join(sections) + (f"<section><h2>Warnings</h2><ul>{warn}</ul></section>" if warn else ""))
     return _page("wattprof nightly", body)
+
+
+def run_title(s: RunSummary) -> str:
+    """``train-bench (2026-11-22 11:25 UTC, commit abc123)``: which run a side of a comparison is."""
+    return f"{s.name} ({_when(s.started_at)}, {_point_id(s)})"
 
 
 def compare_html(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
