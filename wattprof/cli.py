@@ -150,7 +150,6 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
     writer = RunWriter.create(run_dir, name=run_name, tags=tag_map, command=list(command), interval_s=interval)
     recorder = Recorder(writer, chosen, interval=interval)
     recorder.start()
-    click.echo(f"wattprof: {measuring_line(writer.meta.get('devices') or {})}", err=True)
     metrics = None
     if metrics_port is not None:
         from .exporters.prometheus import LiveMetricsServer
@@ -163,6 +162,7 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
             writer.finalize(status="failed", exit_code=EXIT_USAGE)
             raise
         click.echo(f"wattprof: live metrics on http://{metrics_addr}:{port}/metrics", err=True)
+    click.echo(f"wattprof: {measuring_line(writer.meta.get('devices') or {})}", err=True)
     live = None
     if not quiet and (progress if progress is not None else sys.stderr.isatty()):
         from .live import start_live_status
