@@ -27,6 +27,7 @@ with wattprof.profile("train-bench", tags={"benchmark": "train-bench", "model": 
     (["torchrun", "--nproc_per_node=8", "train.py"], "train"),
     (["env", "A=1", "python", "b.py"], "b"),
     (["sleep", "5"], "sleep"),
+    (["/venv/bin/python", "-c", "import time; time.sleep(1)"], "python"),
 ])
 def test_default_name_is_the_script_or_executable_stem(command, name):
     assert default_run_name(command) == name

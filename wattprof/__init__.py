@@ -28,6 +28,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from .api import Profile
+    from .clock import Clock
     from .run import Run
 
 __all__ = ["profile", "step", "mark", "load_run", "Run", "Profile", "__version__"]
@@ -36,7 +37,8 @@ __all__ = ["profile", "step", "mark", "load_run", "Run", "Profile", "__version__
 def profile(name: str | None = None, *, collectors: Sequence[str] | None = None, interval: float = 0.1,
             out: str | os.PathLike | None = None, tags: dict[str, str] | None = None, label: str = "step",
             sync: bool | Callable[[], Any] | None = None, join: bool = True,
-            sampler: Literal["auto", "process", "thread"] = "auto", verbose: bool = True) -> Profile:
+            sampler: Literal["auto", "process", "thread"] = "auto", verbose: bool = True,
+            clock: Clock | None = None) -> Profile:
     """Record a run around a block or a function: ``with wattprof.profile("train") as prof:`` or
     ``@wattprof.profile("train")`` (one run per call).
 
@@ -54,14 +56,16 @@ def profile(name: str | None = None, *, collectors: Sequence[str] | None = None,
         join: join the run of an enclosing ``wattprof record`` (``$WATTPROF_RUN_DIR``).
         sampler: ``"process"`` (no GIL contention), ``"thread"``, or ``"auto"``.
         verbose: one stderr line at start saying what is measured.
+        clock: an injected clock (tests, replaying a log; needs ``sampler="thread"``).
 
     Then ``prof.step(tokens=..., label=...)`` times a step, ``prof.mark(...)`` records a boundary,
     ``prof.run_dir`` is the run (``wattprof.load_run(prof.run_dir)``).
     """
     from .api import Profile
 
+    extra = {"clock": clock} if clock is not None else {}
     return Profile(name, collectors=collectors, interval=interval, out=out, tags=tags, label=label, sync=sync,
-                   join=join, sampler=sampler, verbose=verbose)
+                   join=join, sampler=sampler, verbose=verbose, **extra)
 
 
 def step(tokens: float | None = None, label: str | None = None, **extra: Any) -> contextlib.AbstractContextManager[dict]:

@@ -44,8 +44,8 @@ def default_run_name(command: Sequence[str]) -> str:
     for j, a in enumerate(rest):
         if a == "-m" and j + 1 < len(rest):
             return rest[j + 1].rsplit(".", 1)[-1] or "run"
-        if a == "-c":
-            break
+        if a == "-c":  # inline code: named after the interpreter
+            return Path(args[0]).stem or "run"
     # the script: the first argument that is a file (or looks like one), else the first non-option
     plain = [a for a in rest if not a.startswith("-") and "=" not in a and a not in _SUBCOMMANDS
              and not _is_launcher(a)]
