@@ -10,7 +10,7 @@ from conftest import wattprof
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
-_NUM = re.compile(r"\d[\d,]*(?:\.\d+)?")
+_NUM = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
 
 
 def first_blocks() -> tuple[list[str], str]:

@@ -24,5 +24,5 @@ def render(report: Report) -> str:
     for lr in (doc.get("by_label") or {}).values():  # J/step in every format (energy / steps)
         if isinstance(lr, dict) and "j_per_step" not in lr:
             steps = lr.get("steps")
-            lr["j_per_step"] = lr["energy_j"] / steps if steps else None
+            lr["j_per_step"] = lr["energy_j"] / steps if steps and lr["energy_j"] is not None else None
     return json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n"
