@@ -81,6 +81,18 @@ def storage_error(path: Path | str, e: OSError, what: str) -> RunError:
     return err
 
 
+def _write_json_synced(tmp: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to the new file ``tmp`` and fsync it. Created with mode 0666 so that
+    the kernel applies the process umask (no ``os.umask`` round trip, which would briefly set a
+    umask of 0 for every thread)."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, sort_keys=False, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Replace ``path`` with ``obj`` as JSON: write a temporary file, fsync, rename.
 
@@ -89,12 +101,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     Raises :class:`RunError` when the file cannot be written (disk full, ...)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _write_json_synced(tmp, obj)
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -113,12 +120,7 @@ def write_json_exclusive(path: Path, obj: Any) -> None:
     when ``path`` exists or cannot be written."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _write_json_synced(tmp, obj)
         os.link(tmp, path)
     except FileExistsError:
         raise RunError(f"{path.parent} already holds a run ({path.name} exists); choose another --out") from None

@@ -645,8 +645,9 @@ class NvmlCollector(Collector):
     def options(self) -> dict[str, Any]:
         return {"gpm": "auto" if self.gpm is None else self.gpm, "gpm_interval": self.gpm_interval}
 
-    def _release(self) -> None:
-        """Free every GPM sample and shut NVML down (what open() took); never raises."""
+    def _release(self, *, strict: bool = False) -> None:
+        """Free every GPM sample and shut NVML down (what open() took). A failed shutdown raises
+        :class:`CollectorError` with ``strict`` (close()), else is only logged (a failed open())."""
         self._open = False
         self._reading = []
         for dev in list(self._gpm):
@@ -654,18 +655,13 @@ class NvmlCollector(Collector):
         try:
             self.nvml.nvmlShutdown()
         except self.nvml.NVMLError as e:
+            if strict:
+                raise CollectorError(f"NVML shutdown failed: {e}") from None
             log.debug("nvmlShutdown failed: %s", e)
 
     def close(self) -> None:
         if self._open:
-            self._open = False
-            self._reading = []
-            for dev in list(self._gpm):
-                self._gpm_drop(dev)
-            try:
-                self.nvml.nvmlShutdown()
-            except self.nvml.NVMLError as e:
-                raise CollectorError(f"NVML shutdown failed: {e}") from None
+            self._release(strict=True)
 
 
 def _error_name(lib: Any, code: int) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..analysis.attribution import ModelEnergy
+
 
 @dataclass
 class DeviceReport:
@@ -173,20 +175,9 @@ class TaskReport:
     costliest_call: dict[str, Any] | None = None
 
 
-@dataclass
-class ModelReport:
-    """Energy of one model's calls (their concurrency shares), per input and per output token."""
-
-    model: str
-    calls: int
-    energy_j: float
-    input_tokens: float | None
-    output_tokens: float | None
-    prefill_energy_j: float | None
-    decode_energy_j: float | None
-    j_per_input_token: float | None
-    j_per_output_token: float | None
-    note: str | None = None
+#: Energy of one model's calls (their concurrency shares), per input and per output token: the
+#: analysis result as it is (one definition of its fields)
+ModelReport = ModelEnergy
 
 
 @dataclass

@@ -138,11 +138,16 @@ class Retry:
             try:
                 return fn()
             except ClientError as e:
-                if not is_throttle(e) or attempt >= self.max_retries:
-                    raise
-                self.sleep(self.delay(attempt))
+                self._wait_or_raise(e, attempt)
                 attempt += 1
-                self.retries += 1
+
+    def _wait_or_raise(self, e: Exception, attempt: int) -> None:
+        """Before retrying a throttled call: back off; ``e`` is raised again when it is not
+        throttling or the retries are spent."""
+        if not is_throttle(e) or attempt >= self.max_retries:
+            raise e
+        self.sleep(self.delay(attempt))
+        self.retries += 1
 
     def pages(self, client: Any, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Every page of a paginated operation (botocore's paginator); a throttled page is retried
@@ -161,11 +166,8 @@ class Retry:
                 except StopIteration:
                     return
                 except ClientError as e:
-                    if not is_throttle(e) or attempt >= self.max_retries:
-                        raise
-                    self.sleep(self.delay(attempt))
+                    self._wait_or_raise(e, attempt)
                     attempt += 1
-                    self.retries += 1
                     break  # restart the paginator from `token`
                 attempt = 0
                 yield page
