@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,20 @@ def need(module: str):
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg, allow_module_level=True)
+
+
+def collect(c, seconds: float, *, min_rows: int = 0, patience: float = 10.0) -> tuple[list[dict], list[str]]:
+    """Call read() like the recorder does for ``seconds``: (rows, messages of raised errors). With
+    ``min_rows``, go on (up to ``patience`` s more) until that many rows came: on a loaded machine
+    the fake executable can take longer than ``seconds`` to start."""
+    from wattprof.errors import CollectorError
+
+    rows, errors = [], []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end or (len(rows) < min_rows and time.monotonic() < end + patience):
+        try:
+            rows += c.read()
+        except CollectorError as e:  # a collector's own error: kept, like the recorder does
+            errors.append(str(e))
+        time.sleep(0.05)
+    return rows, errors

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, wattprof
+from conftest import FIXTURES, collect, wattprof
 
 from wattprof.collectors.neuron import SYSFS_ROOT, NeuronCollector
 from wattprof.collectors.nvidia_smi import NvidiaSmiCollector, parse_help_query_gpu
-from wattprof.errors import CollectorError, InputError
+from wattprof.errors import InputError
 from wattprof.formats.neuron_monitor import parse_report, read_neuron_monitor_jsonl
 from wattprof.run import Run
 
@@ -45,21 +45,6 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def capture_column(i: int) -> list[float]:
     return [float(line.split(",")[i]) for line in SMI_CSV.read_text().splitlines() if line.strip()]
-
-
-def collect(c, seconds: float, *, min_rows: int = 0, patience: float = 10.0) -> tuple[list[dict], list[str]]:
-    """Call read() like the recorder does for ``seconds``: (rows, messages of raised errors). With
-    ``min_rows``, go on (up to ``patience`` s more) until that many rows came: on a loaded machine
-    the fake executable can take longer than ``seconds`` to start."""
-    rows, errors = [], []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end or (len(rows) < min_rows and time.monotonic() < end + patience):
-        try:
-            rows += c.read()
-        except CollectorError as e:
-            errors.append(str(e))
-        time.sleep(0.05)
-    return rows, errors
 
 
 def pids(path: Path) -> list[int]:

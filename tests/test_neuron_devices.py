@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import NEURON
+from conftest import NEURON, collect
 
 from wattprof.collectors.neuron import NeuronCollector, type_from_instance, type_from_name
 from wattprof.errors import CollectorError
@@ -35,18 +34,6 @@ def monitor(monkeypatch: pytest.MonkeyPatch):
         assert path.is_file(), f"fixture missing: {path} (run tests/fixtures/aws-neuron/make_fixtures.py)"
         monkeypatch.setenv("FAKE_NEURON_MONITOR_JSONL", str(path))
     return use
-
-
-def collect(c: NeuronCollector, seconds: float) -> tuple[list[dict], list[str]]:
-    rows, errors = [], []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            rows += c.read()
-        except CollectorError as e:
-            errors.append(str(e))
-        time.sleep(0.05)
-    return rows, errors
 
 
 def steady(path: Path) -> dict[str, dict]:
