@@ -38,7 +38,7 @@ def profile(name: str | None = None, *, collectors: Sequence[str] | None = None,
             out: str | os.PathLike | None = None, tags: dict[str, str] | None = None, label: str = "step",
             sync: bool | Callable[[], Any] | None = None, join: bool = True,
             sampler: Literal["auto", "process", "thread"] = "auto", verbose: bool = True,
-            clock: Clock | None = None) -> Profile:
+            otlp: bool | int = False, clock: Clock | None = None) -> Profile:
     """Record a run around a block or a function: ``with wattprof.profile("train") as prof:`` or
     ``@wattprof.profile("train")`` (one run per call).
 
@@ -56,6 +56,9 @@ def profile(name: str | None = None, *, collectors: Sequence[str] | None = None,
         join: join the run of an enclosing ``wattprof record`` (``$WATTPROF_RUN_DIR``).
         sampler: ``"process"`` (no GIL contention), ``"thread"``, or ``"auto"``.
         verbose: one stderr line at start saying what is measured.
+        otlp: receive this process's OpenTelemetry GenAI spans as model-call and tool steps grouped
+            into agent tasks (``True``: OTLP/HTTP on 127.0.0.1:4318; an int: that port, 0 for any
+            free one); sets ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` for the block (docs/agents.md).
         clock: an injected clock (tests, replaying a log; needs ``sampler="thread"``).
 
     Then ``prof.step(tokens=..., label=...)`` times a step, ``prof.mark(...)`` records a boundary,
@@ -65,7 +68,7 @@ def profile(name: str | None = None, *, collectors: Sequence[str] | None = None,
 
     extra = {"clock": clock} if clock is not None else {}
     return Profile(name, collectors=collectors, interval=interval, out=out, tags=tags, label=label, sync=sync,
-                   join=join, sampler=sampler, verbose=verbose, **extra)
+                   join=join, sampler=sampler, verbose=verbose, otlp=otlp, **extra)
 
 
 def step(tokens: float | None = None, label: str | None = None, **extra: Any) -> contextlib.AbstractContextManager[dict]:

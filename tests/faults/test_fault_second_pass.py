@@ -119,7 +119,12 @@ def test_import_into_a_run_being_recorded_is_refused_clearly(tmp_path, h100):
     finally:
         proc.wait(timeout=120)
     assert meta(run)["status"] == "finished"
-    p = wattprof("import", str(run), "--steps", str(h100 / "steps.jsonl"))  # finished: allowed
+    # finished: allowed (steps inside the run's samples: steps all outside them are refused, issue 11)
+    t = Run.open(run).samples["t"]
+    inside = tmp_path / "inside.jsonl"
+    inside.write_text("".join(json.dumps({"t_start": a, "t_end": a + 0.5, "tokens": 10, "label": "train"}) + "\n"
+                              for a in (float(t.min()) + 0.5, float(t.min()) + 1.5)))
+    p = wattprof("import", str(run), "--steps", str(inside))
     assert p.returncode == 0, p.stderr
     assert any(s.get("format") == "steps-jsonl" for s in meta(run)["sources"].values())
 

@@ -254,4 +254,6 @@ def test_a_lone_surrogate_option_value_is_echoed_escaped_not_a_crash(tmp_path):
                     "--steps", str(H100 / "steps.jsonl")).returncode == 0
     result = CliRunner().invoke(main, ["nightly", str(run), str(run), "--label", "\ud800"])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code in (0, 3)
+    # no run has that label: a usage error (issue 14), said on one line with the character escaped
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "\\ud800" in result.output, result.output
