@@ -198,7 +198,7 @@ def _figure(png: bytes | None, alt: str, caption: str) -> str:
 
 def _timeline(r: Report) -> str:
     fig = _figure(figures.power_timeline(r), "power over time per device",
-                  "Power per device; shaded bands are the spans of each label's steps, unshaded time is idle; "
+                  "Power per device; shaded bands are the spans of each label's steps, unshaded time is unlabelled; "
                   "the dashed line is the device's power limit.")
     return f"<section><h2>Power over time</h2>{fig}</section>" if fig else ""
 
@@ -211,7 +211,8 @@ def _labels(r: Report) -> str:
     rows: list[list[object]] = [[swatch(colors.get(row[0]), row[0]), *row[1:]] for row in cells]
     t = table([h.replace("\n", " ") for h in headers], rows, num=range(1, len(headers)),
               row_class=[""] * (len(rows) - 2) + ["idle", "idle"], cls="labels")
-    figs = _figure(figures.energy_by_label(r), "energy by label", "Energy by label, idle as its own bar.")
+    figs = _figure(figures.energy_by_label(r), "energy by label",
+                   "Energy by label; the time outside every label (unlabelled) as its own bar.")
     figs += _figure(figures.j_per_token_by_label(r), "energy per token by label",
                     "Energy per token, labels with tokens only.")
     return ("<section><h2>Energy by label</h2><p class=lead>A label's energy includes the host time between its "
