@@ -871,10 +871,11 @@ class Run:
         (the report's: e.g. the GPUs' counters), see :mod:`wattprof.analysis.per_step`."""
         from .analysis import energy as energy_mod
         from .analysis.per_step import step_table
+        from .reports.build import boundary_devices
 
         rep = self.report(bottlenecks=False, timeline_points=2)
         curves = energy_mod.curves(self.samples)
-        chosen = _boundary_devices(rep)
+        chosen = [d.device for d in boundary_devices(rep.devices)]
         return step_table([curves[d] for d in chosen if d in curves], self.steps, rep.boundary)
 
     @property
@@ -1009,12 +1010,3 @@ def default_run_dir(name: str | None, base: str | Path | None = None) -> Path:
         n += 1
         candidate = root / f"{stamp}-{safe_name(name or 'run')}-{n}"
     return candidate
-
-
-def _boundary_devices(report: Any) -> list[str]:
-    """The devices a report's totals cover (its boundary): measured accelerators, else estimated ones,
-    else the host (the rule of :func:`wattprof.reports.build.build_report`)."""
-    accel = [d for d in report.devices if d.kind != "host" and d.energy_source != "none"]
-    measured = [d for d in accel if not d.estimated]
-    chosen = measured or accel or [d for d in report.devices if d.kind == "host" and d.energy_source != "none"]
-    return [d.device for d in chosen]

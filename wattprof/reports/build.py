@@ -40,6 +40,15 @@ def _num(x: float | None) -> float | None:
     return None if math.isnan(x) else x
 
 
+def boundary_devices(devices: list[DeviceReport]) -> list[DeviceReport]:
+    """The devices a report's totals cover (its boundary): measured accelerators; else estimated
+    ones (estimates are never summed with measurements); else the host, which is otherwise reported
+    on its own."""
+    accel = [d for d in devices if d.kind != "host" and d.energy_source != "none"]
+    measured = [d for d in accel if not d.estimated]
+    return measured or accel or [d for d in devices if d.kind == "host" and d.energy_source != "none"]
+
+
 def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: str | None = None,
                  bottlenecks: bool = True, timeline_points: int = 1500) -> Report:
     """The report of ``run``: energy by device, label and token; bottlenecks; CO2 when ``carbon``
@@ -69,15 +78,10 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
             notes=notes, self_check=_self_check(samples, dev, c),
         ))
     flags: list[str] = []
-    # The totals' boundary: measured accelerators; the host is reported on its own; estimates are
-    # never summed with measurements.
+    chosen = boundary_devices(devices)
     accel = [d for d in devices if d.kind != "host" and d.energy_source != "none"]
-    measured = [d for d in accel if not d.estimated]
-    chosen = measured or accel
-    if measured and len(measured) < len(accel):
+    if chosen and not chosen[0].estimated and any(d.estimated for d in accel):
         flags.append("some accelerators have only estimated power: they are reported per device, not in the totals")
-    if not chosen:
-        chosen = [d for d in devices if d.kind == "host" and d.energy_source != "none"]
     kinds = sorted({d.kind.upper() if d.kind != "host" else "host" for d in chosen})
     boundary = (f"{'+'.join(kinds) or 'no device'} only ({len(chosen)} device{'s' if len(chosen) != 1 else ''})"
                 if chosen else "no device with power data")
