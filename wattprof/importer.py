@@ -20,7 +20,8 @@ import pandas as pd
 from . import schema
 from .clock import ManualClock
 from .errors import InputError
-from .run import META, JsonlAppender, RunWriter
+from .repair import refuse_if_recording
+from .run import META, JsonlAppender, RunWriter, read_meta
 
 
 @dataclass
@@ -231,6 +232,7 @@ def detect_steps_format(path: Path) -> str:
 
 def open_or_create(run_dir: Path, name: str | None = None) -> RunWriter:
     if (run_dir / META).is_file():
+        refuse_if_recording(run_dir, read_meta(run_dir), "import into it")  # its recorder rewrites meta.json
         return RunWriter.open_existing(run_dir)
     w = RunWriter.create(run_dir, name=name)
     w.meta["status"] = "imported"
