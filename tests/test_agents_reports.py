@@ -10,7 +10,7 @@ import pytest
 from conftest import H100_SERVE, fixture_dir, wattprof
 from otlpkit import serve_tasks, write_lines
 
-from wattprof.history import write_summary
+from wattprof.reports.summary import write_summary
 from wattprof.importer import import_samples, import_steps, open_or_create
 from wattprof.run import RunWriter
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, need, wattprof
 from test_nightly import replay_run
 
-from wattprof.history import load_history
+from wattprof.reports.summary import load_history
 
 FLEET = REPO / "examples" / "fleet"
 sys.path.insert(0, str(FLEET))

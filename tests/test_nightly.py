@@ -17,7 +17,7 @@ from wattprof.clock import ManualClock
 from wattprof.collectors.nvml import NvmlReplayCollector
 from wattprof.data import path as data_path
 from wattprof.formats.steps_jsonl import read_steps_jsonl
-from wattprof.history import load_history, write_summary
+from wattprof.reports.summary import load_history, write_summary
 from wattprof.recorder import Recorder
 from wattprof.run import JsonlAppender, RunWriter
 

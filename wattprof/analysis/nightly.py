@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import InputError
-from ..history import METRICS, RunSummary
+from ..reports.summary import METRICS, RunSummary
 
 Verdict = Literal["regression", "improvement", "ok", "no-data", "insufficient-history"]
 DEFAULT_NOISE_RUNS = 10
