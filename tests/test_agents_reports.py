@@ -10,8 +10,8 @@ import pytest
 from conftest import H100_SERVE, fixture_dir, wattprof
 from otlpkit import serve_tasks, write_lines
 
-from wattprof.reports.summary import write_summary
 from wattprof.importer import import_samples, import_steps, open_or_create
+from wattprof.reports.summary import write_summary
 from wattprof.run import RunWriter
 
 REQS: list[dict] = []

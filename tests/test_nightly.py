@@ -17,8 +17,8 @@ from wattprof.clock import ManualClock
 from wattprof.collectors.nvml import NvmlReplayCollector
 from wattprof.data import path as data_path
 from wattprof.formats.steps_jsonl import read_steps_jsonl
-from wattprof.reports.summary import load_history, write_summary
 from wattprof.recorder import Recorder
+from wattprof.reports.summary import load_history, write_summary
 from wattprof.run import JsonlAppender, RunWriter
 
 DAY = 86400.0

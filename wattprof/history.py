@@ -188,9 +188,9 @@ class _Cache:
         e = self.entries.get(key)
         if (isinstance(e, list) and len(e) == 3 and meta_sig is not None and e[0] == list(meta_sig)
                 and e[1] == list(sum_sig or ()) and isinstance(e[2], dict)):
-            d = dict(e[2])
-            d["path"] = run_dir
-            return d
+            cached: dict[str, Any] = dict(e[2])
+            cached["path"] = run_dir
+            return cached
         d = read_summary(Path(run_dir)) if _current(sum_sig, meta_sig) else None
         if d is None:
             if self.entries.pop(key, None) is not None:

@@ -261,11 +261,11 @@ def merge_runs(shards: list[str | Path], out: str | Path, *, names: list[str] | 
             s = s.copy()
             s[schema.T] = s[schema.T].astype(float) - shift
             s[schema.DEVICE] = node + "/" + s[schema.DEVICE].astype(str)
-            key = writer.add_source(node, {"kind": "merge", "node": node, "from": str(Path(r.path).resolve()),
+            source_key = writer.add_source(node, {"kind": "merge", "node": node, "from": str(Path(r.path).resolve()),
                                            "run_id": r.meta.get("id"), "sources": r.meta.get("sources") or {},
                                            "clock_shift_s": -shift,
                                            "devices": sorted(s[schema.DEVICE].unique().tolist())})
-            writer.write_samples_frame(key, s)
+            writer.write_samples_frame(source_key, s)
             total_samples += len(s)
         for dev, info in (r.meta.get("devices") or {}).items():
             meta["devices"][f"{node}/{dev}"] = {**info, "node": node}

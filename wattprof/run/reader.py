@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import schema
 from ..errors import InputError
@@ -82,7 +83,7 @@ class Run:
         return read_meta(path, warnings)
 
     @classmethod
-    def open(cls, path: str | Path) -> Run:
+    def open(cls, path: str | os.PathLike[str]) -> Run:
         p = Path(path)
         warnings: list[str] = []
         meta = cls.read_meta(p, warnings)
@@ -148,7 +149,7 @@ class Run:
             for f in sorted(self.path.glob("events-*.jsonl")):
                 for obj in self._read_jsonl(f):
                     t = obj.get("t")
-                    obj["t"] = float(t) if _finite(t) else math.nan
+                    obj["t"] = float(cast(float, t)) if _finite(t) else math.nan
                     obj["kind"] = str(obj.get("kind") or "")
                     obj["message"] = str(obj.get("message") or "")
                     rows.append(obj)
@@ -193,7 +194,7 @@ class Run:
         return df.sort_values([schema.DEVICE, schema.T], kind="stable").reset_index(drop=True)
 
     def _read_jsonl(self, f: Path) -> list[dict]:
-        rows = []
+        rows: list[dict] = []
         try:
             with f.open(encoding="utf-8", errors="replace") as fh:
                 lines = fh.read().split("\n")
