@@ -68,6 +68,23 @@ def history(tmp_path, seed) -> Path:
     return root
 
 
+def _cached(root: Path) -> dict[str, list]:
+    """The cache's current entries: its log replayed (the last line of a run wins)."""
+    lines = (root / CACHE).read_text().splitlines()
+    assert json.loads(lines[0])["cache"] == 1
+    out: dict[str, list] = {}
+    for line in lines[1:]:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a torn line (the cache skips it too)
+            continue
+        if rec[1] is None:
+            out.pop(rec[0], None)
+        else:
+            out[rec[0]] = rec[1:]
+    return out
+
+
 def _jpt(root: Path) -> dict[str, float]:
     return {Path(s.path).relative_to(root).as_posix(): s.j_per_token for s in load_history([root])}
 
@@ -75,13 +92,26 @@ def _jpt(root: Path) -> dict[str, float]:
 def test_the_first_read_builds_the_cache_and_the_next_reads_come_from_it(history):
     first = _jpt(history)
     assert len(first) == 8 and (history / CACHE).is_file()
-    cache = json.loads((history / CACHE).read_text())
-    assert sorted(cache["runs"]) == sorted(first)
+    cache = _cached(history)
+    assert sorted(cache) == sorted(first)
     # proof the next read is served by the cache: an entry's figure changed in the cache alone
-    cache["runs"]["train/night-02"][2]["j_per_token"] = 123.0
-    (history / CACHE).write_text(json.dumps(cache))
+    meta_sig, sum_sig, summary = cache["train/night-02"]
+    with (history / CACHE).open("a") as f:
+        f.write(json.dumps(["train/night-02", meta_sig, sum_sig, {**summary, "j_per_token": 123.0}]) + "\n")
     assert _jpt(history)["train/night-02"] == 123.0
     assert _jpt(history)["train/night-01"] == first["train/night-01"]
+
+
+def test_a_new_run_is_appended_to_the_cache_not_the_whole_cache_rewritten(history, seed):
+    _jpt(history)
+    before = (history / CACHE).read_bytes()
+    ino = os.stat(history / CACHE).st_ino
+    _night(history, seed, "serve", 6)
+    assert "serve/night-06" in _jpt(history)
+    after = (history / CACHE).read_bytes()
+    assert os.stat(history / CACHE).st_ino == ino and after.startswith(before)
+    assert after[len(before):].count(b"\n") == 1
+    assert _jpt(history) == _jpt(history) and (history / CACHE).read_bytes() == after  # nothing new: untouched
 
 
 def test_a_rewritten_summary_is_read_again_never_served_stale(history):
@@ -89,10 +119,10 @@ def test_a_rewritten_summary_is_read_again_never_served_stale(history):
     run = history / "train" / "night-03"
     _set_summary(run, j_per_token=0.5)  # just written: read from the file, not cached
     assert _jpt(history)["train/night-03"] == 0.5
-    assert "train/night-03" not in json.loads((history / CACHE).read_text())["runs"]
+    assert "train/night-03" not in _cached(history)
     _settle(run)
     assert _jpt(history)["train/night-03"] == 0.5
-    assert "train/night-03" in json.loads((history / CACHE).read_text())["runs"]
+    assert "train/night-03" in _cached(history)
     # rewritten in place with the same size and its modification time put back: the change time differs
     st = os.stat(run / SUMMARY)
     _set_summary(run, j_per_token=0.7)
@@ -121,7 +151,7 @@ def test_new_and_removed_runs_are_seen(history, seed):
     shutil.rmtree(history / "train" / "night-00")
     got = _jpt(history)
     assert "serve/night-07" in got and "train/night-00" not in got
-    assert "train/night-00" not in json.loads((history / CACHE).read_text())["runs"]
+    assert "train/night-00" not in _cached(history)
     # a remembered run that stopped being a run (meta.json gone) but now holds runs is searched again
     (history / "train" / "night-01" / "meta.json").unlink()
     (history / "train" / "night-01" / SUMMARY).unlink()
@@ -131,9 +161,14 @@ def test_new_and_removed_runs_are_seen(history, seed):
 
 def test_a_damaged_cache_is_ignored_and_replaced(history):
     first = _jpt(history)
-    (history / CACHE).write_bytes(b'{"version": 1, "runs": {"tr')
+    (history / CACHE).write_bytes(b'{"cache": 1, "runs": {"tr')
     assert _jpt(history) == first
-    assert len(json.loads((history / CACHE).read_text())["runs"]) == 8
+    assert len(_cached(history)) == 8
+    with (history / CACHE).open("ab") as f:  # a torn last line: skipped, the next append starts a new line
+        f.write(b'["train/night-01", [1, 2')
+    _night(history, history / "train" / "night-02", "serve", 5)
+    assert _jpt(history) == {**first, "serve/night-05": first["train/night-02"]}
+    assert "serve/night-05" in _cached(history)
 
 
 def test_discovery_with_and_without_the_cache_agree(history, seed):

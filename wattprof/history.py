@@ -8,8 +8,8 @@ run's ``meta.json``), so reading a thousand runs' summaries takes a fraction of 
 a thousand reports. A stored summary is *current* when it is at least as new as ``meta.json`` and
 of :data:`SUMMARY_VERSION`.
 
-A directory of runs also keeps a cache of its runs' current summaries (:data:`CACHE`, one file),
-so that ``nightly`` over 10,000 runs reads one file instead of 10,000. An entry is used only while
+A directory of runs also keeps a cache of its runs' current summaries (:data:`CACHE`, one
+append-only file), so that ``nightly`` over 10,000 runs reads one file instead of 10,000. An entry is used only while
 the run's ``meta.json`` and ``summary.json`` have exactly the size, modification and change times
 and inode it was made from (a run changed in any way is read again, never served stale; files
 changed in the last :data:`RACY_NS` are not cached at all, so that a change within the same
@@ -31,13 +31,14 @@ from typing import Any
 
 from .errors import InputError, RunError
 from .run import META, write_bytes_atomic, write_json_atomic
+from .run.durable import write_all
 
 log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
 SUMMARY_VERSION = 2
 #: the summaries cache of a directory of runs (hidden; a query engine's ``**/summary.json`` skips it)
-CACHE = ".wattprof-summaries.json"
+CACHE = ".wattprof-summaries.jsonl"
 CACHE_VERSION = 1
 #: A file modified this recently (ns) is not cached: a change later in the same timestamp tick
 #: could leave its size and times as they are (git's "racily clean" rule).
@@ -70,16 +71,19 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """The stored form of the run's summary when it is current (``path`` set to ``run_dir``),
     else None (missing, older than ``meta.json``, of another version or damaged)."""
-    sp = run_dir / SUMMARY
-    if not _current(_signature(sp), _signature(run_dir / META)):
+    if not _current(_signature(run_dir / SUMMARY), _signature(run_dir / META)):
         return None
+    return _read_file(str(run_dir))
+
+
+def _read_file(run_dir: str) -> dict[str, Any] | None:
     try:
-        with open(sp, "rb") as fh:
+        with open(f"{run_dir}/{SUMMARY}", "rb") as fh:
             d = _parse(fh.read())
     except OSError:
         return None
     if d is not None:
-        d["path"] = str(run_dir)
+        d["path"] = run_dir
     return d
 
 
@@ -154,29 +158,63 @@ def _walk_runs(root: str, known: frozenset[str] = frozenset()) -> list[tuple[str
     return found
 
 
+def _line(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+
+
 class _Cache:
-    """The summaries cache of one directory of runs (see the module docstring): one JSON document,
-    ``{"version", "summary_version", "runs": {path relative to the directory: [meta.json's
-    signature, summary.json's signature, the stored summary]}}``."""
+    """The summaries cache of one directory of runs (see the module docstring).
+
+    An append-only log of JSON lines: a header ``{"cache": CACHE_VERSION, "summary_version": ...}``,
+    then one line per change, ``[path relative to the directory, meta.json's signature,
+    summary.json's signature, the stored summary]`` or ``[path, null]`` for a run gone or changed;
+    the last line of a run wins. A night that adds a run appends one line (10^4 runs' cache is
+    never rewritten for it); the log is compacted (rewritten atomically) when most of it is
+    superseded. Lines that do not parse (a torn write) are skipped."""
 
     def __init__(self, root: Path) -> None:
         self.path = root / CACHE
         self.root = root
         self.entries: dict[str, list[Any]] = {}
-        self.changed = False
+        #: changes not yet in the log: (run, its entry, or None when it is gone)
+        self.pending: list[tuple[str, list[Any] | None]] = []
+        self.lines = 0
+        self.rewrite = True  # no usable log yet
+        self.ends_whole = True
         try:
             with open(self.path, "rb") as fh:
-                doc = json.loads(fh.read())
-            if (isinstance(doc, dict) and doc.get("version") == CACHE_VERSION
-                    and doc.get("summary_version") == SUMMARY_VERSION and isinstance(doc.get("runs"), dict)):
-                self.entries = doc["runs"]
-            else:
-                self.changed = True
+                raw = fh.read()
         except FileNotFoundError:
-            pass
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            return
+        except OSError as e:
             log.info("%s: unreadable summaries cache ignored (%s)", self.path, e)
-            self.changed = True
+            return
+        lines = raw.split(b"\n")
+        self.ends_whole = raw.endswith(b"\n")
+        try:
+            head = json.loads(lines[0])
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            head = None
+        if not (isinstance(head, dict) and head.get("cache") == CACHE_VERSION
+                and head.get("summary_version") == SUMMARY_VERSION):
+            return
+        self.rewrite = False
+        for line in lines[1:]:
+            if not line:
+                continue
+            self.lines += 1
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                continue
+            if isinstance(rec, list) and len(rec) == 4 and isinstance(rec[0], str):
+                self.entries[rec[0]] = rec[1:]
+            elif isinstance(rec, list) and len(rec) == 2 and isinstance(rec[0], str):
+                self.entries.pop(rec[0], None)
+
+    def _drop(self, key: str) -> None:
+        if self.entries.pop(key, None) is not None:
+            self.pending.append((key, None))
 
     def summary(self, run_dir: str, key: str, meta_sig: Signature | None = None) -> dict[str, Any] | None:
         """The run's current stored summary (from the cache when the files are unchanged); ``key``
@@ -191,32 +229,48 @@ class _Cache:
             cached: dict[str, Any] = dict(e[2])
             cached["path"] = run_dir
             return cached
-        d = read_summary(Path(run_dir)) if _current(sum_sig, meta_sig) else None
+        d = _read_file(run_dir) if _current(sum_sig, meta_sig) else None
         if d is None:
-            if self.entries.pop(key, None) is not None:
-                self.changed = True
+            self._drop(key)
             return None
         assert meta_sig is not None and sum_sig is not None
         if time.time_ns() - max(meta_sig[0], sum_sig[0]) < RACY_NS:
-            if self.entries.pop(key, None) is not None:  # too fresh to trust its signature later:
-                self.changed = True  # read from the file until it settles
+            self._drop(key)  # too fresh to trust its signature later: read from the file until it settles
             return d
-        self.entries[key] = [list(meta_sig), list(sum_sig), {k: v for k, v in d.items() if k != "path"}]
-        self.changed = True
+        entry = [list(meta_sig), list(sum_sig), {k: v for k, v in d.items() if k != "path"}]
+        self.entries[key] = entry
+        self.pending.append((key, entry))
         return d
 
     def save(self, seen: set[str]) -> None:
-        """Write the cache (only the runs ``seen`` this time) when it changed; best effort."""
-        gone = [k for k in self.entries if k not in seen]
-        for k in gone:
-            del self.entries[k]
-        if not (self.changed or gone) or not os.access(self.root, os.W_OK):
+        """Record the changes (and the runs not ``seen`` this time as gone): appended to the log,
+        or the log rewritten when it is new, unreadable or mostly superseded. Best effort."""
+        for key in [k for k in self.entries if k not in seen]:
+            self._drop(key)
+        if not self.pending and not self.rewrite:
             return
-        doc = {"version": CACHE_VERSION, "summary_version": SUMMARY_VERSION, "runs": self.entries}
+        if not os.access(self.root, os.W_OK):
+            return
         try:
-            write_bytes_atomic(self.path, json.dumps(doc, separators=(",", ":"), default=str).encode(), "cache")
-        except RunError as e:
+            if self.rewrite or self.lines + len(self.pending) > 2 * len(self.entries) + 64:
+                self._write_all()
+            else:
+                self._append()
+        except (RunError, OSError) as e:
             log.info("%s: summaries cache not written (%s)", self.path, e)
+
+    def _write_all(self) -> None:
+        body = [_line({"cache": CACHE_VERSION, "summary_version": SUMMARY_VERSION})]
+        body.extend(_line([k, *e]) for k, e in self.entries.items())
+        write_bytes_atomic(self.path, b"".join(body), "cache")
+
+    def _append(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)  # no O_CREAT: a log deleted meanwhile stays so
+        try:
+            body = b"".join(_line([k, None] if e is None else [k, *e]) for k, e in self.pending)
+            write_all(fd, (b"" if self.ends_whole else b"\n") + body)
+        finally:
+            os.close(fd)
 
 
 def read_summaries(paths: list[str | Path]) -> Iterator[tuple[str, dict[str, Any] | None]]:
