@@ -39,7 +39,7 @@ def profile(name: str | None = None, *, collectors: Sequence[str] | None = None,
             out: str | os.PathLike | None = None, tags: dict[str, str] | None = None, label: str = "step",
             sync: bool | Callable[[], Any] | None = None, join: bool | str | os.PathLike = True,
             sampler: Literal["auto", "process", "thread"] = "auto", verbose: bool = True,
-            otlp: bool | int = False, clock: Clock | None = None) -> Profile:
+            otlp: bool | int = False, clock: Clock | None = None, rank: int | None = None) -> Profile:
     """Record a run around a block or a function: ``with wattprof.profile("train") as prof:`` or
     ``@wattprof.profile("train")`` (one run per call).
 
@@ -62,6 +62,7 @@ def profile(name: str | None = None, *, collectors: Sequence[str] | None = None,
             into agent tasks (``True``: OTLP/HTTP on 127.0.0.1:4318; an int: that port, 0 for any
             free one); sets ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` for the block (docs/agents.md).
         clock: an injected clock (tests, replaying a log; needs ``sampler="thread"``).
+        rank: the rank written on each step (default: ``$RANK``, ``$SLURM_PROCID``, else 0).
 
     Then ``prof.step(tokens=..., label=...)`` times a step, ``prof.mark(...)`` records a boundary,
     ``prof.run_dir`` is the run (``wattprof.load_run(prof.run_dir)``).
@@ -70,7 +71,7 @@ def profile(name: str | None = None, *, collectors: Sequence[str] | None = None,
 
     extra = {"clock": clock} if clock is not None else {}
     return Profile(name, collectors=collectors, interval=interval, out=out, tags=tags, label=label, sync=sync,
-                   join=join, sampler=sampler, verbose=verbose, otlp=otlp, **extra)
+                   join=join, sampler=sampler, verbose=verbose, otlp=otlp, rank=rank, **extra)
 
 
 def step(tokens: float | None = None, label: str | None = None, **extra: Any) -> contextlib.AbstractContextManager[dict]:

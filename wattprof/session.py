@@ -78,9 +78,10 @@ class RecordingSession:
         self.result: SessionResult | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> RecordingSession:
+    def start(self, *, background: bool = True) -> RecordingSession:
         """Choose the collectors (an unavailable one asked for is an :class:`InputError`, before
-        anything is created), create the run and start sampling."""
+        anything is created), create the run and start sampling (``background=False``: the caller
+        drives the ticks with ``session.recorder.sample_once()``, e.g. on a manual clock)."""
         if self.writer is not None:
             raise WattprofError("this recording session has already started")
         opts = self.options
@@ -90,7 +91,7 @@ class RecordingSession:
                                        command=list(opts.command) if opts.command else None,
                                        interval_s=opts.interval_s, clock_time=self.clock.time())
         self.recorder = Recorder(self.writer, chosen, interval=opts.interval_s, clock=self.clock)
-        self.recorder.start()
+        self.recorder.start(background=background)
         return self
 
     def stop(self, status: str = "finished", exit_code: int | None = None, *, summary: bool = True
