@@ -103,7 +103,7 @@ def load_run(path: str | os.PathLike) -> Run:
     (pandas DataFrames), ``run.meta``."""
     from .run import Run
 
-    return Run.open(path)
+    return Run.open(os.fspath(path))
 
 
 def __getattr__(name: str) -> Any:

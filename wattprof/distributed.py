@@ -272,8 +272,7 @@ def to_number(v: Any) -> float | None:
     if v is None:
         return None
     if isinstance(v, list | tuple):
-        vals = [to_number(x) for x in v]
-        vals = [x for x in vals if x is not None]
+        vals = [n for n in (to_number(x) for x in v) if n is not None]
         return float(sum(vals)) if vals else None
     if hasattr(v, "item"):
         v = v.item()

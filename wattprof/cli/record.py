@@ -89,6 +89,7 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
             if not quiet and (progress if progress is not None else sys.stderr.isatty()):
                 from ..live import start_live_status
 
+                assert session.recorder is not None
                 extras.callback(start_live_status(session.recorder, session.run_dir, sys.stderr).stop)
             result = _run(session, command, env, grace, name_given=name is not None)
     except BaseException:  # wattprof's own failure: the run is finalised as failed, then it propagates

@@ -66,8 +66,10 @@ def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region:
     if ctx is not None:
         from ..analysis.carbon import co2_g
 
-        ga, gb = co2_g(a.energy_j, ctx), co2_g(b.energy_j, ctx)
-        sections["totals"].append(nightly.Side("co2e_g", ga, gb, 100 * (gb / ga - 1) if ga else None))
+        ga = co2_g(a.energy_j, ctx) if a.energy_j is not None else None
+        gb = co2_g(b.energy_j, ctx) if b.energy_j is not None else None
+        change = 100 * (gb / ga - 1) if ga and gb is not None else None
+        sections["totals"].append(nightly.Side("co2e_g", ga, gb, change))
     if f == "json":
         text = render.compare_json(a.name, b.name, sections)
     elif f == "html":

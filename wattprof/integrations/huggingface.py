@@ -157,7 +157,7 @@ class WattprofCallback(TrainerCallback):
         entry = state.log_history[-1] if getattr(state, "log_history", None) else None
         matches = isinstance(entry, dict) and all(entry.get(k) == v for k, v in logs.items())
         logs.update(keys)
-        if matches:  # the Trainer appended a copy of logs before calling us: keep the history complete
+        if matches and isinstance(entry, dict):  # the Trainer appended a copy of logs: keep the history complete
             entry.update(keys)
 
     def energy_logs(self) -> dict[str, float]:
