@@ -65,8 +65,12 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
       wattprof record -c nvml-replay -- sleep 5   # no GPU: replay a recorded H100 trace
       wattprof record --otlp=4318 -- python agent.py   # energy per agent task from its GenAI spans
     """
+    # What the summary needs (pandas: ~1 s) is imported before the run starts, not between its
+    # start and its first sample.
     from ..naming import default_run_name
     from ..options import RecordOptions
+    from ..reports import text  # noqa: F401
+    from ..reports.build import build_report  # noqa: F401
     from ..session import RecordingSession
 
     if quiet and progress:
