@@ -190,3 +190,18 @@ def test_the_callback_core_records_steps_and_reports_energy_so_far(tmp_path, mon
     run = Run.open(tmp_path / "run")
     assert run.status == "finished" and list(run.steps["step"]) == [1, 2, 3]
     assert set(run.steps["label"]) == {"train"} and run.steps["tokens"].sum() == 30
+
+
+def test_the_session_example_records_and_reports(tmp_path):
+    """examples/record_session.py (docs/recording.md) runs as documented."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in (api.ENV_RUN_DIR, api.ENV_RUN_ID)}
+    p = subprocess.run([sys.executable, str(repo / "examples" / "record_session.py"), str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "finished:" in p.stdout and "sampled every 0.05 s" in p.stdout
+    run = Run.open(tmp_path / "run")
+    assert run.status == "finished" and run.meta["tags"] == {"example": "session"} and len(run.samples) > 10
