@@ -205,3 +205,16 @@ def test_the_session_example_records_and_reports(tmp_path):
     assert "finished:" in p.stdout and "sampled every 0.05 s" in p.stdout
     run = Run.open(tmp_path / "run")
     assert run.status == "finished" and run.meta["tags"] == {"example": "session"} and len(run.samples) > 10
+
+
+def test_record_interval_reaches_the_runs_meta_and_an_imported_run_has_none(tmp_path, h100):
+    """`wattprof record -i` -> RecordOptions -> RecordingSession -> meta.interval_s -> Run.interval_s;
+    an imported run's period is not known (None, never a made-up default)."""
+    from conftest import wattprof as cli
+
+    p = cli("record", "-q", "-i", "0.05", "-c", "nvml-replay", "--out", str(tmp_path / "rec"), "--",
+            "python3", "-c", "import time; time.sleep(0.5)")
+    assert p.returncode == 0, p.stderr
+    assert Run.open(tmp_path / "rec").interval_s == 0.05
+    assert cli("import", str(tmp_path / "imp"), "--samples", str(h100 / "nvml_samples_10ms.csv")).returncode == 0
+    assert Run.open(tmp_path / "imp").interval_s is None
