@@ -86,9 +86,8 @@ class Profile:
             (``wattprof: measuring: gpu:0 (NVML energy counter), host (estimate: ...)``).
         rank: the rank written on each step (default: ``$RANK``, ``$SLURM_PROCID``, else 0).
 
-    The same options as one value: :class:`~wattprof.options.ProfileOptions` and
-    :meth:`Profile.from_options`. The recording itself is a :class:`~wattprof.session.RecordingSession`
-    (in this process with ``sampler="thread"``, in the sampler process otherwise).
+    As one value: :class:`~wattprof.options.ProfileOptions` (:meth:`Profile.from_options`). The recording
+    is a :class:`~wattprof.session.RecordingSession` (here with ``sampler="thread"``, else in the sampler process).
     """
 
     def __init__(self, name: str | None = None, *, collectors: Sequence[str] | None = None,
