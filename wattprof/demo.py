@@ -15,10 +15,11 @@ from .api import Profile
 from .clock import ScaledClock
 from .formats.nvml_trace import read_nvml_trace
 from .formats.steps_jsonl import read_steps_jsonl
+from .options import DEFAULT_INTERVAL_S
 from .run import default_run_dir
 
 
-def run_demo(*, out: str | Path | None = None, speed: float = 20.0, interval: float = 0.1,
+def run_demo(*, out: str | Path | None = None, speed: float = 20.0, interval: float = DEFAULT_INTERVAL_S,
              progress: Callable[[str], None] | None = None) -> Path:
     trace_path = data.path("nvml_samples_10ms.csv")
     trace = read_nvml_trace(trace_path)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import WattprofError
+from .options import ProfileOptions, profile_options
 
 if TYPE_CHECKING:
     from .api import Profile
@@ -183,76 +184,69 @@ def wait_for_run(path: Path, *, timeout: float = JOIN_TIMEOUT_S, not_before: flo
         time.sleep(poll)
 
 
-def _join(path: Path, profile_kwargs: dict[str, Any], rank: int) -> Profile:
-    """A profile that joins the run at ``path`` (through the same variable ``wattprof record`` uses)."""
-    from .api import ENV_RUN_DIR, Profile
-
-    p = Profile(**profile_kwargs)
-    p._rank = rank  # noqa: SLF001 - see docs/integrations.md: Profile(rank=...) would replace this
-    old = os.environ.get(ENV_RUN_DIR)
-    os.environ[ENV_RUN_DIR] = str(path.resolve())
-    try:
-        p.start()
-    finally:
-        if old is None:
-            os.environ.pop(ENV_RUN_DIR, None)
-        else:
-            os.environ[ENV_RUN_DIR] = old
-    if not p.joined:
-        p.stop()
-        raise WattprofError(f"could not join the run in {path}")
-    return p
-
-
 def node_profile(out: str | os.PathLike | None = None, *, name: str | None = None, info: DistInfo | None = None,
                  tags: dict[str, str] | None = None, timeout: float = JOIN_TIMEOUT_S,
-                 **profile_kwargs: Any) -> Profile | None:
+                 options: ProfileOptions | None = None, **profile_kwargs: Any) -> Profile | None:
     """Start (local rank 0) or join (other local ranks) this node's run; returns the started
     :class:`~wattprof.api.Profile`, or ``None`` when a non-zero local rank has no way to find the
     run (no process group, no ``out``, no launch id: a warning says so; its steps are not recorded).
 
-    ``profile_kwargs`` go to :class:`~wattprof.api.Profile` (``collectors``, ``interval``,
-    ``sampler``, ``sync``, ``label``...). When ``torch.distributed`` is initialised this is a
-    collective: every rank must call it."""
-    from .api import ENV_RUN_DIR, Profile
-    from .run import default_run_dir, safe_name
+    The profile's options: ``options`` (a :class:`~wattprof.options.ProfileOptions`), else
+    ``profile_kwargs`` as for :class:`~wattprof.api.Profile` (``collectors``, ``interval``,
+    ``sampler``, ``sync``, ``label``...); ``out``, ``name`` and ``tags`` given here win. Every
+    profile carries this process's rank explicitly (``rank=info.rank``). When ``torch.distributed``
+    is initialised this is a collective: every rank must call it."""
+    from .api import Profile
 
     info = info or detect()
-    kw = dict(profile_kwargs, name=name)
-    parent = os.environ.get(ENV_RUN_DIR)
-    if parent and (Path(parent) / "meta.json").is_file() and kw.get("join", True):
-        p = Profile(**kw)  # under `wattprof record`: every rank joins the recorder's run
-        p._rank = info.rank  # noqa: SLF001
-        return p.start()
+    opts = options if options is not None else profile_options(**profile_kwargs)
+    opts = opts.replace(name=name if name is not None else opts.name, rank=info.rank,
+                        tags={**opts.tags, **(tags or {})})
+    base = out if out is not None else opts.out
+    if isinstance(opts.join, Path) or (opts.join and _recorded_run() is not None):
+        return Profile.from_options(opts).start()  # a given run, or `wattprof record`'s: every rank joins it
     started_before = _process_start() - STALE_MARGIN_S
-    base: str | None = None
-    if info.rank == 0:
-        base = str(out) if out is not None else None
-    if _dist_ready():
-        if info.rank == 0 and base is None:
-            base = str(default_run_dir(name))
-        base = _broadcast_base(base)
-    elif base is None:
-        if out is not None:
-            base = str(out)
-        elif info.distributed and info.job_id:
-            root = Path(os.environ.get("WATTPROF_DIR") or "wattprof-runs")
-            base = str(root / f"{safe_name(info.job_id)}-{safe_name(name or 'run')}")
-    all_tags = dict(tags or {})
+    base_dir = _node_base(base, opts.name, info)
     if info.num_nodes > 1:
-        all_tags.setdefault("node", info.node)
+        opts = opts.replace(tags={"node": info.node, **opts.tags})
     if info.is_node_leader:
-        p = Profile(out=shard_dir(base, info) if base is not None else None, tags=all_tags, **kw)
-        p._rank = info.rank  # noqa: SLF001
-        return p.start()
-    if base is None:
+        shard = shard_dir(base_dir, info) if base_dir is not None else None
+        return Profile.from_options(opts.replace(out=shard, join=False)).start()
+    if base_dir is None:
         warnings.warn(f"wattprof: local rank {info.local_rank} cannot find its node's run (no torch.distributed process group, no "
                       "out= directory, no Slurm/torchrun job id): its steps are not recorded",
                       RuntimeWarning, stacklevel=2)
         return None
-    path = shard_dir(base, info)
+    path = shard_dir(base_dir, info)
     wait_for_run(path, timeout=timeout, not_before=started_before)
-    return _join(path, kw, info.rank)
+    return Profile.from_options(opts.replace(join=path)).start()
+
+
+def _recorded_run() -> Path | None:
+    """The run of an enclosing ``wattprof record`` (``$WATTPROF_RUN_DIR`` holding a run), or None."""
+    from .api import ENV_RUN_DIR
+
+    parent = os.environ.get(ENV_RUN_DIR)
+    return Path(parent) if parent and (Path(parent) / "meta.json").is_file() else None
+
+
+def _node_base(out: str | os.PathLike | None, name: str | None, info: DistInfo) -> Path | None:
+    """The job's run directory (the node's shard is under it with several nodes), the same on every
+    rank: global rank 0's ``out`` (or a new one) broadcast over the process group; without one,
+    ``out``, else one named after the launch (``slurm-<job>.<step>``, torchrun's run id)."""
+    from .run import default_run_dir, safe_name
+
+    base: str | None = str(out) if out is not None else None
+    if _dist_ready():
+        if info.rank != 0:
+            base = None
+        elif base is None:
+            base = str(default_run_dir(name))
+        base = _broadcast_base(base)
+    elif base is None and info.distributed and info.job_id:
+        root = Path(os.environ.get("WATTPROF_DIR") or "wattprof-runs")
+        base = str(root / f"{safe_name(info.job_id)}-{safe_name(name or 'run')}")
+    return Path(base) if base is not None else None
 
 
 # ---- step marks from callbacks ----------------------------------------------------------------
@@ -278,8 +272,7 @@ def to_number(v: Any) -> float | None:
     if v is None:
         return None
     if isinstance(v, list | tuple):
-        vals = [to_number(x) for x in v]
-        vals = [x for x in vals if x is not None]
+        vals = [n for n in (to_number(x) for x in v) if n is not None]
         return float(sum(vals)) if vals else None
     if hasattr(v, "item"):
         v = v.item()

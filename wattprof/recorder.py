@@ -39,11 +39,11 @@ from typing import Any
 from .clock import SYSTEM_CLOCK, Clock
 from .collectors.base import Collector, RemoteCollector
 from .errors import DeviceLostError, RunError, WattprofError
+from .options import DEFAULT_INTERVAL_S
 from .run import RunWriter, SampleStream
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL_S = 0.1
 FLUSH_INTERVAL_S = 1.0
 #: A change of (wall clock - monotonic clock) larger than this between two checks is a clock jump.
 CLOCK_JUMP_S = 1.0

@@ -6,11 +6,14 @@ Python loop at 10 Hz, for ~0.1 % of a core of reads; benchmarks/overhead.py). So
 starts this small process, which creates the run, drives the :class:`~wattprof.recorder.Recorder`
 and finalises the run; the profiled process only writes its step marks.
 
-Protocol (JSON lines): the process prints ``{"ready": true, "id": ...}`` or ``{"error": CLASS,
+Protocol (JSON lines): the profiled process writes its :class:`~wattprof.options.RecordOptions`
+as the first line on the sampler's stdin (nothing in argv: the options, tags included, are not
+on every ``ps`` listing); the sampler prints ``{"ready": true, "id": ...}`` or ``{"error": CLASS,
 "message": ...}`` on stdout; it finalises when a status line ``{"status": ..., "exit_code": ...}``
 arrives on stdin, or when stdin closes without one (the profiled process died: status
 ``interrupted`` with an event saying so). It ignores SIGINT (a terminal's Ctrl-C goes to the whole
-process group; the profiled process decides) and finalises on SIGTERM.
+process group; the profiled process decides) and finalises on SIGTERM. The recording itself is a
+:class:`~wattprof.session.RecordingSession`, as everywhere else.
 """
 
 from __future__ import annotations
@@ -22,32 +25,35 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 
+if TYPE_CHECKING:
+    from .options import RecordOptions
+
 
 def main() -> None:
-    cfg = json.loads(sys.argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .collectors.base import resolve
-    from .recorder import Recorder
-    from .run import RunWriter
+    from .options import RecordOptions
+    from .session import RecordingSession
 
     try:
-        collectors = resolve(cfg["collectors"])
-        writer = RunWriter.create(cfg["out"], name=cfg["name"], tags=cfg["tags"], interval_s=cfg["interval"])
-        recorder = Recorder(writer, collectors, interval=cfg["interval"])
-        recorder.start()
+        options = RecordOptions.from_json(sys.stdin.readline())
+    except (ValueError, errors.WattprofError) as e:  # json.JSONDecodeError is a ValueError
+        _say({"error": "WattprofError", "message": f"sampler process: bad options line: {e}"})
+        sys.exit(1)
+    try:
+        session = RecordingSession(options).start()
     except errors.WattprofError as e:
-        print(json.dumps({"error": type(e).__name__, "message": str(e)}), flush=True)
+        _say({"error": type(e).__name__, "message": str(e)})
         sys.exit(1)
     stopping = threading.Event()
     result: dict[str, Any] = {}
 
     def on_term(signum: int, frame: Any) -> None:
         result.setdefault("status", "interrupted")
-        writer.event("signal", "sampler received SIGTERM")
+        session.event("signal", "sampler received SIGTERM")
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_term)
@@ -58,31 +64,39 @@ def main() -> None:
             result.update(json.loads(line))
         else:
             result.setdefault("status", "interrupted")
-            writer.event("profiled_process_gone", "the profiled process ended without closing its profile")
+            session.event("profiled_process_gone", "the profiled process ended without closing its profile")
         stopping.set()
 
     threading.Thread(target=read_stdin, daemon=True).start()
-    print(json.dumps({"ready": True, "id": writer.meta["id"]}), flush=True)
+    _say({"ready": True, "id": session.run_id})
     stopping.wait()
-    recorder.stop()
-    writer.finalize(status=result.get("status", "interrupted"), exit_code=result.get("exit_code"))
-    from .history import try_write_summary
-
-    try_write_summary(writer.path)
+    done = session.stop(result.get("status", "interrupted"), result.get("exit_code"))
+    if done.error is not None:  # the profiled process finalises the run, or says it could not
+        print(f"wattprof sampler: the run could not be finalised: {done.error}", file=sys.stderr, flush=True)
+        sys.exit(1)
     with contextlib.suppress(BrokenPipeError):  # the profiled process may be gone
-        print(json.dumps({"done": True}), flush=True)
+        _say({"done": True})
+
+
+def _say(msg: dict[str, Any]) -> None:
+    print(json.dumps(msg), flush=True)
 
 
 class SamplerProcess:
     """The profiled process's handle on its sampler process."""
 
-    def __init__(self, *, out: Path, name: str | None, tags: dict[str, str], collectors: list[str] | None,
-                 interval: float) -> None:
-        cfg = {"out": str(out), "name": name, "tags": tags, "collectors": collectors, "interval": interval}
+    def __init__(self, options: RecordOptions) -> None:
+        self.options = options
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, argv list
-            [sys.executable, "-m", "wattprof.sampler", json.dumps(cfg)],
+            [sys.executable, "-m", "wattprof.sampler"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=False,
         )
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(options.to_json() + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the process died at start: said below
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         try:
@@ -125,6 +139,7 @@ class SamplerProcess:
                 return None
             how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
             problem = f"the sampler process {how}"
+        run_dir = run_dir if run_dir is not None else self.options.out
         if run_dir is None:
             return f"wattprof: {problem}; the run may be unfinished"
         return _finalise_here(run_dir, status, exit_code, problem)

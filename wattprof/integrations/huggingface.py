@@ -31,17 +31,20 @@ What it does (docs/integrations.md has the details):
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
 from .. import distributed
-from ..live import energy_so_far
+from ..options import DEFAULT_INTERVAL_S, profile_options
+from ._core import CallbackCore
+
+if TYPE_CHECKING:
+    from ..api import Profile
 
 log = logging.getLogger(__name__)
 
@@ -69,58 +72,49 @@ class WattprofCallback(TrainerCallback):
     """
 
     def __init__(self, name: str | None = None, *, out: str | Path | None = None,
-                 collectors: Sequence[str] | None = None, interval: float = 0.1, tags: dict[str, str] | None = None,
-                 label: str = "train", sync: Any = None, log_energy: bool = True, flush_every: int = 32,
-                 **profile_kwargs: Any) -> None:
-        self.name = name or "hf-train"
-        self.out = out
-        self.collectors = collectors
-        self.interval = interval
-        self.tags = tags
-        self.label = label
-        self.sync = sync
+                 collectors: Sequence[str] | None = None, interval: float = DEFAULT_INTERVAL_S,
+                 tags: dict[str, str] | None = None, label: str = "train", sync: Any = None, log_energy: bool = True,
+                 flush_every: int = 32, **profile_kwargs: Any) -> None:
+        options = profile_options(name or "hf-train", collectors=collectors, interval=interval, out=out, tags=tags,
+                                  label=label, sync=sync, **profile_kwargs)
+        self.core = CallbackCore(options, flush_every=flush_every, close_at_exit=True)
         self.log_energy = log_energy
-        self.flush_every = flush_every
-        self.profile_kwargs = profile_kwargs
-        self.profile: Any = None
-        self.run_dir: Path | None = None
-        self.info: distributed.DistInfo | None = None
-        self._buffer: distributed.StepBuffer | None = None
         self._hook: Any = None
         self._hook_tokens: list[Any] = []
         self._trainer_counts = False
         self._tokens_seen = 0.0
         self._tokens_total = 0.0
         self._t_step: float | None = None
-        self._last_log: tuple[float, float] | None = None  # (t_last, energy_j) at the previous log
-        self._atexit = False
+
+    @property
+    def profile(self) -> Profile | None:
+        return self.core.profile
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.core.run_dir
+
+    @property
+    def info(self) -> distributed.DistInfo | None:
+        return self.core.info
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if self.profile is not None:
+        if self.core.profile is not None:
             return
         env = distributed.detect()
-        self.info = distributed.DistInfo(
+        info = distributed.DistInfo(
             rank=int(getattr(args, "process_index", env.rank)), local_rank=max(int(getattr(args, "local_process_index",
                                                                                   env.local_rank)), 0),
             world_size=int(getattr(args, "world_size", env.world_size)), local_world_size=env.local_world_size,
             node_rank=env.node_rank, num_nodes=env.num_nodes, job_id=env.job_id, launcher="hf")
-        self.profile = distributed.node_profile(
-            self.out, name=self.name, info=self.info, tags=self.tags, collectors=self.collectors,
-            interval=self.interval, label=self.label, sync=self.sync, **self.profile_kwargs)
-        if self.profile is None:
+        if not self.core.start(info):
             return
-        self.run_dir = self.profile.run_dir
-        self._buffer = distributed.StepBuffer(self.profile, max_pending=self.flush_every)
         self._trainer_counts = _counts_tokens(args)
         self._tokens_seen = float(getattr(state, "num_input_tokens_seen", 0) or 0)
         self._tokens_total = 0.0
-        self._last_log = None
         if not self._trainer_counts and model is not None and hasattr(model, "register_forward_pre_hook"):
             self._hook = model.register_forward_pre_hook(self._count_hook, with_kwargs=True)
-        if not self._atexit:
-            atexit.register(self._at_exit)
-            self._atexit = True
 
     def _count_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
         if not getattr(module, "training", True):
@@ -133,13 +127,13 @@ class WattprofCallback(TrainerCallback):
             self._hook_tokens.append(n)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.profile is not None:
-            self._t_step = self.profile.clock.time()
+        if self.core.active:
+            self._t_step = self.core.now()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.profile is None or self._buffer is None:
+        if not self.core.active:
             return
-        t_end = self.profile.clock.time()
+        t_end = self.core.now()
         t_start = self._t_step if self._t_step is not None else t_end
         self._t_step = None
         if self._trainer_counts:
@@ -149,12 +143,12 @@ class WattprofCallback(TrainerCallback):
             tokens: Any = delta if self.info is None or self.info.rank == 0 else None  # already summed over ranks
         else:
             tokens, self._hook_tokens = self._hook_tokens, []
-        self._buffer.add(t_start, t_end, tokens or None, step=int(state.global_step))
+        self.core.add_step(t_start, t_end, tokens or None, step=int(state.global_step))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-        if self.profile is None or self._buffer is None:
+        if not self.core.active:
             return
-        self._buffer.flush()
+        self.core.flush()
         if not self.log_energy or logs is None or not getattr(state, "is_world_process_zero", True):
             return
         keys = self.energy_logs()
@@ -163,21 +157,17 @@ class WattprofCallback(TrainerCallback):
         entry = state.log_history[-1] if getattr(state, "log_history", None) else None
         matches = isinstance(entry, dict) and all(entry.get(k) == v for k, v in logs.items())
         logs.update(keys)
-        if matches:  # the Trainer appended a copy of logs before calling us: keep the history complete
+        if matches and isinstance(entry, dict):  # the Trainer appended a copy of logs: keep the history complete
             entry.update(keys)
 
     def energy_logs(self) -> dict[str, float]:
         """``energy_j``, ``power_w`` and ``j_per_token`` so far (this node), as logged."""
-        if self.run_dir is None:
-            return {}
-        so_far = energy_so_far(self.run_dir)
+        so_far = self.core.energy_so_far()
         if so_far is None:
             return {}
         out = {"energy_j": round(so_far.energy_j, 3)}
-        t0, e0 = self._last_log if self._last_log is not None else (so_far.t_first, 0.0)
-        if so_far.t_last > t0:
-            out["power_w"] = round((so_far.energy_j - e0) / (so_far.t_last - t0), 2)
-            self._last_log = (so_far.t_last, so_far.energy_j)
+        if so_far.power_w is not None:
+            out["power_w"] = round(so_far.power_w, 2)
         tokens = self._node_tokens()
         if tokens:
             out["j_per_token"] = so_far.energy_j / tokens
@@ -189,30 +179,17 @@ class WattprofCallback(TrainerCallback):
         info = self.info or distributed.DistInfo()
         if self._trainer_counts:
             return self._tokens_total / max(info.num_nodes, 1)
-        own = self._buffer.tokens_written if self._buffer is not None else 0.0
-        return own * max(info.local_world_size, 1)
+        return self.core.tokens_written * max(info.local_world_size, 1)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.close("finished")
 
     def close(self, status: str = "finished") -> None:
         """Write pending marks, remove the token hook and finalise (or leave) the run. Idempotent."""
-        prof, self.profile = self.profile, None
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        if prof is None:
-            return
-        try:
-            if self._buffer is not None:
-                self._buffer.flush()
-        finally:
-            self._buffer = None
-            prof.stop(status=status)
-
-    def _at_exit(self) -> None:
-        if self.profile is not None:
-            self.close("interrupted")
+        self.core.close(status)
 
 
 def add_to(trainer: Any, callback: WattprofCallback | None = None, **kwargs: Any) -> WattprofCallback:

@@ -24,12 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lightning.pytorch.callbacks import Callback
 
 from .. import distributed
-from ..live import energy_so_far
+from ..options import DEFAULT_INTERVAL_S, profile_options
+from ._core import CallbackCore
+
+if TYPE_CHECKING:
+    from ..api import Profile
 
 
 class WattprofCallback(Callback):
@@ -48,65 +52,61 @@ class WattprofCallback(Callback):
     """
 
     def __init__(self, name: str | None = None, *, out: str | Path | None = None,
-                 collectors: Sequence[str] | None = None, interval: float = 0.1, tags: dict[str, str] | None = None,
-                 label: str = "train", per: Literal["optimizer_step", "batch"] = "optimizer_step",
+                 collectors: Sequence[str] | None = None, interval: float = DEFAULT_INTERVAL_S,
+                 tags: dict[str, str] | None = None, label: str = "train",
+                 per: Literal["optimizer_step", "batch"] = "optimizer_step",
                  tokens_fn: Callable[[Any], Any] | None = None, sync: Any = None, log_energy: bool = True,
                  flush_every: int = 32, **profile_kwargs: Any) -> None:
         if per not in ("optimizer_step", "batch"):
             raise ValueError(f"per must be 'optimizer_step' or 'batch', not {per!r}")
-        self.name = name or "lightning-train"
-        self.out = out
-        self.collectors = collectors
-        self.interval = interval
-        self.tags = tags
-        self.label = label
+        options = profile_options(name or "lightning-train", collectors=collectors, interval=interval, out=out,
+                                  tags=tags, label=label, sync=sync, **profile_kwargs)
+        self.core = CallbackCore(options, flush_every=flush_every)
         self.per = per
         self.tokens_fn = tokens_fn
-        self.sync = sync
         self.log_energy = log_energy
-        self.flush_every = flush_every
-        self.profile_kwargs = profile_kwargs
-        self.profile: Any = None
-        self.run_dir: Path | None = None
-        self.info: distributed.DistInfo | None = None
-        self._buffer: distributed.StepBuffer | None = None
         self._t_step: float | None = None
         self._tokens: list[Any] = []
         self._global_step = 0
         self._batches = 0
-        self._last_log: tuple[float, float] | None = None
+
+    @property
+    def profile(self) -> Profile | None:
+        return self.core.profile
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.core.run_dir
+
+    @property
+    def info(self) -> distributed.DistInfo | None:
+        return self.core.info
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        if self.profile is not None:
+        if self.core.profile is not None:
             return
         env = distributed.detect()
-        self.info = distributed.DistInfo(
+        info = distributed.DistInfo(
             rank=int(trainer.global_rank), local_rank=int(trainer.local_rank), world_size=int(trainer.world_size),
             local_world_size=max(int(getattr(trainer, "num_devices", 1) or 1), 1),
             node_rank=int(trainer.node_rank), num_nodes=max(int(trainer.num_nodes or 1), 1), job_id=env.job_id,
             launcher="lightning")
-        self.profile = distributed.node_profile(
-            self.out, name=self.name, info=self.info, tags=self.tags, collectors=self.collectors,
-            interval=self.interval, label=self.label, sync=self.sync, **self.profile_kwargs)
-        if self.profile is None:
+        if not self.core.start(info):
             return
-        self.run_dir = self.profile.run_dir
-        self._buffer = distributed.StepBuffer(self.profile, max_pending=self.flush_every)
         self._global_step = int(trainer.global_step)
         self._batches = 0
         self._tokens = []
         self._t_step = None
-        self._last_log = None
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if self.profile is not None and self._t_step is None:
-            self._t_step = self.profile.clock.time()
+        if self.core.active and self._t_step is None:
+            self._t_step = self.core.now()
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.profile is None or self._buffer is None:
+        if not self.core.active:
             return
-        t_end = self.profile.clock.time()
+        t_end = self.core.now()
         n = self.tokens_fn(batch) if self.tokens_fn is not None else distributed.count_tokens(batch)
         if n is not None:
             self._tokens.append(n)
@@ -118,10 +118,10 @@ class WattprofCallback(Callback):
         t_start = self._t_step if self._t_step is not None else t_end
         tokens, self._tokens, self._t_step = self._tokens or None, [], None
         step = self._global_step if self.per == "optimizer_step" else self._batches
-        self._buffer.add(t_start, t_end, tokens, step=step)
+        self.core.add_step(t_start, t_end, tokens, step=step)
         every = max(int(getattr(trainer, "log_every_n_steps", 50) or 50), 1)
         if self.log_energy and stepped and self._global_step % every == 0:
-            self._buffer.flush()
+            self.core.flush()
             if trainer.is_global_zero:
                 keys = self.energy_logs()
                 if keys:
@@ -129,19 +129,14 @@ class WattprofCallback(Callback):
 
     def energy_logs(self) -> dict[str, float]:
         """``energy_j``, ``power_w`` and ``j_per_token`` so far (this node)."""
-        if self.run_dir is None:
-            return {}
-        so_far = energy_so_far(self.run_dir)
+        so_far = self.core.energy_so_far()
         if so_far is None:
             return {}
         out = {"energy_j": so_far.energy_j}
-        t0, e0 = self._last_log if self._last_log is not None else (so_far.t_first, 0.0)
-        if so_far.t_last > t0:
-            out["power_w"] = (so_far.energy_j - e0) / (so_far.t_last - t0)
-            self._last_log = (so_far.t_last, so_far.energy_j)
+        if so_far.power_w is not None:
+            out["power_w"] = so_far.power_w
         info = self.info or distributed.DistInfo()
-        own = self._buffer.tokens_written if self._buffer is not None else 0.0
-        tokens = own * max(info.local_world_size, 1)  # the node's ranks, assuming equal batches
+        tokens = self.core.tokens_written * max(info.local_world_size, 1)  # the node's ranks, assuming equal batches
         if tokens:
             out["j_per_token"] = so_far.energy_j / tokens
         return out
@@ -157,12 +152,4 @@ class WattprofCallback(Callback):
 
     def close(self, status: str = "finished") -> None:
         """Write pending marks and finalise (or leave) the run. Idempotent."""
-        prof, self.profile = self.profile, None
-        if prof is None:
-            return
-        try:
-            if self._buffer is not None:
-                self._buffer.flush()
-        finally:
-            self._buffer = None
-            prof.stop(status=status)
+        self.core.close(status)

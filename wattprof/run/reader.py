@@ -129,6 +129,15 @@ class Run:
         return self.meta.get("devices", {})
 
     @property
+    def interval_s(self) -> float | None:
+        """The sampling interval the run was recorded at (``meta.interval_s``, seconds), or None
+        when it is not known (an imported run): analysis reads the period here, not from gaps."""
+        v = self.meta.get("interval_s")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            return None
+        return float(v)
+
+    @property
     def samples(self) -> pd.DataFrame:
         if self._samples is None:
             self._samples = self._read_samples()
