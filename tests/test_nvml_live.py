@@ -108,9 +108,9 @@ def test_a_gpu_in_mig_mode_is_measured_without_utilisation_noted_once(make, cloc
     assert g1.util_pct.isna().all() and g1.mem_util_pct.isna().all()
     assert g1.energy_j.notna().all() and g1.power_w.notna().all() and g1.temp_c.notna().all()
     events = c.take_events()
-    missing = [e for e in events if e["kind"] == "metric_missing"]
-    assert [(e["device"], e["metrics"]) for e in missing] == [("gpu:1", ["util_pct", "mem_util_pct"])]
-    assert "MIG" in missing[0]["reason"]
+    missing = [e for e in events if e.kind == "metric_missing"]
+    assert [(e.device, e.fields["metrics"]) for e in missing] == [("gpu:1", ["util_pct", "mem_util_pct"])]
+    assert "MIG" in missing[0].fields["reason"]
     # NOT_SUPPORTED is remembered: the function is not asked again on that GPU
     assert lib.log.count(("nvmlDeviceGetUtilizationRates", 1)) == 1
     c.close()
@@ -127,7 +127,7 @@ def test_a_gpu_without_an_energy_counter_says_so_and_keeps_its_power(make, clock
     g1 = df[df.device == "gpu:1"]
     assert len(g1) == 5 and g1.energy_j.isna().all() and g1.power_w.notna().all() and g1.power_avg_w.notna().all()
     assert df[df.device == "gpu:0"].energy_j.notna().all()
-    assert [(e["kind"], e["metrics"]) for e in c.take_events()] == [("metric_missing", ["energy_j"])]
+    assert [(e.kind, e.fields["metrics"]) for e in c.take_events()] == [("metric_missing", ["energy_j"])]
     c.close()
 
 
@@ -155,9 +155,9 @@ def test_a_transient_error_on_one_gpu_drops_only_its_reading(make, clock):
     c.open()
     df = sweep(c, clock, 30)
     assert df.groupby("device").size().to_dict() == {"gpu:0": 30, "gpu:1": 27, "gpu:2": 30}
-    errors = [e for e in c.take_events() if e["kind"] == "device_read_error"]
-    assert [e["device"] for e in errors] == ["gpu:1"] * 3 and errors[-1]["dropped"] == 3
-    assert "Timeout" in errors[0]["message"]
+    errors = [e for e in c.take_events() if e.kind == "device_read_error"]
+    assert [e.device for e in errors] == ["gpu:1"] * 3 and errors[-1].fields["dropped"] == 3
+    assert "Timeout" in errors[0].message
     c.close()
 
 
@@ -169,8 +169,8 @@ def test_a_lost_gpu_is_dropped_alone_and_the_others_go_on(make, clock):
     lib.lose(1)
     df = sweep(c, clock, 10)
     assert df.groupby("device").size().to_dict() == {"gpu:0": 10, "gpu:2": 10}
-    lost = [e for e in c.take_events() if e["kind"] == "device_lost"]
-    assert [e["device"] for e in lost] == ["gpu:1"]
+    lost = [e for e in c.take_events() if e.kind == "device_lost"]
+    assert [e.device for e in lost] == ["gpu:1"]
     asked = [d for _, d in lib.log].count(1)
     sweep(c, clock, 10)
     assert [d for _, d in lib.log].count(1) == asked  # a lost GPU is not asked again
@@ -191,7 +191,7 @@ def test_open_resolves_only_the_selected_gpus(make, clock, monkeypatch):
     assert list(c.open()) == ["gpu:3", "gpu:0"]
     assert {d for _, d in lib.log if d is not None} == {0, 3}  # gpu:1 and gpu:2 never asked for
     events = c.take_events()
-    assert {(e["kind"], e["device"]) for e in events} == {("device_unselected", "gpu:1"),
+    assert {(e.kind, e.device) for e in events} == {("device_unselected", "gpu:1"),
                                                           ("device_unselected", "gpu:2")}
     c.close()
 
@@ -205,8 +205,8 @@ def test_a_selected_gpu_without_permission_is_skipped_and_uuids_still_match(make
     devices = c.open()
     assert list(devices) == ["gpu:2", "gpu:1"]
     assert devices["gpu:2"]["cuda_index"] == 1  # CUDA order kept
-    skipped = [e for e in c.take_events() if e["kind"] == "device_skipped"]
-    assert [e["device"] for e in skipped] == ["gpu:0"] and "Insufficient Permissions" in skipped[0]["message"]
+    skipped = [e for e in c.take_events() if e.kind == "device_skipped"]
+    assert [e.device for e in skipped] == ["gpu:0"] and "Insufficient Permissions" in skipped[0].message
     clock.advance(0.1)
     assert [r["device"] for r in c.read()] == ["gpu:2", "gpu:1"]
     c.close()
@@ -242,8 +242,8 @@ def test_a_function_the_bindings_lack_is_a_missing_metric_not_an_attribute_error
     df = sweep(c2, clock, 3)
     assert "temp_c" not in df.columns and df.energy_j.notna().all()
     (ev,) = c2.take_events()
-    assert ev["kind"] == "metric_missing" and ev["metrics"] == ["temp_c"]
-    assert "not in the NVML bindings" in ev["reason"]
+    assert ev.kind == "metric_missing" and ev.fields["metrics"] == ["temp_c"]
+    assert "not in the NVML bindings" in ev.fields["reason"]
     c.close()
     c2.close()
 

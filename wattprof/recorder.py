@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import SYSTEM_CLOCK, Clock
-from .collectors.base import Collector, RemoteCollector
+from .collectors.base import Collector, Event, Reading, RemoteCollector
 from .errors import DeviceLostError, RunError, WattprofError
 from .run import RunWriter, SampleStream
 
@@ -266,9 +266,9 @@ class Recorder:
     def _read(self, slot: _Slot) -> None:
         slot.reading_since = began = time.perf_counter()
         try:
-            rows, err = slot.collector.read(), None
+            reading, err = slot.collector.collect(), None
         except Exception as e:  # noqa: BLE001 - isolate any collector (plugins too); recorded
-            rows, err = [], e
+            reading, err = None, e
         now = self.clock.time()
         slot.reading_since = None
         took = time.perf_counter() - began
@@ -278,7 +278,7 @@ class Recorder:
                         "sampling again", source=slot.collector.name, t=now, took_s=took)
         elif self.read_timeout is not None and took > self.read_timeout:
             self._timed_out(slot, took, returned=True)
-        self._take(slot, rows, err, now)
+        self._take(slot, reading, err, now)
 
     def _timed_out(self, slot: _Slot, took: float, *, returned: bool) -> None:
         slot.timeouts += 1
@@ -346,17 +346,20 @@ class Recorder:
             if slot.disabled:
                 continue
             try:
-                rows = slot.collector.read()
+                reading = slot.collector.collect()
             except Exception as e:  # noqa: BLE001 - isolate any collector (plugins too); recorded
-                self._take(slot, [], e, self.clock.time())
+                self._take(slot, None, e, self.clock.time())
                 continue
-            self._take(slot, rows, None, self.clock.time())
+            self._take(slot, reading, None, self.clock.time())
         self.stats.ticks += 1
 
     # ---- shared -----------------------------------------------------------------------------------
-    def _take(self, slot: _Slot, rows: list[dict[str, Any]], err: Exception | None, now: float) -> None:
-        """Handle one read's outcome."""
-        self._collector_events(slot, now)
+    def _take(self, slot: _Slot, reading: Reading | None, err: Exception | None, now: float) -> None:
+        """Handle one read's outcome: its events and device updates (taken from the collector's
+        queue when the read failed), then the failure or the samples."""
+        if reading is None:
+            reading = self._drain(slot.collector)
+        self._note_reading(slot, reading, now)
         if err is not None:
             if isinstance(err, DeviceLostError):
                 slot.disabled = True
@@ -369,8 +372,7 @@ class Recorder:
                             f"({slot.failures} so far): {type(err).__name__}: {err}",
                             source=slot.collector.name, t=now)
             return
-        for kind, message in getattr(slot.collector, "take_run_events", list)():
-            self._event(kind, message, source=slot.collector.name, t=now)
+        rows = reading.rows
         for r in rows:
             r.setdefault("t", now)
             self.stats.last[r["device"]] = r
@@ -378,21 +380,36 @@ class Recorder:
             slot.buffer.extend(rows)
             self.stats.samples += len(rows)
 
-    def _collector_events(self, slot: _Slot, now: float) -> None:
-        """Record what a collector reports beside its readings (optional ``take_events()``: dicts
-        with ``kind``, ``message`` and extra fields, e.g. a GPU skipped or lost, a metric missing)."""
-        take = getattr(slot.collector, "take_events", None)
-        if take is None:
-            return
+    def _drain(self, c: Collector) -> Reading:
+        """What a collector queued beside a read that failed (or a fetch): its devices and events."""
         try:
-            events = take()
+            return Reading([], c.take_devices(), [Event.of(e) for e in c.take_events()])
         except Exception as e:  # noqa: BLE001 - isolate any collector; recorded
-            events = [{"kind": "collector_error", "message": f"take_events failed: {type(e).__name__}: {e}"}]
-        for ev in events:
-            extra = {k: v for k, v in ev.items() if k not in ("kind", "message", "source")}
-            extra.setdefault("t", now)
-            self._event(str(ev.get("kind") or "collector_event"), f"{slot.collector.name}: {ev.get('message', '')}",
-                        source=slot.collector.name, **extra)
+            return Reading([], {}, [Event("collector_error", f"taking its events failed: {type(e).__name__}: {e}")])
+
+    def _note_reading(self, slot: _Slot, reading: Reading, now: float) -> None:
+        """Record a reading's events (each with its own kind, device and time) and merge its device
+        updates into the run's devices (a device known late, a period chosen at the fetch)."""
+        name = slot.collector.name
+        for ev in reading.events:
+            extra = dict(ev.fields)
+            if ev.device is not None:
+                extra["device"] = ev.device
+            message = ev.message if ev.message.startswith(name) else f"{name}: {ev.message}"
+            self._event(ev.kind, message, source=name, t=now if ev.t is None else ev.t, **extra)
+        if reading.devices:
+            self._add_devices(slot, reading.devices)
+
+    def _add_devices(self, slot: _Slot, devices: dict[str, dict[str, Any]]) -> None:
+        try:
+            self.writer.add_devices(devices)
+            info = self.writer.meta["sources"].get(slot.source)
+            if isinstance(info, dict):
+                info["devices"] = sorted(set(info.get("devices") or []) | set(devices))
+                self.writer.write_meta()
+        except (RunError, OSError) as e:
+            self._event("storage_error", f"{slot.collector.name}: devices not written: {e}",
+                        source=slot.collector.name)
 
     def _check_clock(self) -> None:
         """Record a jump of the wall clock against the monotonic one (larger than CLOCK_JUMP_S)."""
@@ -409,39 +426,24 @@ class Recorder:
         log.warning("the wall clock jumped %+.3f s during the run", jump)
 
     def _fetch_remote(self) -> None:
-        """Remote collectors (CloudWatch, ...) are read once, for the whole run, when it stops."""
+        """Remote collectors (CloudWatch, ...) are read once, for the whole run, when it stops; the
+        devices they only know then (and the periods they chose) and their notes join the run."""
         t1 = self.clock.time()
         for slot in self._slots:
             if not isinstance(slot.collector, RemoteCollector) or slot.disabled or self._t_start is None:
                 continue
+            slot.disabled = True  # fetched once
             try:
-                rows = slot.collector.fetch(self._t_start, t1)
+                reading = slot.collector.collect_window(self._t_start, t1)
             except Exception as e:  # noqa: BLE001 - isolate any collector; recorded as an event
+                self._note_reading(slot, self._drain(slot.collector), t1)
                 self._event("collector_error", f"{slot.collector.name}: fetch failed: {type(e).__name__}: {e}",
                             source=slot.collector.name)
                 continue
+            self._note_reading(slot, reading, t1)
             with self._lock:
-                slot.buffer.extend(rows)
-                self.stats.samples += len(rows)
-            slot.disabled = True  # fetched once
-            self._after_fetch(slot)
-
-    def _after_fetch(self, slot: _Slot) -> None:
-        """A remote collector may only know its devices (discovered late) and its quality notes
-        (late or missing data) after the fetch: keep both in the run."""
-        devices = getattr(slot.collector, "devices_after_fetch", None)
-        if devices:
-            try:
-                self.writer.add_devices(devices)
-                info = self.writer.meta["sources"].get(slot.source)
-                if isinstance(info, dict):
-                    info["devices"] = sorted(set(info.get("devices") or []) | set(devices))
-                    self.writer.write_meta()
-            except (RunError, OSError) as e:
-                self._event("storage_error", f"{slot.collector.name}: devices not written: {e}",
-                            source=slot.collector.name)
-        for note in getattr(slot.collector, "fetch_notes", None) or ():
-            self._event("collector_note", f"{slot.collector.name}: {note}", source=slot.collector.name)
+                slot.buffer.extend(reading.rows)
+                self.stats.samples += len(reading.rows)
 
     def flush(self) -> None:
         """Append every buffered sample to the run (one record batch per source, fsynced).

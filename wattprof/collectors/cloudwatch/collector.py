@@ -49,11 +49,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from ...clock import SYSTEM_CLOCK, Clock
 from ...errors import CollectorError, InputError
-from ..base import RemoteCollector
+from ..base import COLLECTOR_NOTE, RemoteCollector
 from .aws import Retry, aws_available, error_text, is_throttle, make_client, redact_url
 from .identity import ec2_identity, pod_identity
 from .query import choose_period, plan_calls
@@ -204,11 +204,9 @@ class CloudWatchCollector(RemoteCollector):
         #: Quality notes found while reading (partial data, missing metrics, late data ...).
         self.notes: list[str] = []
         self._open_notes: list[str] = []
-        #: Device metadata completed by :meth:`fetch` (period actually used, notes); the recorder
-        #: merges it into the run's devices after the fetch.
+        #: Device metadata completed by the last :meth:`fetch` (period actually used, notes); also
+        #: queued as device updates, which the recorder merges into the run's devices.
         self.devices_after_fetch: dict[str, dict[str, Any]] = {}
-        #: Notes of the last fetch, recorded by the recorder as the run's events.
-        self.fetch_notes: list[str] = []
         #: The period (s) of the last fetch's power data (the finest used).
         self.last_period: int | None = None
         #: Seconds the last fetch waited (on the collector's clock) for late data.
@@ -295,11 +293,11 @@ class CloudWatchCollector(RemoteCollector):
         if said:
             self.notes.append(f"waited {self.waited_s:.0f} s after the run for late data")
         if nothing is not None and not self._series:
-            raise CollectorError(f"{nothing} (also at the run's end"
-                                 f"{f', after waiting {self.waited_s:.0f} s' if self.waited_s else ''})")
+            self._failed(f"{nothing} (also at the run's end"
+                         f"{f', after waiting {self.waited_s:.0f} s' if self.waited_s else ''})")
         rows, effective = self._rows(t0, t1)
         if not rows:
-            raise CollectorError(
+            self._failed(
                 f"cloudwatch: no datapoints for {len(self._series)} series in namespace {self.namespace} between "
                 f"{_ts(t0).isoformat()} and {_ts(t1).isoformat()}"
                 f"{f' (waited {self.waited_s:.0f} s)' if self.waited_s else ''}: the agent publishes with a delay "
@@ -308,10 +306,30 @@ class CloudWatchCollector(RemoteCollector):
         power_periods = [s.period for s in self._series if s.metric.metric == self.spec.power_metric and s.period]
         self.last_period = min(power_periods or [s.period for s in self._series if s.period] or [0]) or None
         self.devices_after_fetch = self._device_info(periods=effective)
-        self.fetch_notes = list(self.notes)
+        for dev, info in self.devices_after_fetch.items():
+            self.update_device(dev, info)
+        self._emit_notes()
+        return rows
+
+    def _failed(self, message: str) -> NoReturn:
+        """The fetch read nothing: the devices announced at open say so (their power source no longer
+        promises a period), the notes so far are kept, and :class:`CollectorError` is raised."""
+        for dev, info in self._devices.items():
+            if str(info.get("power_source") or "").startswith("measured"):
+                self.update_device(dev, {"power_source": "none: nothing was read back from CloudWatch for the run "
+                                                         "(see the run's events)"})
+        self.notes = list(dict.fromkeys(self.notes))
+        self._emit_notes()
+        raise CollectorError(message)
+
+    def _emit_notes(self) -> None:
+        """The notes of this fetch as events (``collector_note``), each tied to its device when it
+        names one, so the run and its report say what data was late, partial or missing."""
+        devices = set(self._devices) | set(self.devices_after_fetch)
         for n in self.notes:
             log.warning("cloudwatch: %s", n)
-        return rows
+            dev = n.split(": ", 1)[0]
+            self.emit(COLLECTOR_NOTE, n, device=dev if dev in devices else None)
 
     def close(self) -> None:
         self._client = None
