@@ -185,11 +185,11 @@ class LineProcess:
             self._stop.set()
             proc = self._proc
         if proc is not None and proc.poll() is None:
-            proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
             try:
                 proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
                 proc.wait()
         if self._thread is not None:
             self._thread.join(timeout=grace_s + 5)
@@ -197,6 +197,15 @@ class LineProcess:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Signal the command and what it started (its own session: a wrapper script's children too,
+    which would otherwise hold its stdout open)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        proc.send_signal(sig)
 
 
 class StreamingCollector(Collector):
