@@ -33,13 +33,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from .clock import SYSTEM_CLOCK, Clock
-from .collectors.base import Collector, Event, Reading, RemoteCollector
-from .errors import DeviceLostError, RunError, WattprofError
-from .run import RunWriter, SampleStream
+from .collectors.base import Collector, RemoteCollector
+from .errors import WattprofError
+from .recorder_intake import Intake, LiveStats, Slot, rate_limited
+from .run import RunWriter
+
+__all__ = ["AUTO", "CLOCK_JUMP_S", "DEFAULT_INTERVAL_S", "FLUSH_INTERVAL_S", "READ_TIMEOUT_S", "LiveStats", "Recorder"]
 
 log = logging.getLogger(__name__)
 
@@ -53,46 +54,6 @@ READ_TIMEOUT_S = 1.0
 #: ``read_timeout="auto"``: threads per collector with :data:`READ_TIMEOUT_S` on the system clock,
 #: one loop on an injected clock.
 AUTO = "auto"
-
-
-def _rate_limited(n: int) -> bool:
-    """Record the 1st, 2nd, 3rd, then every 100th occurrence (keeps the event log readable)."""
-    return n <= 3 or n % 100 == 0
-
-
-@dataclass
-class _Slot:
-    collector: Collector
-    source: str
-    stream: SampleStream
-    buffer: list[dict[str, Any]] = field(default_factory=list)
-    failures: int = 0
-    disabled: bool = False
-    closed: bool = False
-    thread: threading.Thread | None = None
-    #: perf_counter() when the running read began; None between reads
-    reading_since: float | None = None
-    stuck: bool = False  # the running read outlived read_timeout (recorded once per read)
-    timeouts: int = 0
-    storage_errors: int = 0
-    ticks: int = 0
-    missed: int = 0
-
-
-@dataclass
-class LiveStats:
-    """What the loop has seen so far (for live status lines and summaries)."""
-
-    ticks: int = 0
-    missed_ticks: int = 0
-    samples: int = 0
-    last: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: reads that outlived the read timeout / wall-clock jumps seen / failed writes of samples
-    timeouts: int = 0
-    clock_jumps: int = 0
-    storage_errors: int = 0
-    #: samples given up on because the disk refused them for too long (bounded memory)
-    dropped_samples: int = 0
 
 
 class Recorder:
@@ -117,14 +78,15 @@ class Recorder:
             read_timeout = max(READ_TIMEOUT_S, 2 * self.interval) if clock is SYSTEM_CLOCK else None
         self.read_timeout: float | None = float(read_timeout) if read_timeout else None  # type: ignore[arg-type]
         self.stats = LiveStats()
-        self._slots: list[_Slot] = []
+        self._intake = Intake(writer, self.stats)
+        self._event = self._intake.event
+        self._take = self._intake.take
+        self._lock = self._intake.lock
+        self._slots: list[Slot] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
         self._t_start: float | None = None
         self._clock_offset: float | None = None
-        self._storage_warned = False
         self._background = False
         self._stopped = False
 
@@ -149,7 +111,7 @@ class Recorder:
             source = self.writer.add_source(c.name, {"kind": "collector", "collector": c.name, "version": c.version,
                                                      "options": options, "devices": sorted(devices)})
             stream = self.writer.sample_stream(source, list(c.metrics))
-            self._slots.append(_Slot(c, source, stream))
+            self._slots.append(Slot(c, source, stream))
         self._check_clock()
         if not background:
             return
@@ -241,7 +203,7 @@ class Recorder:
             log.debug("collector %s: close after a failed open: %s: %s", c.name, type(e).__name__, e)
 
     # ---- one thread per collector ---------------------------------------------------------------
-    def _sample_slot(self, slot: _Slot, t0: float) -> None:
+    def _sample_slot(self, slot: Slot, t0: float) -> None:
         """Read one collector at ``t0 + k * interval`` (monotonic) until stopped."""
         clock = self.clock
         k = 1  # tick 0 was the start edge (start() read every collector once)
@@ -263,7 +225,7 @@ class Recorder:
                 target = t0 + k * self.interval
             self._wait(target - clock.monotonic())
 
-    def _read(self, slot: _Slot) -> None:
+    def _read(self, slot: Slot) -> None:
         slot.reading_since = began = time.perf_counter()
         try:
             reading, err = slot.collector.collect(), None
@@ -280,11 +242,11 @@ class Recorder:
             self._timed_out(slot, took, returned=True)
         self._take(slot, reading, err, now)
 
-    def _timed_out(self, slot: _Slot, took: float, *, returned: bool) -> None:
+    def _timed_out(self, slot: Slot, took: float, *, returned: bool) -> None:
         slot.timeouts += 1
         with self._lock:
             self.stats.timeouts += 1
-        if _rate_limited(slot.timeouts):
+        if rate_limited(slot.timeouts):
             what = (f"a read took {took:.2f} s" if returned else
                     f"a read has been running for {took:.2f} s; its ticks are skipped until it returns")
             self._event("collector_timeout", f"{slot.collector.name}: {what} (read timeout {self.read_timeout:g} s, "
@@ -354,63 +316,6 @@ class Recorder:
         self.stats.ticks += 1
 
     # ---- shared -----------------------------------------------------------------------------------
-    def _take(self, slot: _Slot, reading: Reading | None, err: Exception | None, now: float) -> None:
-        """Handle one read's outcome: its events and device updates (taken from the collector's
-        queue when the read failed), then the failure or the samples."""
-        if reading is None:
-            reading = self._drain(slot.collector)
-        self._note_reading(slot, reading, now)
-        if err is not None:
-            if isinstance(err, DeviceLostError):
-                slot.disabled = True
-                self._event("device_lost", f"{slot.collector.name}: {err}; collector stopped",
-                            source=slot.collector.name, t=now)
-                return
-            slot.failures += 1
-            if _rate_limited(slot.failures):
-                self._event("collector_error", f"{slot.collector.name}: read failed "
-                            f"({slot.failures} so far): {type(err).__name__}: {err}",
-                            source=slot.collector.name, t=now)
-            return
-        rows = reading.rows
-        for r in rows:
-            r.setdefault("t", now)
-            self.stats.last[r["device"]] = r
-        with self._lock:
-            slot.buffer.extend(rows)
-            self.stats.samples += len(rows)
-
-    def _drain(self, c: Collector) -> Reading:
-        """What a collector queued beside a read that failed (or a fetch): its devices and events."""
-        try:
-            return Reading([], c.take_devices(), [Event.of(e) for e in c.take_events()])
-        except Exception as e:  # noqa: BLE001 - isolate any collector; recorded
-            return Reading([], {}, [Event("collector_error", f"taking its events failed: {type(e).__name__}: {e}")])
-
-    def _note_reading(self, slot: _Slot, reading: Reading, now: float) -> None:
-        """Record a reading's events (each with its own kind, device and time) and merge its device
-        updates into the run's devices (a device known late, a period chosen at the fetch)."""
-        name = slot.collector.name
-        for ev in reading.events:
-            extra = dict(ev.fields)
-            if ev.device is not None:
-                extra["device"] = ev.device
-            message = ev.message if ev.message.startswith(name) else f"{name}: {ev.message}"
-            self._event(ev.kind, message, source=name, t=now if ev.t is None else ev.t, **extra)
-        if reading.devices:
-            self._add_devices(slot, reading.devices)
-
-    def _add_devices(self, slot: _Slot, devices: dict[str, dict[str, Any]]) -> None:
-        try:
-            self.writer.add_devices(devices)
-            info = self.writer.meta["sources"].get(slot.source)
-            if isinstance(info, dict):
-                info["devices"] = sorted(set(info.get("devices") or []) | set(devices))
-                self.writer.write_meta()
-        except (RunError, OSError) as e:
-            self._event("storage_error", f"{slot.collector.name}: devices not written: {e}",
-                        source=slot.collector.name)
-
     def _check_clock(self) -> None:
         """Record a jump of the wall clock against the monotonic one (larger than CLOCK_JUMP_S)."""
         wall, mono = self.clock.time(), self.clock.monotonic()
@@ -436,51 +341,16 @@ class Recorder:
             try:
                 reading = slot.collector.collect_window(self._t_start, t1)
             except Exception as e:  # noqa: BLE001 - isolate any collector; recorded as an event
-                self._note_reading(slot, self._drain(slot.collector), t1)
+                self._intake.note_reading(slot, self._intake.drain(slot.collector), t1)
                 self._event("collector_error", f"{slot.collector.name}: fetch failed: {type(e).__name__}: {e}",
                             source=slot.collector.name)
                 continue
-            self._note_reading(slot, reading, t1)
-            with self._lock:
-                slot.buffer.extend(reading.rows)
-                self.stats.samples += len(reading.rows)
+            self._intake.note_reading(slot, reading, t1)
+            self._intake.keep(slot, reading.rows, stamp=None)
 
     def flush(self) -> None:
         """Append every buffered sample to the run (one record batch per source, fsynced).
 
         A write the disk refuses is recorded (``storage_error``) and retried at the next flush;
         it never stops sampling."""
-        with self._flush_lock:
-            for slot in self._slots:
-                self._flush_slot(slot)
-
-    def _flush_slot(self, slot: _Slot) -> None:
-        with self._lock:
-            rows, slot.buffer = slot.buffer, []
-        if not rows and not slot.stream.pending_rows:
-            return
-        dropped = slot.stream.dropped_rows
-        seen = len(slot.stream.problems)
-        try:
-            slot.stream.append(rows)
-        except RunError as e:
-            slot.storage_errors += 1
-            self.stats.storage_errors += 1
-            if not self._storage_warned:
-                self._storage_warned = True
-                log.warning("%s; samples are kept in memory (bounded) and written when the disk takes "
-                            "them again", e)
-            if _rate_limited(slot.storage_errors):
-                self._event("storage_error", f"{e} ({slot.stream.pending_rows} samples waiting, "
-                            f"{slot.stream.dropped_rows} dropped so far)", source=slot.source)
-        self.stats.dropped_samples += slot.stream.dropped_rows - dropped
-        for problem in slot.stream.problems[seen:]:  # the stream's file damaged from outside
-            log.warning("%s", problem)
-            self._event("storage_error", problem, source=slot.source)
-
-    def _event(self, kind: str, message: str, **extra: Any) -> None:
-        """Record an event; a disk that refuses it too must not stop sampling."""
-        try:
-            self.writer.event(kind, message, **extra)
-        except (RunError, OSError) as e:
-            log.debug("event not written (%s): %s: %s", e, kind, message)
+        self._intake.flush(self._slots)
