@@ -53,6 +53,7 @@ from ..formats.neuron_monitor import (
 )
 from ..schema import METRICS
 from .base import BAD_OUTPUT, COLLECTOR_NOTE, ECC_ERRORS, POWER_SOURCE_CHANGED, TOOL_ERROR
+from .neuron_meta import NeuronDeviceMeta, detect_type
 from .neuron_pairing import match_devices, parse_sysfs_map, read_neuron_ls
 from .neuron_power import (
     IDLE_FLOOR_FRACTION,
@@ -87,7 +88,6 @@ __all__ = [
 ]
 
 SYSFS_ROOT = "/sys/devices/virtual/neuron_device"
-DMI_PRODUCT_NAME = Path("/sys/devices/virtual/dmi/id/product_name")
 MONITOR_FALLBACKS = ("/opt/aws/neuron/bin/neuron-monitor",)
 LS_FALLBACKS = ("/opt/aws/neuron/bin/neuron-ls",)
 parse_power_line = parse_minute_line  # the per-minute file's format (kept for callers)
@@ -115,7 +115,7 @@ def _flag(value: Any, name: str) -> bool:
     raise InputError(f"neuron: {name} must be 0 or 1, not {value!r}")
 
 
-class NeuronCollector(StreamingCollector):
+class NeuronCollector(NeuronDeviceMeta, StreamingCollector):
     """``neuron[:max_w=W,idle_w=W,device_type=trn2,sysfs_root=DIR,executable=PATH,period_s=1,
     monitor=auto|on|off,host_metrics=0,sysfs_map=0:4+1:5,neuron_ls=PATH]``."""
 
@@ -245,7 +245,7 @@ class NeuronCollector(StreamingCollector):
         if self._pairing_note and self._pairing_note.startswith("ambiguous"):
             self._note(COLLECTOR_NOTE, f"neuron: {self._pairing_note}")
         self._power = {i: self._sysfs[s].power for i, s in self._pairing.items() if self._sysfs[s].power}
-        self.device_type = self._detect_type(info, hardware)
+        self.device_type = self.device_type_option or detect_type(info, hardware, self._sysfs)
         self._set_power_model()
         self._devices = {device_id(i): i for i in indices}
         return {dev: self._device_meta(i, info, hardware) for dev, i in self._devices.items()}
@@ -262,87 +262,6 @@ class NeuronCollector(StreamingCollector):
             self.start_process("neuron-monitor", [path, "-c", self._config])
         except OSError as e:
             raise CollectorError(f"could not start {path}: {e}") from None
-
-    def _detect_type(self, info: dict[str, Any], hardware: dict[str, Any]) -> str | None:
-        if self.device_type_option:
-            return self.device_type_option
-        found = type_from_instance(info.get("instance_type"))
-        if found:
-            return found
-        try:
-            found = type_from_instance(DMI_PRODUCT_NAME.read_text().strip())
-        except OSError:
-            found = None
-        if found:
-            return found
-        found = type_from_name(str(hardware.get("neuron_device_type", "")))
-        if found:
-            return found
-        for dev in self._sysfs.values():  # info/architecture/{device_name,device_type,instance_type}
-            for key in ("device_name", "device_type", "instance_type"):
-                found = type_from_name(dev.names.get(key)) or type_from_instance(f"{dev.names.get(key, '')}.")
-                if found:
-                    return found
-        return None
-
-    def _no_node_reason(self, index: int) -> str:
-        if self._pairing_note and self._pairing_note.startswith("ambiguous"):
-            return self._pairing_note
-        if not self._sysfs:
-            return f"no Neuron sysfs tree at {self.sysfs_root}"
-        s = self._pairing.get(index)
-        if s is None:
-            return f"no sysfs neuron<N> is tied to this device ({self._pairing_note or 'none matches'})"
-        return f"no sysfs power node (tried {'; '.join(self._sysfs[s].tried)})"
-
-    def power_source(self, index: int) -> str:
-        type_name = TYPE_NAMES.get(self.device_type or "", "this Neuron device type (unknown)")
-        if self.max_w is None:
-            return (f"none: no known maximum power for {type_name} (AWS publishes no chip power, and no estimate is "
-                    "on record); NeuronCore utilization is kept; pass max_w=WATTS (and idle_w=WATTS) to estimate")
-        watts = f"max_w={self.max_w:g} W ({self.max_w_from}), idle_w={self.idle_w:g} W ({self.idle_w_from})"
-        util = "idle_w + (max_w - idle_w) x NeuronCore utilization (neuron-monitor)"
-        nodes = self._power.get(index)
-        if nodes:
-            what = {"raw": "live per-die power utilization, driver 2.29+",
-                    "minute": "per-minute average, held until the next minute's"}
-            used = "; else ".join(f"{n.path} ({what[n.kind]})" for n in nodes)
-            text = (f"estimated: idle_w + max_w x neuron sysfs power utilization (percent of max power, background "
-                    f"power backed out) from {used}")
-            if self._proc is not None:
-                text += f"; while it has no valid data: {util}"
-            return f"{text}; {watts}"
-        if self._proc is not None:
-            return f"estimated: utilization-based, {util}; {self._no_node_reason(index)}; {watts}"
-        return f"none: {self._no_node_reason(index)} and no neuron-monitor"
-
-    def _device_meta(self, index: int, info: dict[str, Any], hardware: dict[str, Any]) -> dict[str, Any]:
-        type_name = TYPE_NAMES.get(self.device_type or "")
-        meta: dict[str, Any] = {
-            "kind": "neuron", "vendor": "aws", "neuron_index": index, "collector": self.name,
-            "name": (type_name or "AWS Neuron device") + (f" ({info['instance_type']})" if info.get("instance_type") else ""),
-            "power_source": self.power_source(index),
-            "power_estimated": self.max_w is not None,
-            "max_w": self.max_w, "idle_w": self.idle_w if self.max_w is not None else None,
-            "max_w_from": self.max_w_from, "idle_w_from": self.idle_w_from,
-            "timestamps": "stamped on arrival (neuron-monitor reports carry no time)",
-        }
-        s = self._pairing.get(index)
-        if s is not None:
-            meta["sysfs_device"] = str(self._sysfs[s].path)
-            for k, v in (("serial", self._sysfs[s].serial), ("pci_bdf", self._sysfs[s].bdf)):
-                if v:
-                    meta[k] = v
-        if self._pairing_note:
-            meta["sysfs_pairing"] = self._pairing_note
-        for k in ("instance_type", "instance_id", "instance_region"):
-            if info.get(k):
-                meta[k] = info[k]
-        for k in ("neuron_device_type", "neuron_device_version", "neuroncore_version",
-                  "neuroncore_per_device_count", "logical_neuroncore_config", "neuron_device_memory_size"):
-            if k in hardware:
-                meta[k] = hardware[k]
-        return meta
 
     # --- the stream --------------------------------------------------------------------------------
     def _note(self, kind: str, message: str, **extra: Any) -> None:
@@ -371,8 +290,8 @@ class NeuronCollector(StreamingCollector):
             self._info.update({k: v for k, v in report_info(obj).items() if v not in (None, "")})
             hardware = dict(self._hardware)
         samples, errors = parse_report(obj, hardware=hardware)
-        for e in errors:
-            self._note(TOOL_ERROR, f"neuron-monitor: {e}", t=t)
+        for problem in errors:
+            self._note(TOOL_ERROR, f"neuron-monitor: {problem}", t=t)
         self._check_ecc(obj)
         rows = []
         for s in samples:

@@ -54,11 +54,11 @@ def match_devices(monitor: list[int] | None, sysfs: dict[int, SysfsDevice], *,
         return {i: i for i in sysfs}, None
     if user_map is not None:
         bad = sorted(s for s in user_map.values() if s not in sysfs)
-        pairs = {m: s for m, s in user_map.items() if s in sysfs and m in monitor}
-        note = f"sysfs paired by the sysfs_map option ({len(pairs)} device(s))"
+        given = {m: s for m, s in user_map.items() if s in sysfs and m in monitor}
+        note = f"sysfs paired by the sysfs_map option ({len(given)} device(s))"
         if bad:
             note += f"; no {_span(bad)} under the sysfs root"
-        return pairs, note
+        return given, note
     if not sysfs:
         return {}, None
     if set(monitor) == set(sysfs):

@@ -207,6 +207,7 @@ class NvidiaSmiCollector(StreamingCollector):
         order = sorted(by_index)
         selected = parse_visible_devices(env, [by_index[i].get("uuid") or "" for i in order])
         mig = any(is_mig for _, is_mig in selected)
+        chosen: list[tuple[int, int | None]]
         if mig:  # nvidia-smi cannot map a MIG slice to its parent here: record every GPU
             chosen = [(i, None) for i in order]
         else:

@@ -54,9 +54,9 @@ def window_rows(series: list[Series], t0: float, t1: float, *, power_metric: str
             if t0 < t < t1:
                 rows.setdefault(t, {})[s.column] = v
         for edge in (t0, t1):
-            v = edge_value(tp, vals, edge, hold)
-            if v is not None:
-                rows.setdefault(edge, {})[s.column] = v
+            at_edge = edge_value(tp, vals, edge, hold)
+            if at_edge is not None:
+                rows.setdefault(edge, {})[s.column] = at_edge
         first, last = tp[0], tp[-1]
         if s.metric.metric == power_metric:
             if first - t0 > hold:

@@ -277,10 +277,10 @@ class NvmlCollector(Collector):
         if lost and not self._reading:  # nothing left: the collector stops (one device_lost event)
             raise DeviceLostError(f"NVML: GPU is lost: {', '.join(d.dev for d, _ in lost)} ({lost[0][1]}); "
                                   "no GPU left to record")
-        for d, e in lost:
+        for d, why in lost:
             rest = ", ".join(x.dev for x in self._reading)
-            self._note(DEVICE_LOST, d.dev, f"{d.dev}: GPU is lost (NVML: {e}); its recording stops here, "
-                       f"the other GPUs go on ({rest})", reason=str(e))
+            self._note(DEVICE_LOST, d.dev, f"{d.dev}: GPU is lost (NVML: {why}); its recording stops here, "
+                       f"the other GPUs go on ({rest})", reason=str(why))
         return out
 
     def _gpm_read(self, lib: Any, dev: str) -> dict[str, Any] | None:
