@@ -184,3 +184,19 @@ def test_a_reading_is_rows_devices_and_events():
     assert Event.of(("counter_reset", "went back")) == Event("counter_reset", "went back")
     assert Event.of({"kind": "device_lost", "message": "gone", "device": "gpu:1", "reason": "x"}) == \
         Event("device_lost", "gone", device="gpu:1", fields={"reason": "x"})
+
+
+def test_the_plugin_example_records_its_events_and_late_metadata(tmp_path):
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "plugin" / "file_sensor.py"
+    p = subprocess.run([sys.executable, str(example), str(tmp_path / "run")], capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    run = Run.open(tmp_path / "run")
+    kinds = [e["kind"] for e in run.events.to_dict("records")]
+    assert [k for k in kinds if k.startswith("sensor_")] == ["sensor_missing", "sensor_back"]
+    assert "collector_error" not in kinds  # a missing file is an event of its own, not a failed read
+    assert run.devices["pdu:0"]["max_seen_w"] == run.samples.power_w.max() > 100
+    assert "event sensor_missing: file-sensor:" in p.stdout
