@@ -181,6 +181,31 @@ def test_a_lost_gpu_is_dropped_alone_and_the_others_go_on(make, clock):
     c.close()
 
 
+def test_in_a_recorded_run_each_lost_gpu_is_noted_on_its_own_device_the_last_one_too(make, clock, tmp_path):
+    lib = make(2)
+    w = RunWriter.create(tmp_path / "run", name="lost", clock_time=clock.time())
+    rec = Recorder(w, [NvmlCollector(clock=clock, nvml=lib)], clock=clock)
+    rec.start(background=False)
+    for k in range(30):
+        if k == 10:
+            lib.lose(1)
+        if k == 20:
+            lib.lose(0)  # the last one: the collector stops
+        clock.advance(0.1)
+        rec.sample_once()
+    rec.stop()
+    w.finalize(status="finished", ended_at=clock.time())
+    run = Run.open(tmp_path / "run")
+    lost = run.events[(run.events.kind == "device_lost") & run.events.device.notna()]
+    assert list(lost.device) == ["gpu:1", "gpu:0"]
+    assert "the other GPUs go on (gpu:0)" in lost.message.iloc[0] and "no GPU left" in lost.message.iloc[1]
+    per_dev = run.samples.groupby("device").size().to_dict()
+    assert per_dev == {"gpu:0": 20, "gpu:1": 10}  # gpu:0 went on after gpu:1 was lost
+    notes = {d.device: d.notes for d in build_report(run, bottlenecks=False).devices}
+    assert any("lost during the run" in n for n in notes["gpu:0"])
+    assert any("lost during the run" in n for n in notes["gpu:1"])
+
+
 # --- 3. only the selected GPUs are opened ---------------------------------------------------------------
 
 def test_open_resolves_only_the_selected_gpus(make, clock, monkeypatch):

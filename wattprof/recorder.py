@@ -20,12 +20,18 @@ Two ways to run:
   a test's manual one, or ``read_timeout=None``): deterministic, and what :meth:`Recorder.sample_once`
   does when the caller drives the ticks (``start(background=False)``).
 
+Each tick takes a :class:`~wattprof.collectors.base.Reading` from every collector
+(``collect()``: samples, device updates, events; remote collectors once, at the stop, with
+``collect_window()``). What a reading gives goes into the run through
+:class:`~wattprof.recorder_intake.Intake`: events with their own kinds, device updates merged into
+the run's devices, samples buffered and flushed.
+
 Failures are isolated per collector: an exception from ``read()`` is recorded (rate-limited
-``collector_error`` events) and the collector is read again on the next tick;
-:class:`~wattprof.errors.DeviceLostError` stops it (``device_lost``). The disk refusing samples
-(full, quota, file size limit) is recorded (``storage_error``, and one warning on the log); the
-samples stay in memory, bounded, and are written once the disk takes them again. Recording and the
-profiled program go on.
+``collector_error`` events; the events the collector queued are recorded all the same) and the
+collector is read again on the next tick; :class:`~wattprof.errors.DeviceLostError` stops it
+(``device_lost``). The disk refusing samples (full, quota, file size limit) is recorded
+(``storage_error``, and one warning on the log); the samples stay in memory, bounded, and are
+written once the disk takes them again. Recording and the profiled program go on.
 """
 
 from __future__ import annotations
