@@ -395,6 +395,8 @@ def test_a_recorded_run_keeps_the_fetchs_periods_and_notes_and_never_a_promise_o
     notes = run.events[run.events.kind == "collector_note"]
     gap = notes[notes.message.str.contains("no data for the last")]
     assert set(gap.device) == {f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"}
+    notes = {d.device: d.notes for d in build_report(run, bottlenecks=False).devices}
+    assert any(n.startswith("nvidia_smi_power_draw: no data for the last") for n in notes[f"cw:{INSTANCE}/gpu:0"])
     # a window CloudWatch has no data for: the fetch fails, and the meta no longer promises a period
     run = run_with("empty", t_first + 3600, t_first + 3700)
     for dev in (f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"):
