@@ -162,6 +162,8 @@ class Collector(ABC):
     def take_events(self) -> list[Event]:
         """The events queued since the last call."""
         lock, events, _ = self._outbox()
+        if not events:  # the common case, without the lock (an event queued meanwhile is taken next time)
+            return []
         with lock:
             out = list(events)
             events.clear()
@@ -170,6 +172,8 @@ class Collector(ABC):
     def take_devices(self) -> dict[str, dict[str, Any]]:
         """The device metadata updates queued since the last call."""
         lock, _, devices = self._outbox()
+        if not devices:
+            return {}
         with lock:
             out = {d: dict(info) for d, info in devices.items()}
             devices.clear()
@@ -180,7 +184,8 @@ class Collector(ABC):
         ``read()`` propagates (the recorder records it); the queue is then taken with
         :meth:`take_events` / :meth:`take_devices`."""
         rows = self.read()
-        return Reading(rows, self.take_devices(), [Event.of(e) for e in self.take_events()])
+        events = self.take_events()
+        return Reading(rows, self.take_devices(), [Event.of(e) for e in events] if events else [])
 
     @property
     def version(self) -> str:
