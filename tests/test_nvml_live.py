@@ -181,7 +181,8 @@ def test_a_lost_gpu_is_dropped_alone_and_the_others_go_on(make, clock):
     c.close()
 
 
-def test_in_a_recorded_run_each_lost_gpu_is_noted_on_its_own_device_the_last_one_too(make, clock, tmp_path):
+def test_in_a_recorded_run_a_lost_gpu_is_noted_on_its_device_and_the_last_one_stops_the_collector(make, clock,
+                                                                                                  tmp_path):
     lib = make(2)
     w = RunWriter.create(tmp_path / "run", name="lost", clock_time=clock.time())
     rec = Recorder(w, [NvmlCollector(clock=clock, nvml=lib)], clock=clock)
@@ -196,13 +197,13 @@ def test_in_a_recorded_run_each_lost_gpu_is_noted_on_its_own_device_the_last_one
     rec.stop()
     w.finalize(status="finished", ended_at=clock.time())
     run = Run.open(tmp_path / "run")
-    lost = run.events[(run.events.kind == "device_lost") & run.events.device.notna()]
-    assert list(lost.device) == ["gpu:1", "gpu:0"]
-    assert "the other GPUs go on (gpu:0)" in lost.message.iloc[0] and "no GPU left" in lost.message.iloc[1]
+    lost = run.events[run.events.kind == "device_lost"]
+    assert list(lost.device.fillna("-")) == ["gpu:1", "-"]
+    assert "the other GPUs go on (gpu:0)" in lost.message.iloc[0]
+    assert "GPU is lost: gpu:0" in lost.message.iloc[1] and "collector stopped" in lost.message.iloc[1]
     per_dev = run.samples.groupby("device").size().to_dict()
     assert per_dev == {"gpu:0": 20, "gpu:1": 10}  # gpu:0 went on after gpu:1 was lost
     notes = {d.device: d.notes for d in build_report(run, bottlenecks=False).devices}
-    assert any("lost during the run" in n for n in notes["gpu:0"])
     assert any("lost during the run" in n for n in notes["gpu:1"])
 
 

@@ -274,13 +274,13 @@ class NvmlCollector(Collector):
                 continue
             if row is not None:
                 out.append(row)
-        for d, why in lost:  # each lost GPU is an event of its own device (the report's device notes)
-            rest = ", ".join(x.dev for x in self._reading)
-            self._note(DEVICE_LOST, d.dev, f"{d.dev}: GPU is lost (NVML: {why}); its recording stops here, "
-                       + (f"the other GPUs go on ({rest})" if rest else "no GPU left to record"), reason=str(why))
-        if lost and not self._reading:  # nothing left: the collector stops
+        if lost and not self._reading:  # nothing left: the collector stops (one device_lost event)
             raise DeviceLostError(f"NVML: GPU is lost: {', '.join(d.dev for d, _ in lost)} ({lost[0][1]}); "
                                   "no GPU left to record")
+        for d, why in lost:  # the others go on: each lost GPU is an event of its own device
+            rest = ", ".join(x.dev for x in self._reading)
+            self._note(DEVICE_LOST, d.dev, f"{d.dev}: GPU is lost (NVML: {why}); its recording stops here, "
+                       f"the other GPUs go on ({rest})", reason=str(why))
         return out
 
     def _gpm_read(self, lib: Any, dev: str) -> dict[str, Any] | None:
