@@ -88,9 +88,10 @@ def need(module: str):
 
 
 def collect(c, seconds: float, *, min_rows: int = 0, patience: float = 10.0) -> tuple[list[dict], list[str]]:
-    """Call read() like the recorder does for ``seconds``: (rows, messages of raised errors). With
-    ``min_rows``, go on (up to ``patience`` s more) until that many rows came: on a loaded machine
-    the fake executable can take longer than ``seconds`` to start."""
+    """Call read() like the recorder does for ``seconds``: (rows, messages of raised errors and of
+    the events the collector reported). With ``min_rows``, go on (up to ``patience`` s more) until
+    that many rows came: on a loaded machine the fake executable can take longer than ``seconds``
+    to start."""
     from wattprof.errors import CollectorError
 
     rows, errors = [], []
@@ -100,5 +101,6 @@ def collect(c, seconds: float, *, min_rows: int = 0, patience: float = 10.0) -> 
             rows += c.read()
         except CollectorError as e:  # a collector's own error: kept, like the recorder does
             errors.append(str(e))
+        errors += [e.message for e in c.take_events()]
         time.sleep(0.05)
     return rows, errors

@@ -371,6 +371,40 @@ def test_missing_metrics_are_a_clear_error_and_an_event_not_a_crash(moto_url, tm
         c.fetch(t_first + 3600, t_first + 3700)
 
 
+def test_a_recorded_run_keeps_the_fetchs_periods_and_notes_and_never_a_promise_of_one(moto_url, tmp_path):
+    t_first = recent_minute()
+    factory = make_factory(moto_url)
+    put_agent_metrics(factory("cloudwatch"), t_first, minutes=3)
+
+    def run_with(name: str, t0: float, t1: float) -> Run:
+        clock = ManualClock(t0)
+        w = RunWriter.create(tmp_path / name, name=name, clock_time=t0)
+        c = CloudWatchCollector(clock=clock, instance_id=INSTANCE, client_factory=factory, wait_s=0)
+        rec = Recorder(w, [c], clock=clock)
+        rec.start(background=False)
+        assert "period chosen when the run stops" in w.meta["devices"][f"cw:{INSTANCE}/gpu:0"]["power_source"]
+        clock.set(t1)
+        rec.stop()
+        w.finalize(status="finished", ended_at=t1)
+        return Run.open(tmp_path / name)
+
+    # the data ends 60 s before the run does: the period used is in the meta, the gap is an event of its device
+    run = run_with("late", t_first + 10, t_first + 240)
+    src = run.devices[f"cw:{INSTANCE}/gpu:0"]["power_source"]
+    assert src.startswith("measured:") and "period 10 s" in src
+    notes = run.events[run.events.kind == "collector_note"]
+    gap = notes[notes.message.str.contains("no data for the last")]
+    assert set(gap.device) == {f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"}
+    notes = {d.device: d.notes for d in build_report(run, bottlenecks=False).devices}
+    assert any(n.startswith("nvidia_smi_power_draw: no data for the last") for n in notes[f"cw:{INSTANCE}/gpu:0"])
+    # a window CloudWatch has no data for: the fetch fails, and the meta no longer promises a period
+    run = run_with("empty", t_first + 3600, t_first + 3700)
+    for dev in (f"cw:{INSTANCE}/gpu:0", f"cw:{INSTANCE}/gpu:1"):
+        src = run.devices[dev]["power_source"]
+        assert "period chosen when the run stops" not in src and src.startswith("none: nothing was read back")
+    assert run.events.message.str.contains("no datapoints").any()
+
+
 def test_several_machines_need_a_choice(moto_url):
     t_first = recent_minute()
     factory = make_factory(moto_url)

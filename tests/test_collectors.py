@@ -57,7 +57,7 @@ def test_a_lost_gpu_is_dropped_alone_and_losing_every_gpu_is_a_typed_error(h100)
     c.nvml.lost.add(1)
     assert [r["device"] for r in c.read()] == ["gpu:0"]
     (lost,) = c.take_events()
-    assert (lost["kind"], lost["device"]) == ("device_lost", "gpu:1") and "gpu:0" in lost["message"]
+    assert (lost.kind, lost.device) == ("device_lost", "gpu:1") and "gpu:0" in lost.message
     clock.advance(0.1)
     assert [r["device"] for r in c.read()] == ["gpu:0"]  # gpu:1 is not asked again
     c.nvml.lost.add(0)

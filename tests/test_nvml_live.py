@@ -108,9 +108,9 @@ def test_a_gpu_in_mig_mode_is_measured_without_utilisation_noted_once(make, cloc
     assert g1.util_pct.isna().all() and g1.mem_util_pct.isna().all()
     assert g1.energy_j.notna().all() and g1.power_w.notna().all() and g1.temp_c.notna().all()
     events = c.take_events()
-    missing = [e for e in events if e["kind"] == "metric_missing"]
-    assert [(e["device"], e["metrics"]) for e in missing] == [("gpu:1", ["util_pct", "mem_util_pct"])]
-    assert "MIG" in missing[0]["reason"]
+    missing = [e for e in events if e.kind == "metric_missing"]
+    assert [(e.device, e.fields["metrics"]) for e in missing] == [("gpu:1", ["util_pct", "mem_util_pct"])]
+    assert "MIG" in missing[0].fields["reason"]
     # NOT_SUPPORTED is remembered: the function is not asked again on that GPU
     assert lib.log.count(("nvmlDeviceGetUtilizationRates", 1)) == 1
     c.close()
@@ -127,7 +127,7 @@ def test_a_gpu_without_an_energy_counter_says_so_and_keeps_its_power(make, clock
     g1 = df[df.device == "gpu:1"]
     assert len(g1) == 5 and g1.energy_j.isna().all() and g1.power_w.notna().all() and g1.power_avg_w.notna().all()
     assert df[df.device == "gpu:0"].energy_j.notna().all()
-    assert [(e["kind"], e["metrics"]) for e in c.take_events()] == [("metric_missing", ["energy_j"])]
+    assert [(e.kind, e.fields["metrics"]) for e in c.take_events()] == [("metric_missing", ["energy_j"])]
     c.close()
 
 
@@ -155,9 +155,9 @@ def test_a_transient_error_on_one_gpu_drops_only_its_reading(make, clock):
     c.open()
     df = sweep(c, clock, 30)
     assert df.groupby("device").size().to_dict() == {"gpu:0": 30, "gpu:1": 27, "gpu:2": 30}
-    errors = [e for e in c.take_events() if e["kind"] == "device_read_error"]
-    assert [e["device"] for e in errors] == ["gpu:1"] * 3 and errors[-1]["dropped"] == 3
-    assert "Timeout" in errors[0]["message"]
+    errors = [e for e in c.take_events() if e.kind == "device_read_error"]
+    assert [e.device for e in errors] == ["gpu:1"] * 3 and errors[-1].fields["dropped"] == 3
+    assert "Timeout" in errors[0].message
     c.close()
 
 
@@ -169,8 +169,8 @@ def test_a_lost_gpu_is_dropped_alone_and_the_others_go_on(make, clock):
     lib.lose(1)
     df = sweep(c, clock, 10)
     assert df.groupby("device").size().to_dict() == {"gpu:0": 10, "gpu:2": 10}
-    lost = [e for e in c.take_events() if e["kind"] == "device_lost"]
-    assert [e["device"] for e in lost] == ["gpu:1"]
+    lost = [e for e in c.take_events() if e.kind == "device_lost"]
+    assert [e.device for e in lost] == ["gpu:1"]
     asked = [d for _, d in lib.log].count(1)
     sweep(c, clock, 10)
     assert [d for _, d in lib.log].count(1) == asked  # a lost GPU is not asked again
@@ -179,6 +179,32 @@ def test_a_lost_gpu_is_dropped_alone_and_the_others_go_on(make, clock):
     with pytest.raises(DeviceLostError):
         c.read()
     c.close()
+
+
+def test_in_a_recorded_run_a_lost_gpu_is_noted_on_its_device_and_the_last_one_stops_the_collector(make, clock,
+                                                                                                  tmp_path):
+    lib = make(2)
+    w = RunWriter.create(tmp_path / "run", name="lost", clock_time=clock.time())
+    rec = Recorder(w, [NvmlCollector(clock=clock, nvml=lib)], clock=clock)
+    rec.start(background=False)
+    for k in range(30):
+        if k == 10:
+            lib.lose(1)
+        if k == 20:
+            lib.lose(0)  # the last one: the collector stops
+        clock.advance(0.1)
+        rec.sample_once()
+    rec.stop()
+    w.finalize(status="finished", ended_at=clock.time())
+    run = Run.open(tmp_path / "run")
+    lost = run.events[run.events.kind == "device_lost"]
+    assert list(lost.device.fillna("-")) == ["gpu:1", "-"]
+    assert "the other GPUs go on (gpu:0)" in lost.message.iloc[0]
+    assert "GPU is lost: gpu:0" in lost.message.iloc[1] and "collector stopped" in lost.message.iloc[1]
+    per_dev = run.samples.groupby("device").size().to_dict()
+    assert per_dev == {"gpu:0": 20, "gpu:1": 10}  # gpu:0 went on after gpu:1 was lost
+    notes = {d.device: d.notes for d in build_report(run, bottlenecks=False).devices}
+    assert any("lost during the run" in n for n in notes["gpu:1"])
 
 
 # --- 3. only the selected GPUs are opened ---------------------------------------------------------------
@@ -191,7 +217,7 @@ def test_open_resolves_only_the_selected_gpus(make, clock, monkeypatch):
     assert list(c.open()) == ["gpu:3", "gpu:0"]
     assert {d for _, d in lib.log if d is not None} == {0, 3}  # gpu:1 and gpu:2 never asked for
     events = c.take_events()
-    assert {(e["kind"], e["device"]) for e in events} == {("device_unselected", "gpu:1"),
+    assert {(e.kind, e.device) for e in events} == {("device_unselected", "gpu:1"),
                                                           ("device_unselected", "gpu:2")}
     c.close()
 
@@ -205,8 +231,8 @@ def test_a_selected_gpu_without_permission_is_skipped_and_uuids_still_match(make
     devices = c.open()
     assert list(devices) == ["gpu:2", "gpu:1"]
     assert devices["gpu:2"]["cuda_index"] == 1  # CUDA order kept
-    skipped = [e for e in c.take_events() if e["kind"] == "device_skipped"]
-    assert [e["device"] for e in skipped] == ["gpu:0"] and "Insufficient Permissions" in skipped[0]["message"]
+    skipped = [e for e in c.take_events() if e.kind == "device_skipped"]
+    assert [e.device for e in skipped] == ["gpu:0"] and "Insufficient Permissions" in skipped[0].message
     clock.advance(0.1)
     assert [r["device"] for r in c.read()] == ["gpu:2", "gpu:1"]
     c.close()
@@ -242,8 +268,8 @@ def test_a_function_the_bindings_lack_is_a_missing_metric_not_an_attribute_error
     df = sweep(c2, clock, 3)
     assert "temp_c" not in df.columns and df.energy_j.notna().all()
     (ev,) = c2.take_events()
-    assert ev["kind"] == "metric_missing" and ev["metrics"] == ["temp_c"]
-    assert "not in the NVML bindings" in ev["reason"]
+    assert ev.kind == "metric_missing" and ev.fields["metrics"] == ["temp_c"]
+    assert "not in the NVML bindings" in ev.fields["reason"]
     c.close()
     c2.close()
 

@@ -7,7 +7,7 @@ without it, at the file's modification time taken as the last report's time (a n
 Devices, per-core mapping and figures are those of the live collector
 (:func:`wattprof.formats.neuron_monitor.parse_report`). A log has no sysfs power, so watts are the
 utilisation-based estimate with the device type's documented defaults
-(:func:`wattprof.collectors.neuron.power_model`), stored as ``power_est_w`` and labelled; without a
+(:func:`wattprof.collectors.neuron_power.power_model`), stored as ``power_est_w`` and labelled; without a
 default, power stays unestimated and the utilisation is kept.
 """
 
@@ -21,7 +21,13 @@ from typing import Any
 
 import pandas as pd
 
-from .collectors.neuron import TYPE_NAMES, estimate_power, power_model, type_from_instance, type_from_name
+from .collectors.neuron_power import (
+    TYPE_NAMES,
+    estimate_power,
+    power_model,
+    type_from_instance,
+    type_from_name,
+)
 from .formats.neuron_monitor import read_neuron_monitor_jsonl, report_times
 
 

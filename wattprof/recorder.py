@@ -20,12 +20,18 @@ Two ways to run:
   a test's manual one, or ``read_timeout=None``): deterministic, and what :meth:`Recorder.sample_once`
   does when the caller drives the ticks (``start(background=False)``).
 
+Each tick takes a :class:`~wattprof.collectors.base.Reading` from every collector
+(``collect()``: samples, device updates, events; remote collectors once, at the stop, with
+``collect_window()``). What a reading gives goes into the run through
+:class:`~wattprof.recorder_intake.Intake`: events with their own kinds, device updates merged into
+the run's devices, samples buffered and flushed.
+
 Failures are isolated per collector: an exception from ``read()`` is recorded (rate-limited
-``collector_error`` events) and the collector is read again on the next tick;
-:class:`~wattprof.errors.DeviceLostError` stops it (``device_lost``). The disk refusing samples
-(full, quota, file size limit) is recorded (``storage_error``, and one warning on the log); the
-samples stay in memory, bounded, and are written once the disk takes them again. Recording and the
-profiled program go on.
+``collector_error`` events; the events the collector queued are recorded all the same) and the
+collector is read again on the next tick; :class:`~wattprof.errors.DeviceLostError` stops it
+(``device_lost``). The disk refusing samples (full, quota, file size limit) is recorded
+(``storage_error``, and one warning on the log); the samples stay in memory, bounded, and are
+written once the disk takes them again. Recording and the profiled program go on.
 """
 
 from __future__ import annotations
@@ -33,14 +39,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from .clock import SYSTEM_CLOCK, Clock
 from .collectors.base import Collector, RemoteCollector
-from .errors import DeviceLostError, RunError, WattprofError
+from .errors import WattprofError
 from .options import DEFAULT_INTERVAL_S
-from .run import RunWriter, SampleStream
+from .recorder_intake import Intake, LiveStats, Slot, rate_limited
+from .run import RunWriter
+
+__all__ = ["AUTO", "CLOCK_JUMP_S", "DEFAULT_INTERVAL_S", "FLUSH_INTERVAL_S", "READ_TIMEOUT_S", "LiveStats", "Recorder"]
 
 log = logging.getLogger(__name__)
 
@@ -53,46 +60,6 @@ READ_TIMEOUT_S = 1.0
 #: ``read_timeout="auto"``: threads per collector with :data:`READ_TIMEOUT_S` on the system clock,
 #: one loop on an injected clock.
 AUTO = "auto"
-
-
-def _rate_limited(n: int) -> bool:
-    """Record the 1st, 2nd, 3rd, then every 100th occurrence (keeps the event log readable)."""
-    return n <= 3 or n % 100 == 0
-
-
-@dataclass
-class _Slot:
-    collector: Collector
-    source: str
-    stream: SampleStream
-    buffer: list[dict[str, Any]] = field(default_factory=list)
-    failures: int = 0
-    disabled: bool = False
-    closed: bool = False
-    thread: threading.Thread | None = None
-    #: perf_counter() when the running read began; None between reads
-    reading_since: float | None = None
-    stuck: bool = False  # the running read outlived read_timeout (recorded once per read)
-    timeouts: int = 0
-    storage_errors: int = 0
-    ticks: int = 0
-    missed: int = 0
-
-
-@dataclass
-class LiveStats:
-    """What the loop has seen so far (for live status lines and summaries)."""
-
-    ticks: int = 0
-    missed_ticks: int = 0
-    samples: int = 0
-    last: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: reads that outlived the read timeout / wall-clock jumps seen / failed writes of samples
-    timeouts: int = 0
-    clock_jumps: int = 0
-    storage_errors: int = 0
-    #: samples given up on because the disk refused them for too long (bounded memory)
-    dropped_samples: int = 0
 
 
 class Recorder:
@@ -117,14 +84,15 @@ class Recorder:
             read_timeout = max(READ_TIMEOUT_S, 2 * self.interval) if clock is SYSTEM_CLOCK else None
         self.read_timeout: float | None = float(read_timeout) if read_timeout else None  # type: ignore[arg-type]
         self.stats = LiveStats()
-        self._slots: list[_Slot] = []
+        self._intake = Intake(writer, self.stats)
+        self._event = self._intake.event
+        self._take = self._intake.take
+        self._lock = self._intake.lock
+        self._slots: list[Slot] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
         self._t_start: float | None = None
         self._clock_offset: float | None = None
-        self._storage_warned = False
         self._background = False
         self._stopped = False
 
@@ -149,7 +117,7 @@ class Recorder:
             source = self.writer.add_source(c.name, {"kind": "collector", "collector": c.name, "version": c.version,
                                                      "options": options, "devices": sorted(devices)})
             stream = self.writer.sample_stream(source, list(c.metrics))
-            self._slots.append(_Slot(c, source, stream))
+            self._slots.append(Slot(c, source, stream))
         self._check_clock()
         if not background:
             return
@@ -241,7 +209,7 @@ class Recorder:
             log.debug("collector %s: close after a failed open: %s: %s", c.name, type(e).__name__, e)
 
     # ---- one thread per collector ---------------------------------------------------------------
-    def _sample_slot(self, slot: _Slot, t0: float) -> None:
+    def _sample_slot(self, slot: Slot, t0: float) -> None:
         """Read one collector at ``t0 + k * interval`` (monotonic) until stopped."""
         clock = self.clock
         k = 1  # tick 0 was the start edge (start() read every collector once)
@@ -263,12 +231,12 @@ class Recorder:
                 target = t0 + k * self.interval
             self._wait(target - clock.monotonic())
 
-    def _read(self, slot: _Slot) -> None:
+    def _read(self, slot: Slot) -> None:
         slot.reading_since = began = time.perf_counter()
         try:
-            rows, err = slot.collector.read(), None
+            reading, err = slot.collector.collect(), None
         except Exception as e:  # noqa: BLE001 - isolate any collector (plugins too); recorded
-            rows, err = [], e
+            reading, err = None, e
         now = self.clock.time()
         slot.reading_since = None
         took = time.perf_counter() - began
@@ -278,13 +246,13 @@ class Recorder:
                         "sampling again", source=slot.collector.name, t=now, took_s=took)
         elif self.read_timeout is not None and took > self.read_timeout:
             self._timed_out(slot, took, returned=True)
-        self._take(slot, rows, err, now)
+        self._take(slot, reading, err, now)
 
-    def _timed_out(self, slot: _Slot, took: float, *, returned: bool) -> None:
+    def _timed_out(self, slot: Slot, took: float, *, returned: bool) -> None:
         slot.timeouts += 1
         with self._lock:
             self.stats.timeouts += 1
-        if _rate_limited(slot.timeouts):
+        if rate_limited(slot.timeouts):
             what = (f"a read took {took:.2f} s" if returned else
                     f"a read has been running for {took:.2f} s; its ticks are skipped until it returns")
             self._event("collector_timeout", f"{slot.collector.name}: {what} (read timeout {self.read_timeout:g} s, "
@@ -346,54 +314,14 @@ class Recorder:
             if slot.disabled:
                 continue
             try:
-                rows = slot.collector.read()
+                reading = slot.collector.collect()
             except Exception as e:  # noqa: BLE001 - isolate any collector (plugins too); recorded
-                self._take(slot, [], e, self.clock.time())
+                self._take(slot, None, e, self.clock.time())
                 continue
-            self._take(slot, rows, None, self.clock.time())
+            self._take(slot, reading, None, self.clock.time())
         self.stats.ticks += 1
 
     # ---- shared -----------------------------------------------------------------------------------
-    def _take(self, slot: _Slot, rows: list[dict[str, Any]], err: Exception | None, now: float) -> None:
-        """Handle one read's outcome."""
-        self._collector_events(slot, now)
-        if err is not None:
-            if isinstance(err, DeviceLostError):
-                slot.disabled = True
-                self._event("device_lost", f"{slot.collector.name}: {err}; collector stopped",
-                            source=slot.collector.name, t=now)
-                return
-            slot.failures += 1
-            if _rate_limited(slot.failures):
-                self._event("collector_error", f"{slot.collector.name}: read failed "
-                            f"({slot.failures} so far): {type(err).__name__}: {err}",
-                            source=slot.collector.name, t=now)
-            return
-        for kind, message in getattr(slot.collector, "take_run_events", list)():
-            self._event(kind, message, source=slot.collector.name, t=now)
-        for r in rows:
-            r.setdefault("t", now)
-            self.stats.last[r["device"]] = r
-        with self._lock:
-            slot.buffer.extend(rows)
-            self.stats.samples += len(rows)
-
-    def _collector_events(self, slot: _Slot, now: float) -> None:
-        """Record what a collector reports beside its readings (optional ``take_events()``: dicts
-        with ``kind``, ``message`` and extra fields, e.g. a GPU skipped or lost, a metric missing)."""
-        take = getattr(slot.collector, "take_events", None)
-        if take is None:
-            return
-        try:
-            events = take()
-        except Exception as e:  # noqa: BLE001 - isolate any collector; recorded
-            events = [{"kind": "collector_error", "message": f"take_events failed: {type(e).__name__}: {e}"}]
-        for ev in events:
-            extra = {k: v for k, v in ev.items() if k not in ("kind", "message", "source")}
-            extra.setdefault("t", now)
-            self._event(str(ev.get("kind") or "collector_event"), f"{slot.collector.name}: {ev.get('message', '')}",
-                        source=slot.collector.name, **extra)
-
     def _check_clock(self) -> None:
         """Record a jump of the wall clock against the monotonic one (larger than CLOCK_JUMP_S)."""
         wall, mono = self.clock.time(), self.clock.monotonic()
@@ -409,76 +337,26 @@ class Recorder:
         log.warning("the wall clock jumped %+.3f s during the run", jump)
 
     def _fetch_remote(self) -> None:
-        """Remote collectors (CloudWatch, ...) are read once, for the whole run, when it stops."""
+        """Remote collectors (CloudWatch, ...) are read once, for the whole run, when it stops; the
+        devices they only know then (and the periods they chose) and their notes join the run."""
         t1 = self.clock.time()
         for slot in self._slots:
             if not isinstance(slot.collector, RemoteCollector) or slot.disabled or self._t_start is None:
                 continue
+            slot.disabled = True  # fetched once
             try:
-                rows = slot.collector.fetch(self._t_start, t1)
+                reading = slot.collector.collect_window(self._t_start, t1)
             except Exception as e:  # noqa: BLE001 - isolate any collector; recorded as an event
+                self._intake.note_reading(slot, self._intake.drain(slot.collector), t1)
                 self._event("collector_error", f"{slot.collector.name}: fetch failed: {type(e).__name__}: {e}",
                             source=slot.collector.name)
                 continue
-            with self._lock:
-                slot.buffer.extend(rows)
-                self.stats.samples += len(rows)
-            slot.disabled = True  # fetched once
-            self._after_fetch(slot)
-
-    def _after_fetch(self, slot: _Slot) -> None:
-        """A remote collector may only know its devices (discovered late) and its quality notes
-        (late or missing data) after the fetch: keep both in the run."""
-        devices = getattr(slot.collector, "devices_after_fetch", None)
-        if devices:
-            try:
-                self.writer.add_devices(devices)
-                info = self.writer.meta["sources"].get(slot.source)
-                if isinstance(info, dict):
-                    info["devices"] = sorted(set(info.get("devices") or []) | set(devices))
-                    self.writer.write_meta()
-            except (RunError, OSError) as e:
-                self._event("storage_error", f"{slot.collector.name}: devices not written: {e}",
-                            source=slot.collector.name)
-        for note in getattr(slot.collector, "fetch_notes", None) or ():
-            self._event("collector_note", f"{slot.collector.name}: {note}", source=slot.collector.name)
+            self._intake.note_reading(slot, reading, t1)
+            self._intake.keep(slot, reading.rows, stamp=None)
 
     def flush(self) -> None:
         """Append every buffered sample to the run (one record batch per source, fsynced).
 
         A write the disk refuses is recorded (``storage_error``) and retried at the next flush;
         it never stops sampling."""
-        with self._flush_lock:
-            for slot in self._slots:
-                self._flush_slot(slot)
-
-    def _flush_slot(self, slot: _Slot) -> None:
-        with self._lock:
-            rows, slot.buffer = slot.buffer, []
-        if not rows and not slot.stream.pending_rows:
-            return
-        dropped = slot.stream.dropped_rows
-        seen = len(slot.stream.problems)
-        try:
-            slot.stream.append(rows)
-        except RunError as e:
-            slot.storage_errors += 1
-            self.stats.storage_errors += 1
-            if not self._storage_warned:
-                self._storage_warned = True
-                log.warning("%s; samples are kept in memory (bounded) and written when the disk takes "
-                            "them again", e)
-            if _rate_limited(slot.storage_errors):
-                self._event("storage_error", f"{e} ({slot.stream.pending_rows} samples waiting, "
-                            f"{slot.stream.dropped_rows} dropped so far)", source=slot.source)
-        self.stats.dropped_samples += slot.stream.dropped_rows - dropped
-        for problem in slot.stream.problems[seen:]:  # the stream's file damaged from outside
-            log.warning("%s", problem)
-            self._event("storage_error", problem, source=slot.source)
-
-    def _event(self, kind: str, message: str, **extra: Any) -> None:
-        """Record an event; a disk that refuses it too must not stop sampling."""
-        try:
-            self.writer.event(kind, message, **extra)
-        except (RunError, OSError) as e:
-            log.debug("event not written (%s): %s: %s", e, kind, message)
+        self._intake.flush(self._slots)

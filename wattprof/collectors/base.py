@@ -5,6 +5,13 @@ A collector is a class with ``name``, ``available() -> (ok, reason)``, ``open() 
 :mod:`wattprof.schema` (and optionally ``t``; the recorder stamps the rest). Collectors know
 nothing of runs, analysis or reports.
 
+Beside its samples a collector reports what happened (a device lost, a metric missing, a
+streaming process restarted, ECC errors, late remote data) as :class:`Event` s queued with
+:meth:`Collector.emit`, and late device metadata (a period chosen at fetch, GPM stopped) with
+:meth:`Collector.update_device`. The recorder takes all three at once, as a :class:`Reading`,
+from :meth:`Collector.collect` (or :meth:`RemoteCollector.collect_window`): one mechanism, never
+an exception for something that is not a failed read.
+
 Built-in collectors are listed in :data:`BUILTINS`; third parties register a class under the
 ``wattprof.collectors`` entry-point group, e.g. in ``setup.cfg``::
 
@@ -20,9 +27,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar
 
@@ -46,6 +54,60 @@ BUILTINS: dict[str, str] = {
 
 #: Collectors used when the user names none: every one of these that is available.
 DEFAULTS: tuple[str, ...] = ("nvml", "host")
+
+
+#: Event kinds collectors report (the recorder adds its own: collector_timeout, clock_jump, ...).
+COLLECTOR_ERROR = "collector_error"  #: a read, open, fetch or close failed
+COLLECTOR_NOTE = "collector_note"  #: a fact about the data worth keeping (late or partial remote data)
+COLLECTOR_RESTART = "collector_restart"  #: a streaming collector's process exited and is restarted
+BAD_OUTPUT = "collector_bad_output"  #: a tool printed something that does not parse
+TOOL_ERROR = "collector_tool_error"  #: a tool reported an error of its own in its output
+TIMESTAMP_LAG = "timestamp_lag"  #: a tool's lines arrive far from their own timestamps
+ECC_ERRORS = "ecc_errors"  #: a device's ECC error counters are non-zero or changed
+POWER_SOURCE_CHANGED = "power_source_changed"  #: where a device's power comes from changed mid-run
+DEVICE_SKIPPED = "device_skipped"
+DEVICE_UNSELECTED = "device_unselected"
+DEVICE_LOST = "device_lost"
+DEVICE_READ_ERROR = "device_read_error"
+METRIC_MISSING = "metric_missing"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a collector saw beside its samples. ``device``: the device it concerns, if one;
+    ``t``: when (wall clock; the recorder stamps it otherwise); ``fields``: extra columns of the
+    run's event log (``reason``, ``metrics``, ``dropped`` ...)."""
+
+    kind: str
+    message: str
+    device: str | None = None
+    t: float | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, value: Any) -> Event:
+        """An :class:`Event` from what a third-party plugin may queue: an Event, a ``(kind,
+        message)`` pair or a dict with ``kind``, ``message`` and extra fields."""
+        if isinstance(value, Event):
+            return value
+        if isinstance(value, tuple) and len(value) == 2:
+            return cls(str(value[0]), str(value[1]))
+        if isinstance(value, Mapping):
+            extra = {k: v for k, v in value.items() if k not in ("kind", "message", "device", "t", "source")}
+            t = value.get("t")
+            return cls(str(value.get("kind") or COLLECTOR_NOTE), str(value.get("message", "")),
+                       device=value.get("device"), t=float(t) if isinstance(t, int | float) else None, fields=extra)
+        return cls(COLLECTOR_NOTE, str(value))
+
+
+@dataclass
+class Reading:
+    """What one read (or a remote collector's fetch) gave: samples, updates to the devices'
+    metadata (merged into the run's devices) and events."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
 
 
 class Collector(ABC):
@@ -77,10 +139,53 @@ class Collector(ABC):
         """The options this collector was built with (recorded in the run's metadata)."""
         return {}
 
-    def take_run_events(self) -> list[tuple[str, str]]:
-        """``(kind, message)`` of things that happened that are not errors (a counter reset, a server
-        gone); the recorder records them after each read."""
-        return []
+    # ---- what happened beside the samples (thread-safe: streaming collectors queue from threads) ----
+    def _outbox(self) -> tuple[threading.Lock, list[Event], dict[str, dict[str, Any]]]:
+        box = self.__dict__.get("_wattprof_outbox")
+        if box is None:  # lazily: a plugin's __init__ may not call ours
+            box = self.__dict__.setdefault("_wattprof_outbox", (threading.Lock(), [], {}))
+        return box
+
+    def emit(self, kind: str, message: str, *, device: str | None = None, t: float | None = None,
+             **fields: Any) -> None:
+        """Queue an event for the recorder (taken with the next reading)."""
+        lock, events, _ = self._outbox()
+        with lock:
+            events.append(Event(kind, message, device=device, t=t, fields=fields))
+
+    def update_device(self, device: str, info: Mapping[str, Any]) -> None:
+        """Queue new or changed metadata of ``device`` (merged into the run's devices)."""
+        lock, _, devices = self._outbox()
+        with lock:
+            devices.setdefault(device, {}).update(info)
+
+    def take_events(self) -> list[Event]:
+        """The events queued since the last call."""
+        lock, events, _ = self._outbox()
+        if not events:  # the common case, without the lock (an event queued meanwhile is taken next time)
+            return []
+        with lock:
+            out = list(events)
+            events.clear()
+        return out
+
+    def take_devices(self) -> dict[str, dict[str, Any]]:
+        """The device metadata updates queued since the last call."""
+        lock, _, devices = self._outbox()
+        if not devices:
+            return {}
+        with lock:
+            out = {d: dict(info) for d, info in devices.items()}
+            devices.clear()
+        return out
+
+    def collect(self) -> Reading:
+        """One reading: :meth:`read`'s samples and what was queued beside them. An exception from
+        ``read()`` propagates (the recorder records it); the queue is then taken with
+        :meth:`take_events` / :meth:`take_devices`."""
+        rows = self.read()
+        events = self.take_events()
+        return Reading(rows, self.take_devices(), [Event.of(e) for e in events] if events else [])
 
     @property
     def version(self) -> str:
@@ -99,6 +204,11 @@ class RemoteCollector(Collector):
     @abstractmethod
     def fetch(self, t0: float, t1: float) -> list[dict[str, Any]]:
         """Samples (dicts with ``t``, ``device`` and metrics) for the wall-clock window [t0, t1]."""
+
+    def collect_window(self, t0: float, t1: float) -> Reading:
+        """:meth:`fetch` and what was queued beside it (devices known only now, notes)."""
+        rows = self.fetch(t0, t1)
+        return Reading(rows, self.take_devices(), [Event.of(e) for e in self.take_events()])
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,9 @@ returned by the read after.
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,64 +52,45 @@ from ..formats.neuron_monitor import (
     report_info,
 )
 from ..schema import METRICS
-from .base import Collector
+from .base import BAD_OUTPUT, COLLECTOR_NOTE, ECC_ERRORS, POWER_SOURCE_CHANGED, TOOL_ERROR
+from .neuron_meta import NeuronDeviceMeta, detect_type
+from .neuron_pairing import match_devices, parse_sysfs_map, read_neuron_ls
+from .neuron_power import (
+    IDLE_FLOOR_FRACTION,
+    IDLE_FLOOR_SOURCE,
+    MAX_W_DEFAULTS,
+    POWER_DEFAULTS,
+    TYPE_NAMES,
+    PowerDefault,
+    PowerModel,
+    estimate_power,
+    normalise_type,
+    power_model,
+    type_from_instance,
+    type_from_name,
+)
 from .neuron_sysfs import (
     STATUS_VALID,
     PowerNode,
     SysfsDevice,
     find_root,
-    normalise_bdf,
     parse_minute_line,
     parse_raw_line,
     scan,
 )
-from .nvidia_smi import EventSurfacing, LineProcess, find_executable
+from .streaming import StreamingCollector, find_executable
+
+__all__ = [
+    "IDLE_FLOOR_FRACTION", "IDLE_FLOOR_SOURCE", "MAX_W_DEFAULTS", "MONITOR_CONFIG", "POWER_DEFAULTS", "SYSFS_ROOT",
+    "TYPE_NAMES", "NeuronCollector", "PowerDefault", "PowerModel", "estimate_power", "match_devices",
+    "normalise_type", "parse_power_line", "parse_sysfs_map", "power_model", "read_neuron_ls", "type_from_instance",
+    "type_from_name",
+]
 
 SYSFS_ROOT = "/sys/devices/virtual/neuron_device"
-DMI_PRODUCT_NAME = Path("/sys/devices/virtual/dmi/id/product_name")
 MONITOR_FALLBACKS = ("/opt/aws/neuron/bin/neuron-monitor",)
 LS_FALLBACKS = ("/opt/aws/neuron/bin/neuron-ls",)
 parse_power_line = parse_minute_line  # the per-minute file's format (kept for callers)
-
-TYPE_NAMES: dict[str, str] = {"inf1": "Inferentia1", "inf2": "Inferentia2", "trn1": "Trainium1",
-                              "trn2": "Trainium2", "trn3": "Trainium3"}
-
-
-@dataclass(frozen=True)
-class PowerDefault:
-    """A device type's default maximum power and where the figure comes from."""
-
-    max_w: float
-    source: str
-
-
-_THIRD_PARTY = "third-party estimate (AWS publishes no chip power; tests/fixtures/aws-neuron/README.md)"
-#: Maximum power per device, watts. No Trainium3 figure is known: it stays unestimated.
-POWER_DEFAULTS: dict[str, PowerDefault] = {
-    "inf1": PowerDefault(75.0, _THIRD_PARTY),
-    "inf2": PowerDefault(100.0, _THIRD_PARTY),
-    "trn1": PowerDefault(100.0, "derived: Inferentia2's figure, since AWS's architecture pages give Trainium the same "
-                                "device (2 x NeuronCore-v2, 190 BF16 TFLOPS, 32 GiB HBM at 820 GB/s); no Trainium "
-                                "figure is published"),
-    "trn2": PowerDefault(500.0, _THIRD_PARTY),
-}
-MAX_W_DEFAULTS: dict[str, float] = {k: v.max_w for k, v in POWER_DEFAULTS.items()}
-#: Idle floor as a share of max_w: the sysfs figure excludes background power, so 0 W would
-#: undercount. No Neuron idle power is published; 0.17 is the measured idle/limit ratio of the H100
-#: capture in tests/fixtures/nvidia-h100 (120 W idle at a 700 W limit), an accelerator of the same
-#: class. An assumption, labelled as one.
-IDLE_FLOOR_FRACTION = 0.17
-IDLE_FLOOR_SOURCE = ("assumed floor: 17 % of max_w (no Neuron idle power is published; the measured idle/limit "
-                     "ratio of an H100, tests/fixtures/nvidia-h100: 120 W of 700 W)")
-
-#: neuron_hardware_info.neuron_device_type -> type. The user guide shows ("trainium2", "v4") on
-#: trn2; real reports: ("trainium", "v2") on trn1, ("inferentia2", "v3") on inf2, ("inferentia",
-#: "v1") on inf1. The name decides.
-_HW_TYPES: dict[str, str] = {"inferentia": "inf1", "inferentia2": "inf2", "trainium": "trn1", "trainium1": "trn1",
-                             "trainium2": "trn2", "trainium3": "trn3"}
-#: Instance families: trn1.2xlarge, trn1n.32xlarge, trn2.48xlarge, trn2u.48xlarge (UltraServer
-#: node), trn2n (the user guide's example): a letter suffix is a variant of the same chip.
-_INSTANCE_RE = re.compile(r"^(inf1|inf2|trn1|trn2|trn3)[a-z]*[.\-]", re.IGNORECASE)
 
 #: neuron-monitor config (README): every runtime's core counters, memory, vCPU use and execution
 #: stats; the host's vCPU use, memory and hardware counters.
@@ -127,94 +104,6 @@ MONITOR_CONFIG: dict[str, Any] = {
 _WANTED = (*DEVICE_COLUMNS, *HOST_COLUMNS, "power_util_pct", "power_est_w")
 
 
-def type_from_instance(instance_type: str | None) -> str | None:
-    m = _INSTANCE_RE.match(instance_type or "")
-    return m.group(1).lower() if m else None
-
-
-def type_from_name(value: str | None) -> str | None:
-    """``trn2``, ``Trainium2``, ``trainium2``, ``Inferentia`` (sysfs/neuron-monitor names) -> type key."""
-    v = (value or "").strip().lower()
-    for key, name in TYPE_NAMES.items():
-        if v in (key, name.lower()):
-            return key
-    return _HW_TYPES.get(v)
-
-
-def normalise_type(value: str) -> str:
-    found = type_from_name(value)
-    if found is None:
-        raise InputError(f"neuron: device_type {value!r} is not one of {', '.join(TYPE_NAMES)}")
-    return found
-
-
-@dataclass(frozen=True)
-class PowerModel:
-    """The watts model of one device type: ``max_w`` None means no estimate."""
-
-    max_w: float | None
-    idle_w: float
-    max_w_from: str | None
-    idle_w_from: str | None
-
-
-def power_model(device_type: str | None, max_w: float | None = None, idle_w: float | None = None) -> PowerModel:
-    """``max_w``/``idle_w`` from the options, else the device type's defaults, each with its source."""
-    default = POWER_DEFAULTS.get(device_type or "")
-    type_name = TYPE_NAMES.get(device_type or "", "an unknown Neuron device type")
-    if max_w is not None:
-        mx, mx_from = float(max_w), "option max_w"
-    elif default is not None:
-        mx, mx_from = default.max_w, f"default for {type_name}: {default.source}"
-    else:
-        mx, mx_from = None, None
-    if idle_w is not None:
-        idle, idle_from = float(idle_w), "option idle_w"
-    elif mx is not None:
-        idle, idle_from = round(IDLE_FLOOR_FRACTION * mx, 1), IDLE_FLOOR_SOURCE
-    else:
-        idle, idle_from = 0.0, None
-    if mx is not None and idle > mx:
-        raise InputError(f"neuron: idle_w ({idle}) is above max_w ({mx})")
-    return PowerModel(mx, idle, mx_from, idle_from)
-
-
-def estimate_power(row: dict[str, Any], max_w: float, idle_w: float) -> None:
-    """Set ``row["power_est_w"]``: from the sysfs percentage where the row has one, else from the
-    NeuronCore utilisation; nothing when it has neither."""
-    pct = row.get("power_util_pct")
-    if pct is not None and not math.isnan(pct):
-        row["power_est_w"] = idle_w + pct / 100.0 * max_w
-        return
-    util = row.get("util_pct")
-    if util is not None and not math.isnan(util):
-        row["power_est_w"] = idle_w + (max_w - idle_w) * min(max(util, 0.0), 100.0) / 100.0
-
-
-def parse_sysfs_map(value: Any) -> dict[int, int] | None:
-    """``0:4+1:5`` (neuron-monitor index : sysfs neuron<N>; pairs joined by ``+``, as a comma
-    separates collector options on the command line, or by ``,`` in Python) -> {0: 4, 1: 5}."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, dict):
-        items = list(value.items())
-    else:
-        items = [tuple(part.split(":", 1)) if ":" in part else (part, None)
-                 for part in re.split(r"[+,;\s]+", str(value)) if part.strip()]
-    out: dict[int, int] = {}
-    for a, b in items:
-        try:
-            out[int(a)] = int(b)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise InputError(f"neuron: sysfs_map must be MONITOR:SYSFS pairs joined by '+' like 0:4+1:5, "
-                             f"not {value!r}") from None
-        if out[int(a)] < 0 or int(a) < 0:
-            raise InputError(f"neuron: sysfs_map indices must be >= 0, not {value!r}")
-    if len(set(out.values())) != len(out):
-        raise InputError(f"neuron: sysfs_map pairs two devices with the same sysfs neuron<N>: {value!r}")
-    return out
-
-
 def _flag(value: Any, name: str) -> bool:
     if isinstance(value, bool | int):
         return bool(value)
@@ -226,79 +115,7 @@ def _flag(value: Any, name: str) -> bool:
     raise InputError(f"neuron: {name} must be 0 or 1, not {value!r}")
 
 
-def _span(indices: list[int]) -> str:
-    return ", ".join(f"neuron{i}" for i in indices) if len(indices) <= 6 else \
-        f"neuron{indices[0]}..neuron{indices[-1]} ({len(indices)})"
-
-
-def match_devices(monitor: list[int] | None, sysfs: dict[int, SysfsDevice], *,
-                  identities: dict[int, dict[str, str]] | None = None,
-                  user_map: dict[int, int] | None = None) -> tuple[dict[int, int], str | None]:
-    """Tie the devices neuron-monitor numbers to sysfs ``neuron<N>`` directories.
-
-    Returns (device index -> sysfs index, a note when the pairing is partial or ambiguous).
-    ``identities``: per neuron-monitor index, ``bdf`` / ``serial`` from ``neuron-ls -j``.
-    """
-    if monitor is None:
-        return {i: i for i in sysfs}, None
-    if user_map is not None:
-        bad = sorted(s for s in user_map.values() if s not in sysfs)
-        pairs = {m: s for m, s in user_map.items() if s in sysfs and m in monitor}
-        note = f"sysfs paired by the sysfs_map option ({len(pairs)} device(s))"
-        if bad:
-            note += f"; no {_span(bad)} under the sysfs root"
-        return pairs, note
-    if not sysfs:
-        return {}, None
-    if set(monitor) == set(sysfs):
-        return {i: i for i in monitor}, None
-    if identities:
-        by_bdf = {d.bdf: i for i, d in sysfs.items() if d.bdf}
-        by_serial = {d.serial: i for i, d in sysfs.items() if d.serial}
-        pairs: dict[int, int] = {}
-        for m in monitor:
-            ident = identities.get(m, {})
-            s = by_bdf.get(normalise_bdf(ident.get("bdf")) or "") if ident.get("bdf") else None
-            if s is None and ident.get("serial"):
-                s = by_serial.get(str(ident["serial"]).strip().lower())
-            if s is not None:
-                pairs[m] = s
-        if pairs:
-            missing = sorted(set(monitor) - set(pairs))
-            note = f"sysfs paired by PCI BDF / serial (neuron-ls -j): {len(pairs)} of {len(monitor)} device(s)"
-            if missing:
-                note += f"; no sysfs match for neuron:{', neuron:'.join(map(str, missing))}"
-            return pairs, note
-    return {}, (f"ambiguous device numbering: neuron-monitor reports {len(monitor)} device(s) numbered "
-                f"{min(monitor)}..{max(monitor)}, sysfs shows {_span(sorted(sysfs))} (host-wide numbering, as in a "
-                "container), and no identity ties them (neuron-monitor reports no PCI BDF or serial"
-                + ("; neuron-ls -j gave none that matches" if identities is not None else "; neuron-ls not found")
-                + "): sysfs power is not used; pass sysfs_map=MONITOR:SYSFS+... (e.g. 0:4+1:5) to pair them")
-
-
-def read_neuron_ls(path: str, timeout_s: float = 10.0) -> tuple[dict[int, dict[str, str]] | None, str | None]:
-    """``neuron-ls -j`` -> ({neuron_device: {"bdf": ..., "serial": ...}}, problem)."""
-    try:
-        out = subprocess.run([path, "-j"], capture_output=True, text=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return None, f"neuron-ls -j failed: {e}"
-    if out.returncode != 0:
-        return None, f"neuron-ls -j exited with {out.returncode}: {out.stderr.strip()[:200]}"
-    try:
-        data = json.loads(out.stdout)
-    except json.JSONDecodeError as e:
-        return None, f"neuron-ls -j printed no JSON ({e.msg})"
-    found: dict[int, dict[str, str]] = {}
-    for entry in data if isinstance(data, list) else []:
-        if not isinstance(entry, dict) or isinstance(entry.get("neuron_device"), bool) \
-                or not isinstance(entry.get("neuron_device"), int):
-            continue
-        ident = {k: str(entry[v]) for k, v in (("bdf", "bdf"), ("serial", "serial_number")) if entry.get(v)}
-        found[entry["neuron_device"]] = ident
-    return found, None
-
-
-class NeuronCollector(EventSurfacing, Collector):
+class NeuronCollector(NeuronDeviceMeta, StreamingCollector):
     """``neuron[:max_w=W,idle_w=W,device_type=trn2,sysfs_root=DIR,executable=PATH,period_s=1,
     monitor=auto|on|off,host_metrics=0,sysfs_map=0:4+1:5,neuron_ls=PATH]``."""
 
@@ -345,7 +162,6 @@ class NeuronCollector(EventSurfacing, Collector):
         self.device_type: str | None = None
         self._monitor_path: str | None = None
         self._config: str | None = None
-        self._proc: LineProcess | None = None
         self._first_report = threading.Event()
         self._hardware: dict[str, Any] = {}
         self._info: dict[str, Any] = {}
@@ -355,13 +171,10 @@ class NeuronCollector(EventSurfacing, Collector):
         self._pairing_note: str | None = None
         self._power: dict[int, list[PowerNode]] = {}
         self._bad_nodes: set[Path] = set()
-        self._rows: list[dict[str, Any]] = []
-        self._events: list[str] = []
         self._seen_errors: set[str] = set()
         self._status: dict[int, str] = {}
         self._ecc: dict[int, dict[str, int]] = {}
         self._last_poll: float | None = None
-        self._lock = threading.Lock()
 
     def options(self) -> dict[str, Any]:
         return {"executable": self._monitor_path or self.executable, "sysfs_root": str(self.sysfs_root),
@@ -425,14 +238,14 @@ class NeuronCollector(EventSurfacing, Collector):
             if ls:
                 identities, problem = read_neuron_ls(ls)
                 if problem:
-                    self._note(problem)
+                    self._note(COLLECTOR_NOTE, problem)
                     identities = identities or {}
         self._pairing, self._pairing_note = match_devices(monitor_indices, self._sysfs, identities=identities,
                                                           user_map=self.sysfs_map)
         if self._pairing_note and self._pairing_note.startswith("ambiguous"):
-            self._note(f"neuron: {self._pairing_note}")
+            self._note(COLLECTOR_NOTE, f"neuron: {self._pairing_note}")
         self._power = {i: self._sysfs[s].power for i, s in self._pairing.items() if self._sysfs[s].power}
-        self.device_type = self._detect_type(info, hardware)
+        self.device_type = self.device_type_option or detect_type(info, hardware, self._sysfs)
         self._set_power_model()
         self._devices = {device_id(i): i for i in indices}
         return {dev: self._device_meta(i, info, hardware) for dev, i in self._devices.items()}
@@ -445,112 +258,30 @@ class NeuronCollector(EventSurfacing, Collector):
         fd, self._config = tempfile.mkstemp(prefix="wattprof-neuron-monitor-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump({"period": f"{self.period_s}s", **MONITOR_CONFIG}, f)
-        self._proc = LineProcess("neuron-monitor", [path, "-c", self._config], self._on_line, clock=self.clock)
         try:
-            self._proc.start()
+            self.start_process("neuron-monitor", [path, "-c", self._config])
         except OSError as e:
-            self._proc = None
             raise CollectorError(f"could not start {path}: {e}") from None
 
-    def _detect_type(self, info: dict[str, Any], hardware: dict[str, Any]) -> str | None:
-        if self.device_type_option:
-            return self.device_type_option
-        found = type_from_instance(info.get("instance_type"))
-        if found:
-            return found
-        try:
-            found = type_from_instance(DMI_PRODUCT_NAME.read_text().strip())
-        except OSError:
-            found = None
-        if found:
-            return found
-        found = type_from_name(str(hardware.get("neuron_device_type", "")))
-        if found:
-            return found
-        for dev in self._sysfs.values():  # info/architecture/{device_name,device_type,instance_type}
-            for key in ("device_name", "device_type", "instance_type"):
-                found = type_from_name(dev.names.get(key)) or type_from_instance(f"{dev.names.get(key, '')}.")
-                if found:
-                    return found
-        return None
-
-    def _no_node_reason(self, index: int) -> str:
-        if self._pairing_note and self._pairing_note.startswith("ambiguous"):
-            return self._pairing_note
-        if not self._sysfs:
-            return f"no Neuron sysfs tree at {self.sysfs_root}"
-        s = self._pairing.get(index)
-        if s is None:
-            return f"no sysfs neuron<N> is tied to this device ({self._pairing_note or 'none matches'})"
-        return f"no sysfs power node (tried {'; '.join(self._sysfs[s].tried)})"
-
-    def power_source(self, index: int) -> str:
-        type_name = TYPE_NAMES.get(self.device_type or "", "this Neuron device type (unknown)")
-        if self.max_w is None:
-            return (f"none: no known maximum power for {type_name} (AWS publishes no chip power, and no estimate is "
-                    "on record); NeuronCore utilization is kept; pass max_w=WATTS (and idle_w=WATTS) to estimate")
-        watts = f"max_w={self.max_w:g} W ({self.max_w_from}), idle_w={self.idle_w:g} W ({self.idle_w_from})"
-        util = "idle_w + (max_w - idle_w) x NeuronCore utilization (neuron-monitor)"
-        nodes = self._power.get(index)
-        if nodes:
-            what = {"raw": "live per-die power utilization, driver 2.29+",
-                    "minute": "per-minute average, held until the next minute's"}
-            used = "; else ".join(f"{n.path} ({what[n.kind]})" for n in nodes)
-            text = (f"estimated: idle_w + max_w x neuron sysfs power utilization (percent of max power, background "
-                    f"power backed out) from {used}")
-            if self._proc is not None:
-                text += f"; while it has no valid data: {util}"
-            return f"{text}; {watts}"
-        if self._proc is not None:
-            return f"estimated: utilization-based, {util}; {self._no_node_reason(index)}; {watts}"
-        return f"none: {self._no_node_reason(index)} and no neuron-monitor"
-
-    def _device_meta(self, index: int, info: dict[str, Any], hardware: dict[str, Any]) -> dict[str, Any]:
-        type_name = TYPE_NAMES.get(self.device_type or "")
-        meta: dict[str, Any] = {
-            "kind": "neuron", "vendor": "aws", "neuron_index": index, "collector": self.name,
-            "name": (type_name or "AWS Neuron device") + (f" ({info['instance_type']})" if info.get("instance_type") else ""),
-            "power_source": self.power_source(index),
-            "power_estimated": self.max_w is not None,
-            "max_w": self.max_w, "idle_w": self.idle_w if self.max_w is not None else None,
-            "max_w_from": self.max_w_from, "idle_w_from": self.idle_w_from,
-            "timestamps": "stamped on arrival (neuron-monitor reports carry no time)",
-        }
-        s = self._pairing.get(index)
-        if s is not None:
-            meta["sysfs_device"] = str(self._sysfs[s].path)
-            for k, v in (("serial", self._sysfs[s].serial), ("pci_bdf", self._sysfs[s].bdf)):
-                if v:
-                    meta[k] = v
-        if self._pairing_note:
-            meta["sysfs_pairing"] = self._pairing_note
-        for k in ("instance_type", "instance_id", "instance_region"):
-            if info.get(k):
-                meta[k] = info[k]
-        for k in ("neuron_device_type", "neuron_device_version", "neuroncore_version",
-                  "neuroncore_per_device_count", "logical_neuroncore_config", "neuron_device_memory_size"):
-            if k in hardware:
-                meta[k] = hardware[k]
-        return meta
-
     # --- the stream --------------------------------------------------------------------------------
-    def _note(self, message: str) -> None:
+    def _note(self, kind: str, message: str, **extra: Any) -> None:
         """Queue an event once per distinct message."""
         with self._lock:
-            if message not in self._seen_errors:
-                self._seen_errors.add(message)
-                self._events.append(message)
+            if message in self._seen_errors:
+                return
+            self._seen_errors.add(message)
+        self.emit(kind, message, **extra)
 
-    def _on_line(self, line: str, t: float) -> None:
+    def on_line(self, line: str, t: float) -> None:
         if not line.strip():
             return
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            self._note(f"neuron-monitor printed a line that is not JSON ({e.msg}): {line[:120]!r}")
+            self._note(BAD_OUTPUT, f"neuron-monitor printed a line that is not JSON ({e.msg}): {line[:120]!r}", t=t)
             return
         if not isinstance(obj, dict):
-            self._note(f"neuron-monitor printed a JSON {type(obj).__name__}, not a report")
+            self._note(BAD_OUTPUT, f"neuron-monitor printed a JSON {type(obj).__name__}, not a report", t=t)
             return
         hw = {k: v for k, v in (obj.get("neuron_hardware_info") or {}).items() if v not in (None, "")} \
             if isinstance(obj.get("neuron_hardware_info"), dict) else {}
@@ -559,8 +290,8 @@ class NeuronCollector(EventSurfacing, Collector):
             self._info.update({k: v for k, v in report_info(obj).items() if v not in (None, "")})
             hardware = dict(self._hardware)
         samples, errors = parse_report(obj, hardware=hardware)
-        for e in errors:
-            self._note(f"neuron-monitor: {e}")
+        for problem in errors:
+            self._note(TOOL_ERROR, f"neuron-monitor: {problem}", t=t)
         self._check_ecc(obj)
         rows = []
         for s in samples:
@@ -568,8 +299,7 @@ class NeuronCollector(EventSurfacing, Collector):
                 continue
             s["t"] = t
             rows.append(s)
-        with self._lock:
-            self._rows.extend(rows)
+        self.push(rows)
         self._first_report.set()
 
     def _check_ecc(self, obj: dict[str, Any]) -> None:
@@ -584,7 +314,8 @@ class NeuronCollector(EventSurfacing, Collector):
                     where = "device DRAM" if k.startswith("mem") else "on-chip SRAM"
                     kind = "uncorrected" if k.endswith("uncorrected") else "corrected"
                     was = "when first read" if old is None else f"was {old}"
-                    self._note(f"neuron:{dev}: {kind} ECC errors in {where}: {k} = {n} ({was}; neuron_hw_counters)")
+                    self._note(ECC_ERRORS, f"neuron:{dev}: {kind} ECC errors in {where}: {k} = {n} ({was}; "
+                               "neuron_hw_counters)", device=device_id(dev), counter=k, count=n, ecc=kind)
 
     def _read_node(self, node: PowerNode, index: int) -> tuple[str, float | None]:
         """(status, percent) of one power node; unknown formats of the raw node are reported once."""
@@ -596,7 +327,7 @@ class NeuronCollector(EventSurfacing, Collector):
             got = parse_raw_line(text)
             if got is None:
                 self._bad_nodes.add(node.path)
-                self._note(f"neuron{index}: {node.path} holds {text.strip()[:80]!r}, not a format wattprof reads; "
+                self._note(BAD_OUTPUT, f"neuron{index}: {node.path} holds {text.strip()[:80]!r}, not a format wattprof reads; "
                            "using the per-minute utilization node instead")
                 return "unrecognised", None
             return got
@@ -623,9 +354,8 @@ class NeuronCollector(EventSurfacing, Collector):
         if state != previous and (previous is not None or status != STATUS_VALID):
             fallback = ("power estimated from NeuronCore utilization meanwhile" if self._proc is not None
                         else "no power estimate meanwhile")
-            with self._lock:
-                self._events.append(f"neuron{sysfs_index}: sysfs power {state}"
-                                    + ("" if status == STATUS_VALID else f"; {fallback}"))
+            self.emit(POWER_SOURCE_CHANGED, f"neuron{sysfs_index}: sysfs power {state}"
+                      + ("" if status == STATUS_VALID else f"; {fallback}"), device=device_id(index), status=status)
 
     def _estimate(self, row: dict[str, Any]) -> None:
         if self.max_w is not None:
@@ -647,9 +377,7 @@ class NeuronCollector(EventSurfacing, Collector):
         return rows
 
     def read(self) -> list[dict[str, Any]]:
-        self._raise_pending()
-        with self._lock:
-            rows, self._rows = self._rows, []
+        rows = self.take_rows()
         for r in rows:
             if r["device"] in self._devices:
                 self._attach_sysfs(r, self._devices[r["device"]])
@@ -661,9 +389,7 @@ class NeuronCollector(EventSurfacing, Collector):
         return rows
 
     def close(self) -> None:
-        if self._proc is not None:
-            self._proc.close()
-            self._proc = None
+        self.stop_process()
         if self._config is not None:
             try:
                 os.unlink(self._config)

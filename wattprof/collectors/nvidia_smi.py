@@ -22,10 +22,11 @@ lag behind nvidia-smi's own timestamp is checked: over a second (output held bac
 mismatch) is reported once as an event. ``stamp=nvidia-smi`` uses nvidia-smi's timestamp,
 read in this machine's current UTC offset.
 
-When nvidia-smi exits it is restarted after 0.5 s, doubling up to 30 s while it keeps dying
-(back to 0.5 s after a run of 10 s or more). Each exit is reported by the next ``read()``
-raising :class:`CollectorError` ("nvidia-smi exited (code X); restarting in Y s"), which the
-recorder writes as an event; samples already buffered are returned by the read after that.
+The process is run by :mod:`wattprof.collectors.streaming`: when nvidia-smi exits it is restarted
+after 0.5 s, doubling up to 30 s while it keeps dying (back to 0.5 s after a run of 10 s or more).
+Each exit is a ``collector_restart`` event ("nvidia-smi exited (code X); restarting in Y s"); a
+line that does not parse is a ``collector_bad_output`` event, a lag of the lines behind their own
+timestamps a ``timestamp_lag`` event. ``read()`` never raises for them.
 """
 
 from __future__ import annotations
@@ -33,221 +34,20 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import signal
 import statistics
 import subprocess
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import CollectorError, InputError, WattprofError
-from .base import Collector
+from ..errors import CollectorError, InputError
+from .base import BAD_OUTPUT, TIMESTAMP_LAG
+from .streaming import StreamingCollector, describe_exit, find_executable
 
-BACKOFF_START_S = 0.5
-BACKOFF_MAX_S = 30.0
-#: A process that ran this long before exiting restarts the backoff from BACKOFF_START_S.
-BACKOFF_RESET_AFTER_S = 10.0
-#: close(): SIGTERM, then SIGKILL after this many seconds.
-STOP_GRACE_S = 2.0
+__all__ = ["NvidiaSmiCollector", "choose_fields", "describe_exit", "find_executable", "parse_help_query_gpu"]
+
 #: One-shot commands (-L, --help-query-gpu, the device query) are given this long.
 COMMAND_TIMEOUT_S = 15.0
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "code unknown"
-    if code < 0:
-        try:
-            return f"code {code}, killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"code {code}"
-    return f"code {code}"
-
-
-def find_executable(name: str, *fallbacks: str) -> str | None:
-    """``name`` as a path, or looked up on PATH, or the first existing fallback path."""
-    if os.sep in name:
-        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
-    found = shutil.which(name)
-    if found:
-        return found
-    for f in fallbacks:
-        if os.path.isfile(f) and os.access(f, os.X_OK):
-            return f
-    return None
-
-
-class LineProcess:
-    """A long-lived command whose stdout is read line by line on a thread, restarted when it dies.
-
-    ``on_line(line, t)`` gets each complete line (without the newline) and its arrival time on
-    ``clock``. Exits and restarts are kept as messages for :meth:`take_events`. Lines of any
-    length are fine (a text stream's ``readline`` has no limit).
-    """
-
-    def __init__(self, name: str, argv: Sequence[str], on_line: Callable[[str, float], None], *,
-                 clock: Clock = SYSTEM_CLOCK, backoff_start_s: float = BACKOFF_START_S,
-                 backoff_max_s: float = BACKOFF_MAX_S, reset_after_s: float = BACKOFF_RESET_AFTER_S,
-                 env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.on_line = on_line
-        self.clock = clock
-        self.backoff_start_s = backoff_start_s
-        self.backoff_max_s = backoff_max_s
-        self.reset_after_s = reset_after_s
-        self.env = env
-        self.starts = 0
-        self._proc: subprocess.Popen[str] | None = None
-        self._stderr: IO[bytes] | None = None
-        self._events: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int | None:
-        p = self._proc
-        return p.pid if p is not None else None
-
-    def start(self) -> None:
-        """Spawn the command (an OSError here is the caller's: the collector cannot open)."""
-        self._spawn()
-        self._thread = threading.Thread(target=self._run, name=f"wattprof-{self.name}", daemon=True)
-        self._thread.start()
-
-    def _spawn(self) -> None:
-        with self._lock:
-            if self._stop.is_set():
-                return
-            stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _reap()
-            try:
-                self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-                    self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                    encoding="utf-8", errors="replace", env=self.env, start_new_session=True)
-            except OSError:
-                stderr.close()
-                self._proc = None
-                raise
-            self._stderr = stderr
-            self.starts += 1
-
-    def _event(self, message: str) -> None:
-        with self._lock:
-            self._events.append(message)
-
-    def take_events(self) -> list[str]:
-        with self._lock:
-            out, self._events = self._events, []
-        return out
-
-    def _stderr_tail(self) -> str:
-        f = self._stderr
-        if f is None:
-            return ""
-        try:
-            f.seek(0)
-            text = f.read().decode("utf-8", "replace").strip()
-        except OSError:
-            return ""
-        finally:
-            f.close()
-            self._stderr = None
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        return (": " + " / ".join(lines[-3:]))[:400] if lines else ""
-
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            t = self.clock.time()
-            if not line.endswith("\n"):
-                break  # cut off: the process died mid-write
-            try:
-                self.on_line(line.rstrip("\r\n"), t)
-            except (WattprofError, ValueError, KeyError, TypeError) as e:
-                self._event(f"{self.name}: line not understood ({type(e).__name__}: {e})")
-        proc.stdout.close()
-
-    def _run(self) -> None:
-        delay = self.backoff_start_s
-        while True:
-            proc = self._proc
-            started = time.monotonic()
-            if proc is not None:
-                self._pump(proc)
-                code = proc.wait()
-                why = f"{self.name} exited ({describe_exit(code)}{self._stderr_tail()})"
-                if time.monotonic() - started >= self.reset_after_s:
-                    delay = self.backoff_start_s
-            else:
-                why = f"{self.name} could not be restarted"
-            if self._stop.is_set():
-                return
-            self._event(f"{why}; restarting in {delay:g} s")
-            if self._stop.wait(delay):
-                return
-            try:
-                self._spawn()
-            except OSError as e:
-                self._proc = None
-                self._event(f"{self.name} could not be started: {e}")
-            delay = min(delay * 2, self.backoff_max_s)
-
-    def close(self, grace_s: float = STOP_GRACE_S) -> None:
-        """Stop: SIGTERM, wait ``grace_s``, SIGKILL; join the reader. Safe to call twice."""
-        with self._lock:
-            self._stop.set()
-            proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._thread is not None:
-            self._thread.join(timeout=grace_s + 5)
-            self._thread = None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
-
-class EventSurfacing:
-    """Events (process exits, stream errors) become :class:`CollectorError` from the next ``read()``.
-
-    The recorder records an exception from ``read()`` as an event and carries on. A recorder that
-    calls :meth:`drain_events` instead takes the messages directly and ``read()`` stops raising.
-    """
-
-    _events_drained_by_caller = False
-    _lock: threading.Lock
-    _events: list[str]
-    _proc: LineProcess | None
-
-    def _pending_events(self) -> list[str]:
-        """This collector's own messages, after those of its child process (if any)."""
-        with self._lock:
-            events, self._events = self._events, []
-        if self._proc is not None:
-            events = self._proc.take_events() + events
-        return events
-
-    def drain_events(self) -> list[str]:
-        """Messages since the last call (a recorder calling this gets them instead of exceptions)."""
-        self._events_drained_by_caller = True
-        return self._pending_events()
-
-    def _raise_pending(self) -> None:
-        if self._events_drained_by_caller:
-            return
-        events = self._pending_events()
-        if events:
-            raise CollectorError("; ".join(events))
 
 
 # --- the collector ---------------------------------------------------------------------------------
@@ -300,7 +100,7 @@ def local_utc_offset_h() -> float:
     return time.localtime().tm_gmtoff / 3600.0
 
 
-class NvidiaSmiCollector(EventSurfacing, Collector):
+class NvidiaSmiCollector(StreamingCollector):
     """``nvidia-smi[:interval_ms=100,executable=PATH,stamp=arrival|nvidia-smi]``."""
 
     name = "nvidia-smi"
@@ -325,13 +125,10 @@ class NvidiaSmiCollector(EventSurfacing, Collector):
         self.fields: list[str] = []
         self.missing_fields: list[str] = []
         self._path: str | None = None
-        self._proc: LineProcess | None = None
         self._parser: Any = None
         self._devices: set[str] = set()
-        self._rows: list[dict[str, Any]] = []
-        self._events: list[str] = []
+        self._bad_lines = 0
         self._lags: list[float] = []
-        self._lock = threading.Lock()
 
     def options(self) -> dict[str, Any]:
         return {"interval_ms": self.interval_ms, "executable": self._path or self.executable, "stamp": self.stamp,
@@ -410,6 +207,7 @@ class NvidiaSmiCollector(EventSurfacing, Collector):
         order = sorted(by_index)
         selected = parse_visible_devices(env, [by_index[i].get("uuid") or "" for i in order])
         mig = any(is_mig for _, is_mig in selected)
+        chosen: list[tuple[int, int | None]]
         if mig:  # nvidia-smi cannot map a MIG slice to its parent here: record every GPU
             chosen = [(i, None) for i in order]
         else:
@@ -438,20 +236,20 @@ class NvidiaSmiCollector(EventSurfacing, Collector):
                 "--format=csv,noheader,nounits", "-lms", str(self.interval_ms)]
         if env is not None and not mig and len(devices) < len(gpus):
             argv += ["-i", ",".join(str(i) for i, _ in chosen)]
-        self._proc = LineProcess("nvidia-smi", argv, self._on_line, clock=self.clock)
         try:
-            self._proc.start()
+            self.start_process("nvidia-smi", argv)
         except OSError as e:
             raise CollectorError(f"could not start {argv[0]}: {e}") from None
         return devices
 
-    def _on_line(self, line: str, t_arrival: float) -> None:
+    def on_line(self, line: str, t_arrival: float) -> None:
         try:
             row = self._parser.parse(line)
         except InputError as e:
-            with self._lock:
-                if len(self._events) < 10:
-                    self._events.append(f"nvidia-smi printed a line that does not parse ({e})")
+            self._bad_lines += 1
+            if self._bad_lines <= 10:
+                self.emit(BAD_OUTPUT, f"nvidia-smi printed a line that does not parse ({e})", t=t_arrival,
+                          bad_lines=self._bad_lines)
             return
         if row is None or row["device"] not in self._devices:
             return
@@ -460,27 +258,14 @@ class NvidiaSmiCollector(EventSurfacing, Collector):
             row["t"] = t_arrival
             if self.clock is SYSTEM_CLOCK and len(self._lags) < self.LAG_CHECK_LINES:
                 self._check_lag(t_arrival - t_own)
-        with self._lock:
-            self._rows.append(row)
+        self.push([row])
 
     def _check_lag(self, lag: float) -> None:
         self._lags.append(lag)
         if len(self._lags) == self.LAG_CHECK_LINES:
             median = statistics.median(self._lags)
             if abs(median) > self.LAG_WARN_S + self.interval_ms / 1000.0:
-                with self._lock:
-                    self._events.append(
-                        f"nvidia-smi lines arrive {median:+.1f} s from their own timestamps (output held back, "
-                        "or a time-zone mismatch); samples are stamped on arrival (stamp=nvidia-smi uses "
-                        "nvidia-smi's timestamps)")
-
-    def read(self) -> list[dict[str, Any]]:
-        self._raise_pending()
-        with self._lock:
-            rows, self._rows = self._rows, []
-        return rows
-
-    def close(self) -> None:
-        if self._proc is not None:
-            self._proc.close()
-            self._proc = None
+                self.emit(TIMESTAMP_LAG,
+                          f"nvidia-smi lines arrive {median:+.1f} s from their own timestamps (output held back, "
+                          "or a time-zone mismatch); samples are stamped on arrival (stamp=nvidia-smi uses "
+                          "nvidia-smi's timestamps)", lag_s=median)

@@ -91,7 +91,6 @@ class PrometheusCollector(Collector):
         self._prev_t: float | None = None
         self._next_t = -math.inf
         self._up: bool | None = None
-        self._events: list[tuple[str, str]] = []
 
     def options(self) -> dict[str, Any]:
         return {"url": self.url, "preset": self.preset, "prompt": self.prompt, "generation": self.generation,
@@ -103,10 +102,6 @@ class PrometheusCollector(Collector):
                                           "requests_running": self.running},
                               "power_source": "none: token counters of a serving engine, no power"}}
 
-    def take_run_events(self) -> list[tuple[str, str]]:
-        out, self._events = self._events, []
-        return out
-
     def _scrape(self) -> str | None:
         req = urllib.request.Request(self.url, headers={"Accept": "text/plain;version=0.0.4"})
         try:
@@ -115,12 +110,12 @@ class PrometheusCollector(Collector):
         except (urllib.error.URLError, OSError, ValueError) as e:
             if self._up is not False:
                 why = getattr(e, "reason", None) or e
-                self._events.append(("server_unreachable", f"prometheus {self.url}: not answering ({why}); "
-                                     "token rates resume when it answers"))
+                self.emit("server_unreachable", f"prometheus {self.url}: not answering ({why}); "
+                          "token rates resume when it answers", device=self.device)
             self._up = False
             return None
         if self._up is False:
-            self._events.append(("server_back", f"prometheus {self.url}: answering again"))
+            self.emit("server_back", f"prometheus {self.url}: answering again", device=self.device)
         self._up = True
         return body.decode("utf-8", errors="replace")
 
@@ -144,9 +139,9 @@ class PrometheusCollector(Collector):
                     continue
                 d = vals[name] - self._prev[name]
                 if d < 0:
-                    self._events.append(("counter_reset", f"prometheus {self.url}: {name} went from "
-                                         f"{self._prev[name]:.0f} to {vals[name]:.0f} (server restarted?): counted "
-                                         "from zero"))
+                    self.emit("counter_reset", f"prometheus {self.url}: {name} went from "
+                              f"{self._prev[name]:.0f} to {vals[name]:.0f} (server restarted?): counted from zero",
+                              device=self.device)
                     d = vals[name]
                 row[col] = d / dt
         self._prev = {k: v for k, v in vals.items() if k != self.running}

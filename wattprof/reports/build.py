@@ -382,7 +382,7 @@ EVENT_FLAGS = {
 
 
 #: Per-device collector events (e.g. the NVML collector's) -> what the device's notes say.
-DEVICE_EVENTS = ("device_skipped", "device_lost", "metric_missing", "device_read_error")
+DEVICE_EVENTS = ("device_skipped", "device_lost", "metric_missing", "device_read_error", "collector_note")
 
 
 def device_event_notes(events: pd.DataFrame) -> dict[str, list[str]]:
@@ -400,6 +400,8 @@ def device_event_notes(events: pd.DataFrame) -> dict[str, list[str]]:
             notes.append(f"not recorded: could not be opened{why}")
         elif kind == "device_lost":
             notes.append(f"lost during the run at t={float(g['t'].min()):.3f}: no samples after that{why}")
+        elif kind == "collector_note":  # a collector's note on this device's data (CloudWatch: late, partial)
+            notes.extend(str(m).split(f"{dev}: ", 1)[-1] for m in dict.fromkeys(g["message"]))
         elif kind == "metric_missing":
             for row in g.itertuples(index=False):
                 metrics = getattr(row, "metrics", None)

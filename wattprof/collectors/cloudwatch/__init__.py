@@ -1,9 +1,12 @@
 """Amazon CloudWatch: read GPU metrics the CloudWatch agent or Container Insights publish back into
 a run (:class:`CloudWatchCollector`), and the boto3 plumbing the exporter shares.
 
-Modules: :mod:`.sources` (publishers, their dimension sets, identity matching, power semantics),
-:mod:`.query` (period rules and per-call limits), :mod:`.identity` (IMDSv2, EKS pod environment),
-:mod:`.aws` (client, retries, errors), :mod:`.collector` (the collector).
+Modules, one job each: :mod:`.sources` (publishers, their dimension sets, identity matching, power
+semantics), :mod:`.query` (period rules and per-call limits), :mod:`.identity` (IMDSv2, EKS pod
+environment), :mod:`.aws` (client, retries, errors), :mod:`.discovery` (which series are this
+run's), :mod:`.metric_data` (GetMetricData: probes, periods, paging), :mod:`.buckets` (datapoints
+as samples at bucket middles, the run's edges, what is missing), :mod:`.collector` (the
+collector: options, open, fetch, device metadata).
 """
 
 from .aws import Retry, aws_available, error_text, is_throttle, make_client, redact_url, resolve_region
