@@ -22,6 +22,7 @@ import click
 
 from . import __version__
 from .errors import InputError, WattprofError
+from .reports.registry import names as format_names
 
 EXIT_USAGE = 2
 EXIT_WATTPROF_FAILED = 125
@@ -450,15 +451,9 @@ def import_(run_dir: str, samples: str | None, samples_format: str, fields: str 
 
 
 def _format_for(fmt: str | None, output: str | None) -> str:
-    if fmt:
-        return fmt
-    ext = Path(output).suffix.lower().lstrip(".") if output else ""
-    known = {"md": "markdown", "markdown": "markdown", "html": "html", "htm": "html", "json": "json",
-             "txt": "text", "text": "text", "": "text"}
-    if ext not in known:
-        raise InputError(f"-o {output}: no report format writes .{ext} files; use .txt, .md, .html or .json, "
-                         "or pass --format")
-    return known[ext]
+    from .reports.registry import format_for_path
+
+    return fmt or format_for_path(output)
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -517,7 +512,7 @@ def carbon_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "-f", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default=None,
+@click.option("--format", "-f", "fmt", type=click.Choice(format_names("report")), default=None,
               help="Output format (default: from -o's extension, else text).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @carbon_options
@@ -544,7 +539,7 @@ def report(run_dir: str, fmt: str | None, output: str | None, region: str | None
 @main.command()
 @click.argument("run_a", type=click.Path())
 @click.argument("run_b", type=click.Path())
-@click.option("--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json", "html"]), default=None,
+@click.option("--format", "-f", "fmt", type=click.Choice(format_names("compare")), default=None,
               help="Output format (default: from -o's extension, else text).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @carbon_options
@@ -572,13 +567,7 @@ def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region:
 
         ga, gb = co2_g(a.energy_j, ctx), co2_g(b.energy_j, ctx)
         sections["totals"].append(nightly.Side("co2e_g", ga, gb, 100 * (gb / ga - 1) if ga else None))
-    if f == "json":
-        text = render.compare_json(a.name, b.name, sections)
-    elif f == "html":
-        text = render.compare_html(a, b, sections)
-    else:
-        text = render.compare_text(render.run_title(a), render.run_title(b), sections, markdown=f == "markdown")
-    _emit(text, output)
+    _emit(render.COMPARE_RENDERERS[f](a, b, sections), output)
 
 
 EXIT_REGRESSION = 1
@@ -599,7 +588,7 @@ EXIT_NOTHING = 3
               default="j_per_token", show_default=True, help="j_per_task: mean energy per agent task (docs/agents.md).")
 @click.option("--label", help="Judge one label's metric instead of the run's.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="report.html | .md | .json (else text).")
-@click.option("--format", "-f", "fmt", type=click.Choice(["text", "markdown", "json", "html"]), default=None)
+@click.option("--format", "-f", "fmt", type=click.Choice(format_names("nightly")), default=None)
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 when any benchmark regressed.")
 @_guard
 def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, threshold: float, metric: str,

@@ -3,8 +3,8 @@ Markdown and HTML renderers (they only read the :class:`~wattprof.reports.model.
 
 from __future__ import annotations
 
+from .format import fmt_co2, fmt_j, fmt_jpt, fmt_num
 from .model import Report
-from .text import fmt_co2, fmt_j, fmt_jpt, fmt_num
 
 TOP_TASKS = 10
 TASK_HEADERS = ["task", "energy", "share", "time", "LLM calls", "tool calls", "input tok", "output tok",
@@ -64,19 +64,19 @@ def summary_lines(r: Report) -> list[str]:
 
 
 def text_lines(r: Report) -> list[str]:
-    from .text import _table
+    from .text import layout_table
 
     out = ["", "Serving engines (token counters)"] + ["  " + x for x in serving_lines(r)] if r.serving else []
     if not r.tasks:
         return out
     out += ["", task_title(r)]
-    out += ["  " + x for x in _table(TASK_HEADERS, task_rows(r))]
+    out += ["  " + x for x in layout_table(TASK_HEADERS, task_rows(r))]
     out += ["  " + x for x in summary_lines(r)]
     if call_rows(r):
-        out += ["  Costliest model calls:"] + ["    " + x for x in _table(CALL_HEADERS, call_rows(r))]
+        out += ["  Costliest model calls:"] + ["    " + x for x in layout_table(CALL_HEADERS, call_rows(r))]
     if r.by_model:
         out += ["", "Energy per model (concurrency shares of the GPU energy)"]
-        out += ["  " + x for x in _table(MODEL_HEADERS, model_rows(r))]
+        out += ["  " + x for x in layout_table(MODEL_HEADERS, model_rows(r))]
     return out
 
 

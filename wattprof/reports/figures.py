@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING
 
-from .text import fmt_j
+from .format import fmt_j
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -11,10 +11,7 @@ import html
 from collections.abc import Iterable, Sequence
 
 from . import figures
-from .model import Report
-from .text import (
-    IDLE_ROW,
-    UNLABELLED_ROW,
+from .format import (
     column,
     energy_unit,
     evidence_items,
@@ -24,12 +21,12 @@ from .text import (
     fmt_num,
     fmt_time,
     group_notes,
-    inference_table,
-    label_notes,
-    label_table,
+    reason_text,
     self_check_text,
     suggestion_text,
 )
+from .model import BottleneckVerdict, Report
+from .tables import IDLE_ROW, UNLABELLED_ROW, inference_table, label_notes, label_table
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
@@ -121,12 +118,12 @@ def kv_table(rows: Iterable[tuple[str, object]]) -> Safe:
     return Safe(f'<div class="scroll"><table class="kv"><tbody>{body}</tbody></table></div>')
 
 
-def badge(b: dict | None) -> Safe:
-    if not b:
+def badge(b: BottleneckVerdict | None) -> Safe:
+    if b is None:
         return Safe("-")
-    verdict = str(b.get("verdict", "-"))
+    verdict = b.verdict
     cls = f"v-{verdict}" if verdict in ("compute-bound", "memory-bound", "host-bound", "idle") else ""
-    mods = "".join(f'<span class="badge mod">{esc(m)}</span>' for m in b.get("modifiers", []))
+    mods = "".join(f'<span class="badge mod">{esc(m)}</span>' for m in b.modifiers)
     return Safe(f'<span class="badge {cls}">{esc(verdict)}</span>{mods}')
 
 
@@ -235,8 +232,8 @@ def _bottlenecks(r: Report) -> str:
             f"verdict, and what to try.</p>{t}</section>")
 
 
-def _evidence(b: dict) -> Safe:
-    why = esc(f"{b.get('reason', '-')} (basis: {b.get('basis', '-')})")
+def _evidence(b: BottleneckVerdict) -> Safe:
+    why = esc(reason_text(b))
     return Safe(f'<p class="why">{why}</p><p class="ev">{esc(" · ".join(evidence_items(b)))}</p>')
 
 
@@ -244,7 +241,7 @@ def _wasted(r: Report) -> str:
     w = r.wasted
     if w is None:
         return ""
-    host = [lr.label for lr in r.by_label.values() if (lr.bottleneck or {}).get("verdict") == "host-bound"]
+    host = [lr.label for lr in r.by_label.values() if lr.bottleneck is not None and lr.bottleneck.host_bound]
     rows = [["idle (accelerators at their idle floor)", fmt_j(w.idle_j), _pct(w.idle_j, r.energy_j)],
             [f"host-side gaps of host-bound labels ({', '.join(host) or 'none'})", fmt_j(w.host_bound_j),
              _pct(w.host_bound_j, r.energy_j)],

@@ -9,21 +9,20 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .model import Report
-from .text import (
+from .format import (
     evidence_items,
     fmt_co2,
     fmt_j,
     fmt_jpt,
     fmt_num,
     fmt_time,
-    inference_table,
-    label_notes,
-    label_table,
+    reason_text,
     self_check_text,
     suggestion_text,
     verdict_text,
 )
+from .model import Report
+from .tables import inference_table, label_notes, label_table
 
 IDLE_ROW = "(unlabelled: no label)"
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#$])")
@@ -114,7 +113,7 @@ def _bottlenecks(r: Report) -> list[str]:
         items.append((IDLE_ROW, r.unlabelled.bottleneck))
     if not items:
         return []
-    rows = [[label, verdict_text(b), f"{b.get('reason', '-')} (basis: {b.get('basis', '-')})",
+    rows = [[label, verdict_text(b), reason_text(b),
              "; ".join(evidence_items(b)) or "-", suggestion_text(b) or "-"] for label, b in items]
     return ["## Bottlenecks", "", *table(["label", "verdict", "why", "evidence", "suggestion"], rows)]
 
@@ -123,7 +122,7 @@ def _wasted(r: Report) -> list[str]:
     w = r.wasted
     if w is None:
         return []
-    host = [lr.label for lr in r.by_label.values() if (lr.bottleneck or {}).get("verdict") == "host-bound"]
+    host = [lr.label for lr in r.by_label.values() if lr.bottleneck is not None and lr.bottleneck.host_bound]
     rows = [["idle (no label)", fmt_j(w.idle_j), _pct(w.idle_j, r.energy_j)],
             [f"host-side gaps of host-bound labels ({', '.join(host) or 'none'})", fmt_j(w.host_bound_j),
              _pct(w.host_bound_j, r.energy_j)],

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..analysis.nightly import MIN_BASELINE_RUNS, BenchmarkResult, Change, Side
 from ..history import RunSummary
+from .registry import by_name
 
 # ---- compare --------------------------------------------------------------------------------------
 
@@ -386,4 +387,22 @@ def compare_html(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) 
     return _page(f"wattprof compare: {a.name} → {b.name}", body)
 
 
-NIGHTLY_RENDERERS = {"text": nightly_text, "markdown": nightly_markdown, "json": nightly_json, "html": nightly_html}
+#: ``{name: renderer}`` of nightly results (a live view of the registry, :mod:`.registry`)
+NIGHTLY_RENDERERS = by_name("nightly")
+#: ``{name: renderer}`` of ``wattprof compare``: ``(summary_a, summary_b, sections) -> str``
+COMPARE_RENDERERS = by_name("compare")
+
+
+def render_compare_text(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
+    return compare_text(run_title(a), run_title(b), sections)
+
+
+def render_compare_markdown(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
+    return compare_text(run_title(a), run_title(b), sections, markdown=True)
+
+
+def render_compare_json(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
+    return compare_json(a.name, b.name, sections)
+
+
+render_compare_html = compare_html

@@ -45,7 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..schema import DEVICE, T, is_accelerator
+from ...schema import DEVICE, T, is_accelerator
+from .fft import fast_len
 
 #: Metric columns used when ``metric`` is not given: every one that varies adds its evidence (its
 #: log-likelihood curve), so a weak power contrast is backed by utilisation, SM clock and memory activity.
@@ -206,7 +207,7 @@ def _metric_fit(s: np.ndarray, e: np.ndarray, series: list[tuple[np.ndarray, np.
     # --- all offsets at once: sums over samples of the shifted model via FFT --------------
     w_grid = np.bincount(q, minlength=m_len).astype(float)
     y_grid = np.bincount(q, weights=y_all, minlength=m_len)
-    nfft = _fast_len(m_len + n_lag)
+    nfft = fast_len(m_len + n_lag)
     fw, fy = np.fft.rfft(w_grid, nfft), np.fft.rfft(y_grid, nfft)
 
     def corr(f_obs: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -316,7 +317,7 @@ def _autocorr_time(r: np.ndarray) -> float:
     if n < 3:
         return 1.0
     r = r - r.mean()
-    f = np.fft.rfft(r, _fast_len(2 * n))
+    f = np.fft.rfft(r, fast_len(2 * n))
     ac = np.fft.irfft(f * np.conj(f))[:n]
     if ac[0] <= 0:
         return 1.0
@@ -324,16 +325,3 @@ def _autocorr_time(r: np.ndarray) -> float:
     neg = np.flatnonzero(rho <= 0)
     stop = int(neg[0]) if neg.size else rho.size
     return float(max(1.0, 1.0 + 2.0 * rho[:stop].sum()))
-
-
-def _fast_len(n: int) -> int:
-    """Smallest 2^a * 3^b >= n (fast for numpy's pocketfft)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p3 = 1
-    while p3 < best:
-        p2 = p3
-        while p2 < n:
-            p2 *= 2
-        best = min(best, p2)
-        p3 *= 3
-    return best
