@@ -254,6 +254,13 @@ class AgentsSummary:
     flags: list[str] = field(default_factory=list)
 
 
+UNITS = {
+    "energy_j": "joules", "duration_s": "seconds", "j_per_token": "joules per token",
+    "power_w": "watts", "t_first": "Unix seconds", "t_last": "Unix seconds", "tokens": "count",
+    "g_co2e": "grams CO2-equivalent", "kwh": "kilowatt-hours",
+}
+
+
 @dataclass
 class Report:
     run: dict[str, Any]  # id, name, path, status, tags, command, started_at, ended_at, exit_code
@@ -295,10 +302,3 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-UNITS = {
-    "energy_j": "joules", "duration_s": "seconds", "j_per_token": "joules per token",
-    "power_w": "watts", "t_first": "Unix seconds", "t_last": "Unix seconds", "tokens": "count",
-    "g_co2e": "grams CO2-equivalent", "kwh": "kilowatt-hours",
-}

@@ -73,7 +73,9 @@ def _md(text: str) -> str:
     return html.escape(str(text)).replace("|", "\\|").replace("`", "\\`").replace("\n", " ")
 
 
-def compare_text(name_a: str, name_b: str, sections: dict[str, list[Side]], markdown: bool = False) -> str:
+def compare_text(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]], markdown: bool = False) -> str:
+    """``wattprof compare`` as text (or Markdown): each section's metrics, A, B and B's change."""
+    name_a, name_b = run_title(a), run_title(b)
     out = []
     if markdown:
         out.append(f"## wattprof compare: {_md(name_a)} → {_md(name_b)}\n")
@@ -100,8 +102,12 @@ def compare_text(name_a: str, name_b: str, sections: dict[str, list[Side]], mark
     return "\n".join(out).rstrip() + "\n"
 
 
-def compare_json(name_a: str, name_b: str, sections: dict[str, list[Side]]) -> str:
-    return json.dumps({"a": name_a, "b": name_b,
+def compare_markdown(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
+    return compare_text(a, b, sections, markdown=True)
+
+
+def compare_json(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
+    return json.dumps({"a": a.name, "b": b.name,
                        "sections": {k: [asdict(r) for r in v] for k, v in sections.items()}}, indent=2) + "\n"
 
 
@@ -391,18 +397,3 @@ def compare_html(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) 
 NIGHTLY_RENDERERS = by_name("nightly")
 #: ``{name: renderer}`` of ``wattprof compare``: ``(summary_a, summary_b, sections) -> str``
 COMPARE_RENDERERS = by_name("compare")
-
-
-def render_compare_text(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
-    return compare_text(run_title(a), run_title(b), sections)
-
-
-def render_compare_markdown(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
-    return compare_text(run_title(a), run_title(b), sections, markdown=True)
-
-
-def render_compare_json(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
-    return compare_json(a.name, b.name, sections)
-
-
-render_compare_html = compare_html

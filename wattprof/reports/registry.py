@@ -108,4 +108,4 @@ for _name, _module, _fn in (
     register(Renderer(_name, "report", f"wattprof.reports.{_module}:{_fn}", _SUFFIXES[_name]))
 for _name in ("text", "markdown", "json", "html"):
     register(Renderer(_name, "nightly", f"wattprof.reports.nightly:nightly_{_name}", _SUFFIXES[_name]))
-    register(Renderer(_name, "compare", f"wattprof.reports.nightly:render_compare_{_name}", _SUFFIXES[_name]))
+    register(Renderer(_name, "compare", f"wattprof.reports.nightly:compare_{_name}", _SUFFIXES[_name]))

@@ -40,6 +40,7 @@ it, which is what energy attribution wants.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,30 +100,12 @@ def refine_offset(
     known to hold the true offset (``VllmBench.offset_bounds``). Uses
     ``metric`` or else the first of ``util_pct``, ``power_w`` that varies, on ``device`` or else
     all accelerator devices (each centred on its own mean). Pure: no I/O."""
-    if not (step_s > 0 and math.isfinite(step_s)):
-        raise ValueError(f"step_s must be a positive number, got {step_s!r}")
-    if not math.isfinite(coarse):
-        raise ValueError(f"coarse must be finite, got {coarse!r}")
-    if bounds is None:
-        if not (search_s > 0 and math.isfinite(search_s)):
-            raise ValueError(f"search_s must be a positive number, got {search_s!r}")
-        lo, hi = coarse - search_s, coarse + search_s
-    else:
-        lo, hi = float(bounds[0]), float(bounds[1])
-        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-            raise ValueError(f"bounds must be finite with lo < hi, got {bounds!r}")
+    lo, hi = _search_window(coarse, search_s, step_s, bounds)
 
     def keep_coarse(note: str, score: float = float("nan")) -> OffsetEstimate:
         return OffsetEstimate(float(coarse), float(coarse_uncertainty_s), "date", score, note)
 
-    # --- steps (source clock) -----------------------------------------------------------
-    for c in ("t_start", "t_end"):
-        if c not in steps.columns:
-            raise ValueError(f"steps lack column {c!r}")
-    s = steps["t_start"].to_numpy(dtype=float)
-    e = steps["t_end"].to_numpy(dtype=float)
-    ok = np.isfinite(s) & np.isfinite(e) & (e > s)
-    s, e = s[ok], e[ok]
+    s, e = _step_spans(steps)
     if s.size == 0:
         return keep_coarse("no steps with a positive duration")
 
@@ -143,6 +126,42 @@ def refine_offset(
         fits.append(fit)
     if not fits:
         return keep_coarse("no metric gives activity that the steps can explain")
+    return _judge(fits, offsets, lo, hi, h, bounds is not None, coarse_uncertainty_s, keep_coarse)
+
+
+def _search_window(coarse: float, search_s: float, step_s: float,
+                   bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """The offsets to scan, ``[lo, hi]``: ``bounds`` when given, else ``coarse +/- search_s``."""
+    if not (step_s > 0 and math.isfinite(step_s)):
+        raise ValueError(f"step_s must be a positive number, got {step_s!r}")
+    if not math.isfinite(coarse):
+        raise ValueError(f"coarse must be finite, got {coarse!r}")
+    if bounds is None:
+        if not (search_s > 0 and math.isfinite(search_s)):
+            raise ValueError(f"search_s must be a positive number, got {search_s!r}")
+        return coarse - search_s, coarse + search_s
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"bounds must be finite with lo < hi, got {bounds!r}")
+    return lo, hi
+
+
+def _step_spans(steps: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of the steps with a positive duration (source clock)."""
+    for c in ("t_start", "t_end"):
+        if c not in steps.columns:
+            raise ValueError(f"steps lack column {c!r}")
+    s = steps["t_start"].to_numpy(dtype=float)
+    e = steps["t_end"].to_numpy(dtype=float)
+    ok = np.isfinite(s) & np.isfinite(e) & (e > s)
+    return s[ok], e[ok]
+
+
+def _judge(fits: list[dict], offsets: np.ndarray, lo: float, hi: float, h: float, bounded: bool,
+           coarse_uncertainty_s: float, keep_coarse: Callable[..., OffsetEstimate]) -> OffsetEstimate:
+    """The combined evidence of every metric's fit: the best offset and its uncertainty, or the
+    coarse offset with the reason it was kept (see the module doc, "Fallback")."""
+    n_lag = len(offsets)
     loglik = np.sum([f["loglik"] for f in fits], axis=0)
     n_eff = float(sum(f["n_eff"] for f in fits))
     best = int(np.argmax(loglik))
@@ -164,7 +183,7 @@ def refine_offset(
         return keep_coarse(f"activity does not clearly match ({detail})", score)
     if best in (0, n_lag - 1):
         return keep_coarse(f"best offset is at the edge of the search range ({detail})", score)
-    if bounds is None and (region[0] == 0 or region[-1] == n_lag - 1):
+    if not bounded and (region[0] == 0 or region[-1] == n_lag - 1):
         # coarse +/- search_s is an arbitrary window: the peak may continue beyond it.
         return keep_coarse(f"likely offsets reach the edge of the search range; widen it ({detail})", score)
     if unc >= coarse_uncertainty_s:

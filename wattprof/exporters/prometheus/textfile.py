@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...analysis.integrate import finite
 from ...errors import InputError
 from ._client import PREFIX, RESERVED_LABELS, label_name, prometheus_core
 
@@ -36,27 +36,28 @@ def _extra_labels(report: Report, tags: Sequence[str], labels: Mapping[str, str]
     return out
 
 
-def _ok(x: float | None) -> bool:
-    return x is not None and math.isfinite(float(x))
-
-
 class ReportCollector:
-    """A prometheus_client collector exposing one report (see the module docstring)."""
+    """A prometheus_client collector exposing one report (see the package docstring)."""
 
     def __init__(self, report: Report, *, tags: Sequence[str] = (), labels: Mapping[str, str] | None = None) -> None:
         self.report = report
         self.extra = _extra_labels(report, tags, labels)
 
-    def collect(self) -> Iterator[Any]:
+    def _family(self, kind: str, name: str, doc: str, labels: Sequence[str] = ()) -> Any:
         core = prometheus_core()
-        r = self.report
-        run = str(r.run.get("name") or "run")
-        ek, ev = list(self.extra), list(self.extra.values())
+        cls = {"gauge": core.GaugeMetricFamily, "counter": core.CounterMetricFamily}[kind]
+        return cls(PREFIX + name, doc, labels=["run", *labels, *self.extra])
 
-        def fam(kind: str, name: str, doc: str, labels: Sequence[str] = ()) -> Any:
-            cls = {"gauge": core.GaugeMetricFamily, "counter": core.CounterMetricFamily}[kind]
-            return cls(PREFIX + name, doc, labels=["run", *labels, *ek])
+    def collect(self) -> Iterator[Any]:
+        yield from self._run_families()
+        yield from self._device_families()
+        yield from self._token_families()
+        yield from self._label_families()
+        yield from self._carbon_families()
 
+    def _run_families(self) -> Iterator[Any]:
+        r, fam = self.report, self._family
+        run, ev = str(r.run.get("name") or "run"), list(self.extra.values())
         info = fam("gauge", "run_info", "The run: id, status, energy boundary and source (value 1)",
                    ["id", "status", "boundary", "energy_source"])
         info.add_metric([run, str(r.run.get("id") or ""), str(r.run.get("status") or ""), r.boundary,
@@ -69,44 +70,59 @@ class ReportCollector:
         g = fam("gauge", "run_duration_seconds", "Duration covered by the run's samples (seconds)")
         g.add_metric([run, *ev], r.duration_s)
         yield g
-        end = r.run.get("ended_at")
-        if _ok(end):
+        if (end := finite(r.run.get("ended_at"))) is not None:
             g = fam("gauge", "run_end_timestamp_seconds", "When the run ended (Unix seconds)")
-            g.add_metric([run, *ev], float(end))
+            g.add_metric([run, *ev], end)
             yield g
+
+    def _device_families(self) -> Iterator[Any]:
+        r, fam = self.report, self._family
+        run, ev = str(r.run.get("name") or "run"), list(self.extra.values())
         c = fam("counter", "energy_joules", "Energy per device over the run (joules)", ["device", "source"])
         p = fam("gauge", "power_watts", "Mean power per device over the run (watts)", ["device"])
         for d in r.devices:
             if d.energy_source == "none":
                 continue
             c.add_metric([run, d.device, d.energy_source, *ev], d.energy_j)
-            if _ok(d.mean_power_w):
-                p.add_metric([run, d.device, *ev], float(d.mean_power_w))
+            if (w := finite(d.mean_power_w)) is not None:
+                p.add_metric([run, d.device, *ev], w)
         yield c
         yield p
-        if _ok(r.tokens):
+
+    def _token_families(self) -> Iterator[Any]:
+        r, fam = self.report, self._family
+        run, ev = str(r.run.get("name") or "run"), list(self.extra.values())
+        if (tokens := finite(r.tokens)) is not None:
             c = fam("counter", "tokens", "Tokens processed in the run")
-            c.add_metric([run, *ev], float(r.tokens))
+            c.add_metric([run, *ev], tokens)
             yield c
-        if _ok(r.j_per_token):
+        if (jpt := finite(r.j_per_token)) is not None:
             g = fam("gauge", "run_energy_per_token_joules", "Energy per token over the run's labelled steps (joules)")
-            g.add_metric([run, *ev], float(r.j_per_token))
+            g.add_metric([run, *ev], jpt)
             yield g
+
+    def _carbon_families(self) -> Iterator[Any]:
+        r, fam = self.report, self._family
+        run, ev = str(r.run.get("name") or "run"), list(self.extra.values())
+        if r.carbon is not None:
+            g = fam("gauge", "co2e_grams", f"CO2-equivalent of the run ({r.carbon.basis}, {r.carbon.location}, "
+                    f"PUE {r.carbon.pue:g}; grams)")
+            g.add_metric([run, *ev], r.carbon.g_co2e)
+            yield g
+
+    def _label_families(self) -> Iterator[Any]:
+        r, fam = self.report, self._family
+        run, ev = str(r.run.get("name") or "run"), list(self.extra.values())
         le = fam("gauge", "label_energy_joules", "Energy per step label, between-step time included (joules)",
                  ["label"])
         lt = fam("gauge", "energy_per_token_joules", "Energy per token per step label (joules)", ["label"])
         for label, lr in r.by_label.items():
             if lr.energy_j is not None:
                 le.add_metric([run, label, *ev], lr.energy_j)
-            if _ok(lr.j_per_token):
-                lt.add_metric([run, label, *ev], float(lr.j_per_token))
+            if (jpt := finite(lr.j_per_token)) is not None:
+                lt.add_metric([run, label, *ev], jpt)
         yield le
         yield lt
-        if r.carbon is not None:
-            g = fam("gauge", "co2e_grams", f"CO2-equivalent of the run ({r.carbon.basis}, {r.carbon.location}, "
-                    f"PUE {r.carbon.pue:g}; grams)")
-            g.add_metric([run, *ev], r.carbon.g_co2e)
-            yield g
 
 
 def render_textfile(report: Report, *, tags: Sequence[str] = (), labels: Mapping[str, str] | None = None) -> str:
