@@ -209,17 +209,7 @@ def _metric_fit(s: np.ndarray, e: np.ndarray, series: list[tuple[np.ndarray, np.
     tau0 = float(t_all.min()) - hi - (kernel.size + 1) * h
     q = np.rint((t_all - lo - tau0) / h).astype(np.int64)  # source index at offset j: q - j
     m_len = int(q.max()) + 1
-    # Activity on the source grid tau0 + m*h: in-flight count by a difference array.
-    i0 = np.clip(np.ceil((s - tau0) / h).astype(np.int64), 0, m_len)
-    i1 = np.clip(np.ceil((e - tau0) / h).astype(np.int64), 0, m_len)
-    diff = np.zeros(m_len + 1)
-    np.add.at(diff, i0, 1.0)
-    np.add.at(diff, i1, -1.0)
-    inflight = np.cumsum(diff)[:m_len]
-    active = (inflight > 0.5).astype(float)
-    regs = [active] if inflight.max() <= 1.5 else [active, inflight]
-    xs = [np.convolve(r, kernel)[:m_len] for r in regs]
-    xs = [x - x.mean() for x in xs]
+    xs = _activity(s, e, tau0, h, m_len, kernel)
     if all(np.ptp(x) == 0 for x in xs):
         return "steps give no activity change inside the searched range"
 
@@ -260,17 +250,38 @@ def _metric_fit(s: np.ndarray, e: np.ndarray, series: list[tuple[np.ndarray, np.
     if r2[best] <= 0:
         return "steps and samples do not overlap at any searched offset"
 
-    # --- effective sample size from the residuals at the best offset ---------------------
-    design = np.column_stack([np.ones_like(y_all)] + [x[q - best] for x in xs])
-    coef, *_ = np.linalg.lstsq(design, y_all, rcond=None)
-    resid = y_all - design @ coef
-    n_eff, start = 0.0, 0
-    for t, _ in series:
-        n = t.size
-        n_eff += n / _autocorr_time(resid[start:start + n])
-        start += n
+    n_eff = _effective_n(y_all, [x[q - best] for x in xs], [t.size for t, _ in series])
     loglik = -0.5 * n_eff * np.log1p(-r2)
     return {"name": name, "r2": r2, "loglik": loglik, "n_eff": n_eff, "period": period, "sample_dt": sample_dt}
+
+
+def _activity(s: np.ndarray, e: np.ndarray, tau0: float, h: float, m_len: int,
+              kernel: np.ndarray) -> list[np.ndarray]:
+    """What the metric should show, on the source grid ``tau0 + m*h``: steps active (and how many
+    are in flight, when they overlap), filtered by ``kernel``, each centred on its mean."""
+    i0 = np.clip(np.ceil((s - tau0) / h).astype(np.int64), 0, m_len)
+    i1 = np.clip(np.ceil((e - tau0) / h).astype(np.int64), 0, m_len)
+    diff = np.zeros(m_len + 1)  # in-flight count by a difference array
+    np.add.at(diff, i0, 1.0)
+    np.add.at(diff, i1, -1.0)
+    inflight = np.cumsum(diff)[:m_len]
+    active = (inflight > 0.5).astype(float)
+    regs = [active] if inflight.max() <= 1.5 else [active, inflight]
+    xs = [np.convolve(r, kernel)[:m_len] for r in regs]
+    return [x - x.mean() for x in xs]
+
+
+def _effective_n(y: np.ndarray, regressors: list[np.ndarray], sizes: list[int]) -> float:
+    """Effectively independent samples: each device's count over the integrated autocorrelation
+    time of the residuals of ``y`` regressed on ``regressors`` (the model at the best offset)."""
+    design = np.column_stack([np.ones_like(y), *regressors])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    resid = y - design @ coef
+    n_eff, start = 0.0, 0
+    for n in sizes:
+        n_eff += n / _autocorr_time(resid[start:start + n])
+        start += n
+    return n_eff
 
 
 def _select_all(samples: pd.DataFrame, device: str | None,
