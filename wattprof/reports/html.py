@@ -11,6 +11,17 @@ import html
 from collections.abc import Iterable, Sequence
 
 from . import figures
+from .agents_view import (
+    CALL_HEADERS,
+    MODEL_HEADERS,
+    TASK_HEADERS,
+    call_rows,
+    model_rows,
+    serving_lines,
+    summary_lines,
+    task_rows,
+    task_title,
+)
 from .format import (
     column,
     energy_unit,
@@ -306,11 +317,23 @@ def _notes(r: Report) -> str:
     return f'<section><h2>Notes</h2><ul class="note">{items}</ul></section>' if items else ""
 
 
+def _agents(r: Report) -> str:
+    serving = ("<section><h2>Serving engines</h2><ul>" + "".join(f"<li>{esc(x)}</li>" for x in serving_lines(r))
+               + "</ul></section>") if r.serving else ""
+    if not r.tasks:
+        return serving
+    items = "".join(f"<li>{esc(x)}</li>" for x in summary_lines(r))
+    calls = (f"<h3>Costliest model calls</h3>{table(CALL_HEADERS, call_rows(r), num=(2, 3, 4))}"
+             if call_rows(r) else "")
+    models = (f"<section><h2>Energy per model</h2>{table(MODEL_HEADERS, model_rows(r), num=range(1, 7))}</section>"
+              if r.by_model else "")
+    return (f"{serving}<section><h2>{esc(task_title(r))}</h2>{table(TASK_HEADERS, task_rows(r), num=range(1, 11))}"
+            f'<ul class="note">{items}</ul>{calls}</section>{models}')
+
+
 def render(r: Report) -> str:
     name = r.run.get("name")
-    from .agents_view import html_section
-
-    body = "".join([_header(r), _cards(r), _timeline(r), _labels(r), _inference(r), html_section(r), _bottlenecks(r),
+    body = "".join([_header(r), _cards(r), _timeline(r), _labels(r), _inference(r), _agents(r), _bottlenecks(r),
                     _wasted(r), _carbon(r), _devices(r), _notes(r)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

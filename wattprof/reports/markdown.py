@@ -9,6 +9,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from .agents_view import (
+    CALL_HEADERS,
+    MODEL_HEADERS,
+    TASK_HEADERS,
+    call_rows,
+    model_rows,
+    serving_lines,
+    summary_lines,
+    task_rows,
+    task_title,
+)
 from .format import (
     evidence_items,
     fmt_co2,
@@ -161,12 +172,23 @@ def _notes(r: Report) -> list[str]:
     return ["## Notes", "", *lines] if lines else []
 
 
+def _agents(r: Report) -> list[str]:
+    out = (["## Serving engines", ""] + [f"- {escape(x)}" for x in serving_lines(r)] + [""]) if r.serving else []
+    if not r.tasks:
+        return out[:-1]
+    out += [f"## {task_title(r)}", "", *table(TASK_HEADERS, task_rows(r), right=range(1, 11)), ""]
+    out += [f"- {escape(x)}" for x in summary_lines(r)]
+    if call_rows(r):
+        out += ["", "Costliest model calls:", "", *table(CALL_HEADERS, call_rows(r), right=(2, 3, 4))]
+    if r.by_model:
+        out += ["", "## Energy per model", "", *table(MODEL_HEADERS, model_rows(r), right=range(1, 7))]
+    return out
+
+
 def render(r: Report) -> str:
     est = " **ESTIMATE**" if r.estimated else ""
     head = [f"# wattprof report: {escape(r.run.get('name'))}", "",
             f"**{escape(fmt_j(r.energy_j))}**{est}, boundary: {escape(r.boundary)}, source: {escape(_source(r))}."]
-    from .agents_view import markdown_lines
-
-    parts = [head, _summary(r), _devices(r), _labels(r) if r.by_label else [], _inference(r), markdown_lines(r),
+    parts = [head, _summary(r), _devices(r), _labels(r) if r.by_label else [], _inference(r), _agents(r),
              _bottlenecks(r), _wasted(r), _carbon(r), _notes(r)]
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"

@@ -15,6 +15,17 @@ import os
 import sys
 import textwrap
 
+from .agents_view import (
+    CALL_HEADERS,
+    MODEL_HEADERS,
+    TASK_HEADERS,
+    call_rows,
+    model_rows,
+    serving_lines,
+    summary_lines,
+    task_rows,
+    task_title,
+)
 from .format import (
     carbon_summary,
     column,
@@ -128,9 +139,7 @@ def render(r: Report, width: int | None = None) -> str:
     out.append("")
     out += _node_lines(r, w) + unlabelled_lines(r, w) + _host_lines(r, w)
     out += _bottleneck_lines(r, w) + _wasted_lines(r, w) + _carbon_lines(r, w)
-    from .agents_view import text_lines
-
-    out += text_lines(r) + _notes_lines(r, w)
+    out += _agents_lines(r) + _notes_lines(r, w)
     return "\n".join(out) + "\n"
 
 
@@ -254,4 +263,20 @@ def _carbon_lines(r: Report, width: int = DEFAULT_WIDTH) -> list[str]:
                 f"PUE {c.pue:g} ({c.pue_source}); {c.facility_kwh:.4g} kWh at the facility", width, "  ", "    ")
     if labels:
         out += wrap(f"by label: {labels}", width, "  ", "    ")
+    return out
+
+
+def _agents_lines(r: Report) -> list[str]:
+    """Serving engines' token counters; agent tasks, their costliest calls, energy per model."""
+    out = ["", "Serving engines (token counters)"] + ["  " + x for x in serving_lines(r)] if r.serving else []
+    if not r.tasks:
+        return out
+    out += ["", task_title(r)]
+    out += ["  " + x for x in layout_table(TASK_HEADERS, task_rows(r))]
+    out += ["  " + x for x in summary_lines(r)]
+    if call_rows(r):
+        out += ["  Costliest model calls:"] + ["    " + x for x in layout_table(CALL_HEADERS, call_rows(r))]
+    if r.by_model:
+        out += ["", "Energy per model (concurrency shares of the GPU energy)"]
+        out += ["  " + x for x in layout_table(MODEL_HEADERS, model_rows(r))]
     return out
