@@ -52,15 +52,26 @@ def latest_power(row: Mapping[str, Any]) -> tuple[float, str] | None:
     return None
 
 
+def counter_increment(prev_j: float, cur_j: float) -> float:
+    """One increment of a cumulative energy counter; one that went backwards (a reset) counts 0."""
+    return max(0.0, cur_j - prev_j)
+
+
+def trapezoid(t0: float, p0: float, t1: float, p1: float) -> float:
+    """Energy (J) between two power readings: the trapezoid."""
+    return (t1 - t0) * (p0 + p1) / 2.0
+
+
 def counter_increments(counter_j: np.ndarray) -> tuple[np.ndarray, int]:
-    """Increments of a cumulative energy counter and how many went backwards (counted as 0)."""
+    """Increments of a cumulative energy counter and how many went backwards (counted as 0, as
+    :func:`counter_increment` does one at a time)."""
     d = np.diff(np.asarray(counter_j, dtype=float))
     back = int((d < 0).sum())
     return (np.clip(d, 0, None) if back else d), back
 
 
 def trapezoids(t: np.ndarray, power_w: np.ndarray) -> np.ndarray:
-    """Energy (J) of each interval between successive readings: trapezoids of power."""
+    """Energy (J) of each interval between successive readings (:func:`trapezoid`, for arrays)."""
     t = np.asarray(t, dtype=float)
     p = np.asarray(power_w, dtype=float)
     return np.diff(t) * (p[1:] + p[:-1]) / 2.0
@@ -114,7 +125,7 @@ class EnergyAccumulator:
             d.power_w = power
         if counter is not None:
             if d.last_counter is not None:
-                d.energy_j += float(counter_increments(np.array([d.last_counter, counter]))[0][0])
+                d.energy_j += counter_increment(d.last_counter, counter)
                 d.intervals += 1
             d.last_counter = counter
             d.source = "counter"
@@ -122,7 +133,7 @@ class EnergyAccumulator:
             # a counter device missing one counter reading integrates nothing: its next increment
             # covers the whole span (adding power too would count that time twice)
             if d.last_power is not None and d.last_t is not None:
-                d.energy_j += float(trapezoids(np.array([d.last_t, t]), np.array([d.last_power, power]))[0])
+                d.energy_j += trapezoid(d.last_t, d.last_power, t, power)
                 d.intervals += 1
             d.source = psource or d.source
         d.last_power = power
