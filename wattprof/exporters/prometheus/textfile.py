@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,15 +146,15 @@ def write_textfile(report: Report, path: str | os.PathLike[str], *, tags: Sequen
         log.warning("%s: node_exporter's textfile collector reads only *.prom files", target)
     if not target.parent.is_dir():
         raise InputError(f"{target.parent}: no such directory")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     try:
+        # mode 0666 through the kernel's umask: readable by node_exporter like any file the user
+        # writes, without an os.umask round trip (that would set a umask of 0 for every thread)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # readable by node_exporter like any file the user writes
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
