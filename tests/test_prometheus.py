@@ -95,6 +95,21 @@ def test_textfile_parses_and_carries_the_reports_values(report, tmp_path):
     assert os.stat(path).st_mode & 0o444
 
 
+def test_textfile_gets_the_umask_without_changing_it_for_other_threads(report, tmp_path, monkeypatch):
+    old = os.umask(0o027)
+    try:
+        def no_umask_round_trip(mask):  # a round trip sets umask 0 for every thread meanwhile
+            raise AssertionError(f"os.umask({mask:o}) called while writing the textfile")
+
+        monkeypatch.setattr(os, "umask", no_umask_round_trip)
+        path = write_textfile(report, tmp_path / "wattprof.prom")
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "wattprof.prom"]
+
+
 def test_textfile_replaces_the_previous_one_and_checks_labels(report, tmp_path):
     path = tmp_path / "wattprof.prom"
     path.write_text("old content\n")

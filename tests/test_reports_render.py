@@ -26,8 +26,10 @@ from PIL import Image
 
 from wattprof.analysis.carbon import resolve_intensity
 from wattprof.reports import RENDERERS, figures
+from wattprof.reports import format as fmt
 from wattprof.reports import html as html_mod
 from wattprof.reports import markdown as md
+from wattprof.reports import tables as tables_mod
 from wattprof.reports import text as text_mod
 from wattprof.reports.build import build_report
 from wattprof.reports.model import Report
@@ -98,7 +100,7 @@ def table_with(tables: list[list[list[str]]], header: list[str]) -> list[list[st
 
 def label_header(report: Report) -> list[str]:
     """The label table's header: each column's unit in its name (chosen from the column's values)."""
-    return [h.replace("\n", " ") for h in text_mod.label_table(report, idle=True, bottleneck=True)[0]]
+    return [h.replace("\n", " ") for h in tables_mod.label_table(report, idle=True, bottleneck=True)[0]]
 
 
 def number(cell: str, unit_header: str) -> float:
@@ -117,8 +119,8 @@ def test_markdown_tables_parse_and_carry_the_numbers(report: Report) -> None:
     assert header[8].startswith("energy (") and header[8].endswith("J/step)")
     assert header[9].endswith("J/token)") and header[10] == "power (W)"
     rows = table_with(tables, header)[1:]
-    assert [r[0] for r in rows] == [md.escape(x) for x in LABELS] + [md.escape(text_mod.UNLABELLED_ROW),
-                                                                      md.escape(text_mod.IDLE_ROW)]
+    assert [r[0] for r in rows] == [md.escape(x) for x in LABELS] + [md.escape(tables_mod.UNLABELLED_ROW),
+                                                                      md.escape(tables_mod.IDLE_ROW)]
     for row in rows[:-2]:
         lr = by_label[row[0]]
         assert number(row[1], header[1]) == pytest.approx(lr.energy_j, rel=5e-3)
@@ -126,13 +128,13 @@ def test_markdown_tables_parse_and_carry_the_numbers(report: Report) -> None:
         assert number(row[8], header[8]) == pytest.approx(lr.energy_j / lr.steps, rel=5e-3)
         if lr.j_per_token is not None:
             assert number(row[9], header[9]) == pytest.approx(lr.j_per_token, rel=1e-2)
-        assert row[11] == text_mod.verdict_text(lr.bottleneck)
+        assert row[11] == fmt.verdict_text(lr.bottleneck)
     assert number(rows[-2][1], header[1]) == pytest.approx(report.unlabelled.energy_j, rel=5e-3)
     assert number(rows[-1][1], header[1]) == pytest.approx(report.idle.energy_j, rel=5e-3)
     decode = next(r for r in rows if r[0] == "decode")
     assert decode[11] == "compute-bound + power-capped"
     summary = dict((r[0], r[1]) for r in table_with(tables, ["", "value"])[1:])
-    assert summary["Energy"] == text_mod.fmt_j(report.energy_j)
+    assert summary["Energy"] == fmt.fmt_j(report.energy_j)
     assert summary["Boundary"] == "GPU only (1 device)"
     assert summary["Energy source"].startswith("counter (hardware energy counter)")
     assert summary["Tokens"] == "6,344,768"
@@ -153,7 +155,7 @@ def test_markdown_co2_section_or_its_note(report: Report) -> None:
     assert rows["Location"] == md.escape(c.location)
     assert f"{c.intensity_g_per_kwh:.1f} g CO2e/kWh" in rows["Grid intensity"] and "year 2023" in rows["Grid intensity"]
     assert rows["PUE"] == md.escape(f"{c.pue:g} ({c.pue_source})")
-    assert rows["Per million tokens"] == text_mod.fmt_co2(c.g_co2e_per_million_tokens)
+    assert rows["Per million tokens"] == fmt.fmt_co2(c.g_co2e_per_million_tokens)
     assert "EPA" in rows["Car equivalent"] and "location-based" in rows["CO2e"]
     per_label = table_with(md_tables(out), ["label", "CO2e", "share"])
     assert len(per_label) == 1 + len(LABELS)
@@ -215,12 +217,13 @@ def test_text_report_shows_wasted_energy_suggestions_and_co2(report: Report) -> 
     out = text_mod.render(report)
     w = report.wasted
     assert w is not None
-    assert f"Wasted energy (accelerators waiting): {text_mod.fmt_j(w.total_j)} = {100 * w.share:.1f}%" in out
+    assert f"Wasted energy (accelerators waiting): {fmt.fmt_j(w.total_j)} = {100 * w.share:.1f}%" in out
     flat = " ".join(out.split())  # suggestions are wrapped to the width, never cut
     for lr in report.by_label.values():
-        b = lr.bottleneck or {}
-        assert text_mod.suggestion_text(b) in flat
-        assert " ".join(b["suggestion"].split()[-6:]) in flat
+        b = lr.bottleneck
+        assert b is not None
+        assert fmt.suggestion_text(b) in flat
+        assert " ".join(b.suggestion.split()[-6:]) in flat
     assert max(len(x) for x in out.splitlines()) <= text_mod.terminal_width()
     assert "CO2 (location-based): 2.02 g CO2e" in out
     assert "USA/virginia (aws:us-east-1)" in out and "PUE 1.15" in out
@@ -314,11 +317,11 @@ def test_html_says_energy_boundary_source_bottlenecks_and_co2(report: Report) ->
     page = html_mod.render(report)
     text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
     assert "Boundary: GPU only (1 device) · Energy source: counter (hardware energy counter), measured" in text
-    assert text_mod.fmt_j(report.energy_j) in text and "3.37 mJ/token" in text
+    assert fmt.fmt_j(report.energy_j) in text and "3.37 mJ/token" in text
     cells = _TagText.collect(page, "td")
     for lr in report.by_label.values():
         assert lr.label in cells
-        assert text_mod.suggestion_text(lr.bottleneck or {}) in cells
+        assert fmt.suggestion_text(lr.bottleneck) in cells
     assert "USA/virginia (aws:us-east-1)" in cells
     assert any("AWS-reported" in c for c in cells) and any("EPA-420-F-23-014" in c for c in cells)
     assert any("NVIDIA H100 80GB HBM3" in c for c in cells)
@@ -361,7 +364,7 @@ def test_chromium_renders_the_report_without_errors_or_network(hostile_page: Pag
     assert others == [], "the page asked the network"
     assert len(hostile_page.images) == 3 and all(w > 500 for w in hostile_page.images), hostile_page.images
     for needle in ("Power over time", "Energy by label", "Bottlenecks", "Wasted energy", "CO2", "Devices",
-                   "Boundary:", "GPU only (1 device)", "Energy source:", text_mod.fmt_j(hostile.energy_j)):
+                   "Boundary:", "GPU only (1 device)", "Energy source:", fmt.fmt_j(hostile.energy_j)):
         assert needle in hostile_page.text, needle
 
 
@@ -427,12 +430,12 @@ def test_inference_self_check_and_import_flags_in_every_format(serve: Report) ->
     lr = serve.by_label["serve"]
     gpu = serve.devices[0]
     assert lr.output_tokens and gpu.self_check
-    check = text_mod.self_check_text(gpu) or ""
+    check = fmt.self_check_text(gpu) or ""
     assert check.startswith("self-check gpu:0: counter") and "instant power" in check and "%" in check
-    headers, _ = text_mod.inference_table(serve, steady=True)
+    headers, _ = tables_mod.inference_table(serve, steady=True)
     headers = [h.replace("\n", " ") for h in headers]
     assert headers[4] == "energy (J/output token)" and headers[5] == "energy (J/request)"
-    row = ["serve", str(lr.steps), text_mod.fmt_num(lr.prompt_tokens, "", 0), text_mod.fmt_num(lr.output_tokens, "", 0),
+    row = ["serve", str(lr.steps), fmt.fmt_num(lr.prompt_tokens, "", 0), fmt.fmt_num(lr.output_tokens, "", 0),
            f"{lr.j_per_output_token:.2f}", f"{lr.j_per_request:.1f}", lr.steady_state_note]
     assert table_with(md_tables(md.render(serve)), headers)[1:] == [[md.escape(c) for c in row]]
     page = html_mod.render(serve)

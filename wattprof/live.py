@@ -11,8 +11,9 @@ builds one from a :class:`~wattprof.recorder.Recorder`'s :class:`~wattprof.recor
 (last reading per device) plus the steps that the profiled processes write into the run
 directory (``steps-*.jsonl``, tailed incrementally: only new complete lines are read).
 
-Energy so far, live: from each device's energy counter (latest minus first reading), else power
-integrated between refreshes (trapezoids, about 1 s apart: a display, not the report's figure).
+Energy so far, live: from each device's energy counter (its increments since the first reading),
+else power integrated between refreshes (trapezoids, about 1 s apart: a display, not the report's
+figure), by :class:`wattprof.analysis.integrate.EnergyAccumulator` (the Prometheus endpoint's too).
 The boundary is the report's: measured accelerators, else the host.
 
 :func:`energy_so_far` reads a run directory instead (what another process is recording: samples
@@ -30,14 +31,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
-from .reports.text import fmt_j
+from .analysis.integrate import EnergyAccumulator, latest_power
+from .reports.format import fmt_j, fmt_jpt
 
 if TYPE_CHECKING:
     from .recorder import Recorder
 
-POWER_COLUMNS = ("power_w", "power_avg_w", "power_est_w")
 #: Steps per second are counted over this window (seconds).
 RATE_WINDOW_S = 5.0
 #: Devices shown one by one; more are summed ("8 GPUs 2.41 kW").
@@ -118,39 +119,13 @@ class RecorderStats:
         self.tail = StepTail(run_dir if run_dir is not None else recorder.writer.path)
         self.clock = clock or recorder.clock.monotonic
         self.t0 = self.clock()
-        self._first_counter: dict[str, float] = {}
-        self._integrated: dict[str, float] = {}
-        self._prev_power: dict[str, tuple[float, float]] = {}
-        self._last_t: dict[str, float] = {}
-
-    def _update_energy(self, last: dict[str, dict[str, Any]]) -> dict[str, float]:
-        """Energy so far per device (J)."""
-        out: dict[str, float] = {}
-        for dev, row in last.items():
-            e = row.get("energy_j")
-            if e is not None and e == e:
-                first = self._first_counter.setdefault(dev, float(e))
-                out[dev] = float(e) - first
-                continue
-            p = next((row.get(c) for c in POWER_COLUMNS if row.get(c) is not None), None)
-            t = row.get("t")
-            if p is None or t is None:
-                continue
-            prev = self._prev_power.get(dev)
-            if prev is not None and t > prev[0]:
-                self._integrated[dev] = self._integrated.get(dev, 0.0) + (t - prev[0]) * (p + prev[1]) / 2.0
-            if prev is None or t > prev[0]:
-                self._prev_power[dev] = (float(t), float(p))
-            if dev in self._integrated:
-                out[dev] = self._integrated[dev]
-        return out
+        self.energy = EnergyAccumulator()
 
     def __call__(self) -> LiveSnapshot:
         last = dict(self.recorder.stats.last)  # one C-level copy: the recorder thread may add devices
-        energy = self._update_energy(last)
-        power = {dev: float(v) for dev, row in sorted(last.items())
-                 for v in [next((row.get(c) for c in POWER_COLUMNS if row.get(c) is not None), None)]
-                 if v is not None and v == v}
+        self.energy.observe(last)
+        energy = {dev: d.energy_j for dev, d in self.energy.state().items() if d.known}
+        power = {dev: p[0] for dev, row in sorted(last.items()) if (p := latest_power(row)) is not None}
         accel = [d for d in power if _is_accel(d)] or [d for d in energy if _is_accel(d)]
         boundary = accel or list(power) or list(energy)
         steps, tokens = self.tail.poll()
@@ -170,8 +145,6 @@ class RecorderStats:
 # ---- rendering -------------------------------------------------------------------------------
 
 
-
-
 def fmt_power(w: float) -> str:
     return f"{w / 1e3:.2f} kW" if abs(w) >= 1e4 else f"{w:.0f} W"
 
@@ -182,9 +155,7 @@ def fmt_elapsed(s: float) -> str:
 
 
 def fmt_j_per_token(v: float | None) -> str:
-    if v is None:
-        return "- J/token"
-    return f"{v * 1e3:.3g} mJ/token" if abs(v) < 1 else f"{v:.3g} J/token"
+    return "- J/token" if v is None else fmt_jpt(v)
 
 
 def render(snap: LiveSnapshot, steps_per_s: float | None) -> str:

@@ -18,7 +18,6 @@ EXIT_USAGE = 2
 EXIT_WATTPROF_FAILED = 125
 
 #: Formats of ``report``, ``compare`` and ``nightly`` (``--format``).
-REPORT_FORMATS = ("text", "json", "markdown", "html")
 
 
 class _State:
@@ -69,16 +68,10 @@ def kv(pairs: tuple[str, ...], what: str) -> dict[str, str]:
 
 
 def format_for(fmt: str | None, output: str | None) -> str:
-    """The report format: ``--format``, else from ``-o``'s extension, else text."""
-    if fmt:
-        return fmt
-    ext = Path(output).suffix.lower().lstrip(".") if output else ""
-    known = {"md": "markdown", "markdown": "markdown", "html": "html", "htm": "html", "json": "json",
-             "txt": "text", "text": "text", "": "text"}
-    if ext not in known:
-        raise InputError(f"-o {output}: no report format writes .{ext} files; use .txt, .md, .html or .json, "
-                         "or pass --format")
-    return known[ext]
+    """The report format: ``--format``, else from ``-o``'s extension (the renderer registry), else text."""
+    from ..reports.registry import format_for_path
+
+    return fmt or format_for_path(output)
 
 
 def emit(text: str, output: str | None) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ._common import REPORT_FORMATS, carbon_context, carbon_options, emit, format_for, guard, print_report
+from ..reports.registry import names as format_names
+from ._common import carbon_context, carbon_options, emit, format_for, guard, print_report
 
 EXIT_REGRESSION = 1
 EXIT_NOTHING = 3
@@ -16,7 +17,7 @@ EXIT_NOTHING = 3
 
 @click.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "-f", "fmt", type=click.Choice(REPORT_FORMATS), default=None,
+@click.option("--format", "-f", "fmt", type=click.Choice(format_names("report")), default=None,
               help="Output format (default: from -o's extension, else text).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @carbon_options
@@ -40,7 +41,7 @@ def report(run_dir: str, fmt: str | None, output: str | None, region: str | None
 @click.command()
 @click.argument("run_a", type=click.Path())
 @click.argument("run_b", type=click.Path())
-@click.option("--format", "-f", "fmt", type=click.Choice(REPORT_FORMATS), default=None,
+@click.option("--format", "-f", "fmt", type=click.Choice(format_names("compare")), default=None,
               help="Output format (default: from -o's extension, else text).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @carbon_options
@@ -70,13 +71,7 @@ def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region:
         gb = co2_g(b.energy_j, ctx) if b.energy_j is not None else None
         change = 100 * (gb / ga - 1) if ga and gb is not None else None
         sections["totals"].append(nightly.Side("co2e_g", ga, gb, change))
-    if f == "json":
-        text = render.compare_json(a.name, b.name, sections)
-    elif f == "html":
-        text = render.compare_html(a, b, sections)
-    else:
-        text = render.compare_text(render.run_title(a), render.run_title(b), sections, markdown=f == "markdown")
-    emit(text, output)
+    emit(render.COMPARE_RENDERERS[f](a, b, sections), output)
 
 
 @click.command()
@@ -93,7 +88,7 @@ def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region:
               default="j_per_token", show_default=True, help="j_per_task: mean energy per agent task (docs/agents.md).")
 @click.option("--label", help="Judge one label's metric instead of the run's.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="report.html | .md | .json (else text).")
-@click.option("--format", "-f", "fmt", type=click.Choice(REPORT_FORMATS), default=None)
+@click.option("--format", "-f", "fmt", type=click.Choice(format_names("nightly")), default=None)
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 when any benchmark regressed.")
 @guard
 def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, threshold: float, metric: str,

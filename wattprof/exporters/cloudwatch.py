@@ -35,6 +35,7 @@ instance. ``device_dimension="full"`` keeps the run's device ids.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -286,7 +287,7 @@ def export_cloudwatch(report: Report, *, namespace: str = DEFAULT_NAMESPACE, dim
 
     for i, chunk in enumerate(chunks):
         try:
-            retry.call(lambda chunk=chunk: client.put_metric_data(Namespace=namespace, MetricData=chunk))
+            retry.call(functools.partial(client.put_metric_data, Namespace=namespace, MetricData=chunk))
         except (ClientError, BotoCoreError) as e:
             why = (f"{error_text(e)}{' (throttled: retries exhausted)' if is_throttle(e) else ''}"
                    if isinstance(e, ClientError) else f"{type(e).__name__}: {e}")

@@ -5,9 +5,10 @@ malformed input raises :class:`wattprof.errors.InputError` naming the file, line
 """
 
 import math as _math
+from typing import TypeGuard
 
 
-def finite_number(v: object) -> bool:
+def finite_number(v: object) -> TypeGuard[int | float]:
     """A JSON number that is finite as a float (booleans, and integers too large for a float, are not)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return False

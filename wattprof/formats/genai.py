@@ -82,42 +82,11 @@ def _count(attrs: dict[str, Any], keys: tuple[str, ...], problems: Counter) -> f
 
 def map_spans(spans: Iterable[Span]) -> Mapped:
     problems: Counter[str] = Counter()
-    by_id: dict[tuple[str, str], Span] = {}
-    for s in spans:
-        if not (s.t_end >= s.t_start):
-            problems["span ends before it starts: skipped"] += 1
-            continue
-        key = (s.trace_id, s.span_id)
-        if key in by_id:
-            problems["duplicate span id (exported twice?): counted once"] += 1
-            continue
-        by_id[key] = s
-
-    def parent(s: Span) -> Span | None:
-        return by_id.get((s.trace_id, s.parent_id)) if s.parent_id else None
-
-    def ancestors(s: Span) -> Iterable[Span]:
-        seen = {s.span_id}
-        p = parent(s)
-        while p is not None and p.span_id not in seen:  # a parent cycle in bad input ends here
-            seen.add(p.span_id)
-            yield p
-            p = parent(p)
-
-    # trace roots and bounds (task fallback)
-    trace_bounds: dict[str, list[float]] = {}
-    roots: dict[str, Span] = {}
-    for s in by_id.values():
-        b = trace_bounds.setdefault(s.trace_id, [s.t_start, s.t_end])
-        b[0], b[1] = min(b[0], s.t_start), max(b[1], s.t_end)
-        if parent(s) is None:
-            r = roots.get(s.trace_id)
-            if r is None or s.t_start < r.t_start:
-                roots[s.trace_id] = s
+    tree = _Tree(spans, problems)
     steps: list[dict[str, Any]] = []
     tasks: set[str] = set()
     no_tokens = 0
-    for s in sorted(by_id.values(), key=lambda x: (x.t_start, x.t_end)):
+    for s in sorted(tree.by_id.values(), key=lambda x: (x.t_start, x.t_end)):
         op = _op(s)
         model = _is_model_call(s)
         tool = op == TOOL_OPERATION
@@ -126,44 +95,86 @@ def map_spans(spans: Iterable[Span]) -> Mapped:
             continue
         if not (model or tool):
             continue
-        anc = list(ancestors(s))
+        anc = list(tree.ancestors(s))
         if model and any(_is_model_call(a) for a in anc):
             problems["model call nested in another model call: counted once, as the outer call"] += 1
             continue
-        agents = [a for a in anc if _op(a) == AGENT_OPERATION]
-        if agents:
-            t = agents[-1]  # outermost agent
-            task_id = f"{t.trace_id}/{t.span_id}"
-            task_name = str(t.attributes.get("gen_ai.agent.name") or t.name or "agent")
-            t0, t1 = t.t_start, t.t_end
-        else:
-            root = roots.get(s.trace_id)
-            task_id = s.trace_id
-            task_name = root.name if root is not None and root.name else "trace"
-            t0, t1 = trace_bounds[s.trace_id]
-            if root is not None:
-                t0, t1 = min(root.t_start, t0), max(root.t_end, t1)
+        task_id, task_name, t0, t1 = tree.task_of(s, anc)
         tasks.add(task_id)
         row: dict[str, Any] = {"t_start": s.t_start, "t_end": s.t_end, "task_id": task_id, "task_name": task_name,
                                "task_start": t0, "task_end": t1, "trace_id": s.trace_id, "span_id": s.span_id,
                                "operation": op or "llm_request"}
-        if model:
-            m = next((str(s.attributes[k]) for k in MODEL_KEYS if s.attributes.get(k)), UNKNOWN_MODEL)
-            pin = _count(s.attributes, INPUT_KEYS, problems)
-            pout = _count(s.attributes, OUTPUT_KEYS, problems)
-            if pin is None and pout is None:
-                no_tokens += 1
-            row.update(call="llm", label=m, model=m, tokens=pout, prompt_tokens=pin, output_tokens=pout)
-            ttft = next((s.attributes[k] for k in TTFT_KEYS if k in s.attributes), None)
-            if isinstance(ttft, (int, float)) and not isinstance(ttft, bool) and 0 <= ttft <= s.t_end - s.t_start:
-                row["t_first_token"] = s.t_start + float(ttft)
-        else:
-            name = s.attributes.get("gen_ai.tool.name") or s.name
-            row.update(call="tool", label=TOOL_LABEL, tool_name=str(name))
+        row.update(_call_fields(s, problems) if model else
+                   {"call": "tool", "label": TOOL_LABEL,
+                    "tool_name": str(s.attributes.get("gen_ai.tool.name") or s.name)})
+        if model and row["prompt_tokens"] is None and row["output_tokens"] is None:
+            no_tokens += 1
         steps.append({k: v for k, v in row.items() if v is not None})
-    for i, r in enumerate(steps):
-        r["step"] = i
+    for i, step in enumerate(steps):
+        step["step"] = i
     flags = [f"{n} span(s): {what}" for what, n in sorted(problems.items())]
     if no_tokens:
         flags.append(f"{no_tokens} model call(s) without token usage attributes: counted as calls, tokens unknown")
     return Mapped(steps, flags, len(tasks))
+
+
+class _Tree:
+    """The spans by (trace, span id), with their parents, each trace's root and time bounds."""
+
+    def __init__(self, spans: Iterable[Span], problems: Counter[str]) -> None:
+        self.by_id: dict[tuple[str, str], Span] = {}
+        for s in spans:
+            if not (s.t_end >= s.t_start):
+                problems["span ends before it starts: skipped"] += 1
+                continue
+            key = (s.trace_id, s.span_id)
+            if key in self.by_id:
+                problems["duplicate span id (exported twice?): counted once"] += 1
+                continue
+            self.by_id[key] = s
+        self.bounds: dict[str, list[float]] = {}  # per trace: first start, last end (task fallback)
+        self.roots: dict[str, Span] = {}
+        for s in self.by_id.values():
+            b = self.bounds.setdefault(s.trace_id, [s.t_start, s.t_end])
+            b[0], b[1] = min(b[0], s.t_start), max(b[1], s.t_end)
+            if self.parent(s) is None:
+                r = self.roots.get(s.trace_id)
+                if r is None or s.t_start < r.t_start:
+                    self.roots[s.trace_id] = s
+
+    def parent(self, s: Span) -> Span | None:
+        return self.by_id.get((s.trace_id, s.parent_id)) if s.parent_id else None
+
+    def ancestors(self, s: Span) -> Iterable[Span]:
+        seen = {s.span_id}
+        p = self.parent(s)
+        while p is not None and p.span_id not in seen:  # a parent cycle in bad input ends here
+            seen.add(p.span_id)
+            yield p
+            p = self.parent(p)
+
+    def task_of(self, s: Span, ancestors: list[Span]) -> tuple[str, str, float, float]:
+        """(id, name, start, end) of the span's task: its outermost agent span, else its trace."""
+        agents = [a for a in ancestors if _op(a) == AGENT_OPERATION]
+        if agents:
+            t = agents[-1]  # outermost agent
+            return (f"{t.trace_id}/{t.span_id}", str(t.attributes.get("gen_ai.agent.name") or t.name or "agent"),
+                    t.t_start, t.t_end)
+        root = self.roots.get(s.trace_id)
+        t0, t1 = self.bounds[s.trace_id]
+        if root is not None:
+            t0, t1 = min(root.t_start, t0), max(root.t_end, t1)
+        return s.trace_id, root.name if root is not None and root.name else "trace", t0, t1
+
+
+def _call_fields(s: Span, problems: Counter[str]) -> dict[str, Any]:
+    """A model call's model, token counts and time to first token."""
+    m = next((str(s.attributes[k]) for k in MODEL_KEYS if s.attributes.get(k)), UNKNOWN_MODEL)
+    pin = _count(s.attributes, INPUT_KEYS, problems)
+    pout = _count(s.attributes, OUTPUT_KEYS, problems)
+    out: dict[str, Any] = {"call": "llm", "label": m, "model": m, "tokens": pout, "prompt_tokens": pin,
+                           "output_tokens": pout}
+    ttft = next((s.attributes[k] for k in TTFT_KEYS if k in s.attributes), None)
+    if isinstance(ttft, (int, float)) and not isinstance(ttft, bool) and 0 <= ttft <= s.t_end - s.t_start:
+        out["t_first_token"] = s.t_start + float(ttft)
+    return out

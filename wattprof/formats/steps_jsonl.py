@@ -33,7 +33,7 @@ def _number(value: object, key: str, path: str, line: int, *, required: bool,
         return None
     if not finite_number(value):
         raise InputError(f"'{key}' is {str(value)[:40]}, expected a finite number", path=path, line=line)
-    if abs(value) > limit:  # type: ignore[arg-type]
+    if abs(value) > limit:
         unit = " (Unix seconds, not milliseconds)" if key.startswith("t_") else ""
         raise InputError(f"'{key}' is {str(value)[:40]}, expected at most {limit:g}{unit}", path=path, line=line)
     return float(value)

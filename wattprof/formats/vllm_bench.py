@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -261,6 +262,34 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
     if not math.isfinite(utc_offset_h) or abs(utc_offset_h) > 14:
         raise ValueError(f"utc_offset_h must be within +/-14 h, got {utc_offset_h!r}")
     obj = _load(p)
+    bench, date = _summary(obj, ps, utc_offset_h)
+    clock = (f"clock: the run window comes from 'date' ({date}, read as UTC{utc_offset_h:+g} h), which has "
+             "1 s resolution and was stamped after the run ended; its edges are uncertain by about 1 s "
+             "(more if the result was written long after the run)")
+    if "start_times" not in obj:
+        present = [k for k in DETAIL_KEYS if k in obj]
+        if present:
+            bench.caveats.append("per-request arrays present but no 'start_times' (older vLLM): requests "
+                                 "cannot be placed in time; using the whole-run window")
+        bench.caveats.append(clock)
+        return bench
+    dropped = _requests(obj, bench, ps)
+    if not bench.start_times:
+        bench.caveats.append("no successful request in the per-request lists; using the whole-run window")
+        bench.caveats.append(clock)
+        return bench
+    bench.detailed = True
+    if dropped:
+        bench.caveats.append(f"{dropped} failed request(s) (non-empty 'errors') left out")
+    if sum(bench.output_lens) != bench.total_output_tokens:
+        bench.caveats.append(f"sum of output_lens ({sum(bench.output_lens)}) differs from total_output_tokens "
+                             f"({bench.total_output_tokens}); per-request tokens are used")
+    _clock_caveats(bench, date, utc_offset_h)
+    return bench
+
+
+def _summary(obj: Any, ps: str, utc_offset_h: float) -> tuple[VllmBench, str]:
+    """The whole-run figures (``date``, ``duration``, totals), checked; and ``date`` as written."""
     if not isinstance(obj, dict):
         raise InputError(f"top level is a JSON {type(obj).__name__}, expected an object "
                          f"(a vLLM bench result with keys {', '.join(REQUIRED_KEYS)})", path=ps)
@@ -284,17 +313,12 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
     bench = VllmBench(path=ps, detailed=False, end_wall=float(end_wall), duration=duration,
                       completed=completed, total_input_tokens=tot_in, total_output_tokens=tot_out,
                       failed=failed, utc_offset_h=float(utc_offset_h))
-    clock = (f"clock: the run window comes from 'date' ({date}, read as UTC{utc_offset_h:+g} h), which has "
-             "1 s resolution and was stamped after the run ended; its edges are uncertain by about 1 s "
-             "(more if the result was written long after the run)")
-    if "start_times" not in obj:
-        present = [k for k in DETAIL_KEYS if k in obj]
-        if present:
-            bench.caveats.append("per-request arrays present but no 'start_times' (older vLLM): requests "
-                                 "cannot be placed in time; using the whole-run window")
-        bench.caveats.append(clock)
-        return bench
+    return bench, date
 
+
+def _requests(obj: dict, bench: VllmBench, ps: str) -> int:
+    """Check the per-request lists and keep the successful requests in ``bench``; returns how many
+    failed requests were left out."""
     missing = [k for k in DETAIL_KEYS if k not in obj]
     if missing:
         raise InputError(f"detailed vLLM result ('start_times' present) lacks {', '.join(repr(k) for k in missing)}",
@@ -317,6 +341,7 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
         raise InputError("per-request lists have different lengths: "
                          + ", ".join(f"{k}={n}" for k, n in lengths.items()), path=ps)
     n = len(starts)
+    completed, failed = bench.completed, bench.failed
     if n not in (completed, completed + failed):
         raise InputError(f"per-request lists have {n} entries but completed={completed}, failed={failed}",
                          path=ps)
@@ -339,16 +364,11 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
         bench.ttfts.append(float(ttft))
         bench.itls.append(itl)
         bench.request_index.append(i)
-    if not bench.start_times:
-        bench.caveats.append("no successful request in the per-request lists; using the whole-run window")
-        bench.caveats.append(clock)
-        return bench
-    bench.detailed = True
-    if dropped:
-        bench.caveats.append(f"{dropped} failed request(s) (non-empty 'errors') left out")
-    if sum(bench.output_lens) != tot_out:
-        bench.caveats.append(f"sum of output_lens ({sum(bench.output_lens)}) differs from total_output_tokens "
-                             f"({tot_out}); per-request tokens are used")
+    return dropped
+
+
+def _clock_caveats(bench: VllmBench, date: str, utc_offset_h: float) -> None:
+    """How far the requests' placement on the wall clock can be trusted, and overlap."""
     slack = bench.slack_s
     bench.caveats.append(
         f"clock: request start_times are on the client's perf_counter; placed on the wall clock with the "
@@ -369,7 +389,6 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
     if inflight > 1:
         bench.caveats.append(f"requests overlap (up to {inflight} in flight): per-request energy shares "
                              "the same joules; sum energy over the run window, not over requests")
-    return bench
 
 
 def _max_in_flight(starts: np.ndarray, ends: np.ndarray) -> int:

@@ -1,37 +1,12 @@
-"""Renderers turn a :class:`~wattprof.reports.model.Report` into text, JSON, ... chosen by name."""
+"""Renderers turn a :class:`~wattprof.reports.model.Report` into text, JSON, Markdown or HTML,
+chosen by name from the registry (:mod:`.registry`): ``RENDERERS["markdown"](report)``, or
+``get_renderer("html")(report)``. ``names()`` lists the formats ``--format`` accepts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from .registry import Renderer, by_name, format_for_path, get_renderer, names, register
 
-if TYPE_CHECKING:
-    from .model import Report
+#: ``{name: renderer}`` of run reports (a live view of the registry)
+RENDERERS = by_name("report")
 
-
-def _text(r: Report) -> str:
-    from . import text
-
-    return text.render(r)
-
-
-def _json(r: Report) -> str:
-    from . import json
-
-    return json.render(r)
-
-
-def _markdown(r: Report) -> str:
-    from . import markdown
-
-    return markdown.render(r)
-
-
-def _html(r: Report) -> str:
-    from . import html
-
-    return html.render(r)
-
-
-RENDERERS: dict[str, Callable[[Report], str]] = {"text": _text, "json": _json, "markdown": _markdown,
-                                                  "html": _html}
+__all__ = ["RENDERERS", "Renderer", "by_name", "format_for_path", "get_renderer", "names", "register"]

@@ -3,8 +3,8 @@ Markdown and HTML renderers (they only read the :class:`~wattprof.reports.model.
 
 from __future__ import annotations
 
+from .format import fmt_co2, fmt_j, fmt_jpt, fmt_num
 from .model import Report
-from .text import fmt_co2, fmt_j, fmt_jpt, fmt_num
 
 TOP_TASKS = 10
 TASK_HEADERS = ["task", "energy", "share", "time", "LLM calls", "tool calls", "input tok", "output tok",
@@ -61,54 +61,6 @@ def summary_lines(r: Report) -> list[str]:
     out += [f"! {f}" for f in a.flags]
     out += [f"! {m.model}: {m.note}" for m in r.by_model.values() if m.note]
     return out
-
-
-def text_lines(r: Report) -> list[str]:
-    from .text import _table
-
-    out = ["", "Serving engines (token counters)"] + ["  " + x for x in serving_lines(r)] if r.serving else []
-    if not r.tasks:
-        return out
-    out += ["", task_title(r)]
-    out += ["  " + x for x in _table(TASK_HEADERS, task_rows(r))]
-    out += ["  " + x for x in summary_lines(r)]
-    if call_rows(r):
-        out += ["  Costliest model calls:"] + ["    " + x for x in _table(CALL_HEADERS, call_rows(r))]
-    if r.by_model:
-        out += ["", "Energy per model (concurrency shares of the GPU energy)"]
-        out += ["  " + x for x in _table(MODEL_HEADERS, model_rows(r))]
-    return out
-
-
-def markdown_lines(r: Report) -> list[str]:
-    from .markdown import escape, table
-
-    out = (["## Serving engines", ""] + [f"- {escape(x)}" for x in serving_lines(r)] + [""]) if r.serving else []
-    if not r.tasks:
-        return out[:-1]
-    out += [f"## {task_title(r)}", "", *table(TASK_HEADERS, task_rows(r), right=range(1, 11)), ""]
-    out += [f"- {escape(x)}" for x in summary_lines(r)]
-    if call_rows(r):
-        out += ["", "Costliest model calls:", "", *table(CALL_HEADERS, call_rows(r), right=(2, 3, 4))]
-    if r.by_model:
-        out += ["", "## Energy per model", "", *table(MODEL_HEADERS, model_rows(r), right=range(1, 7))]
-    return out
-
-
-def html_section(r: Report) -> str:
-    from .html import esc, table
-
-    serving = ("<section><h2>Serving engines</h2><ul>" + "".join(f"<li>{esc(x)}</li>" for x in serving_lines(r))
-               + "</ul></section>") if r.serving else ""
-    if not r.tasks:
-        return serving
-    items = "".join(f"<li>{esc(x)}</li>" for x in summary_lines(r))
-    calls = (f"<h3>Costliest model calls</h3>{table(CALL_HEADERS, call_rows(r), num=(2, 3, 4))}"
-             if call_rows(r) else "")
-    models = (f"<section><h2>Energy per model</h2>{table(MODEL_HEADERS, model_rows(r), num=range(1, 7))}</section>"
-              if r.by_model else "")
-    return (f"{serving}<section><h2>{esc(task_title(r))}</h2>{table(TASK_HEADERS, task_rows(r), num=range(1, 11))}"
-            f'<ul class="note">{items}</ul>{calls}</section>{models}')
 
 
 def serving_lines(r: Report) -> list[str]:

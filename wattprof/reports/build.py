@@ -14,6 +14,7 @@ from ..analysis import energy as energy_mod
 from ..analysis import quality, tokens
 from ..run import Run
 from .model import (
+    BottleneckVerdict,
     CarbonReport,
     DeviceReport,
     IdleReport,
@@ -24,6 +25,7 @@ from .model import (
     Series,
     UnlabelledReport,
     WastedEnergy,
+    WindowVerdict,
 )
 
 if TYPE_CHECKING:
@@ -287,11 +289,11 @@ def _wasted(by_label: dict[str, LabelReport], idle: IdleReport, energy_j: float)
     floor_w = float(sum(idle.idle_power_floor_w.values()))
     between = wait = 0.0
     for lr in by_label.values():
-        b = lr.bottleneck or {}
-        if b.get("verdict") != "host-bound":
+        b = lr.bottleneck
+        if b is None or not b.host_bound:
             continue
         between += max(lr.between_steps_energy_j, 0.0)
-        util = (b.get("evidence") or {}).get("util_pct")
+        util = b.evidence.get("util_pct")
         # requests (inference) have no host gap inside them to price: only time with none in flight counts
         if util is not None and floor_w > 0 and lr.j_per_request is None:
             waiting_s = lr.in_step_duration_s * max(0.0, 1.0 - float(util) / 100.0)
@@ -430,7 +432,7 @@ def _event_flags(events: pd.DataFrame) -> list[str]:
 
 def _bottlenecks(samples: pd.DataFrame, steps: pd.DataFrame, devices: dict[str, dict], segments: list[Segment],
                  by_label: dict[str, LabelReport], idle: UnlabelledReport, t_first: float,
-                 t_last: float) -> list[dict]:
+                 t_last: float) -> list[WindowVerdict]:
     """Fill each label's (and the unlabelled time's) verdict; return the verdicts of the run's time windows."""
     from ..analysis import bottleneck
 
@@ -442,7 +444,7 @@ def _bottlenecks(samples: pd.DataFrame, steps: pd.DataFrame, devices: dict[str, 
         windows = pd.DataFrame([{"label": s.label, "t_start": s.t_start, "t_end": s.t_end} for s in segments])
         for label, v in bottleneck.classify_windows(gpu, windows, limits, steps).items():
             if label in by_label:
-                by_label[label].bottleneck = v.to_dict()
+                by_label[label].bottleneck = BottleneckVerdict.of(v)
     # unlabelled: the gaps of the run that no label's span covers
     s0, s1 = align_mod.merge_intervals(np.array([s.t_start for s in segments]), np.array([s.t_end for s in segments]))
     edges = np.concatenate([[t_first], np.ravel(np.column_stack([s0, s1])), [t_last]])
@@ -451,10 +453,9 @@ def _bottlenecks(samples: pd.DataFrame, steps: pd.DataFrame, devices: dict[str, 
     if keep.any():
         w = pd.DataFrame({"label": "unlabelled", "t_start": g0[keep], "t_end": g1[keep]})
         v = bottleneck.classify_windows(gpu, w, limits).get("unlabelled")
-        idle.bottleneck = v.to_dict() if v is not None else None
+        idle.bottleneck = BottleneckVerdict.of(v) if v is not None else None
     window = max(5.0, (t_last - t_first) / 60.0) if math.isfinite(t_last - t_first) else 5.0
-    return [{"t_start": a, "t_end": b, "verdict": v.verdict, "modifiers": list(v.modifiers)}
-            for a, b, v in bottleneck.classify_timeline(gpu, limits, window_s=window)]
+    return [WindowVerdict.of(a, b, v) for a, b, v in bottleneck.classify_timeline(gpu, limits, window_s=window)]
 
 
 def _carbon(ctx: CarbonContext, energy_j: float, by_label: dict[str, LabelReport], j_per_token: float | None,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING
 
-from .text import fmt_j
+from .format import fmt_j
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -117,7 +118,7 @@ def power_timeline(report: Report, *, width_in: float = 10.0) -> bytes | None:
         _style(ax)
     axes[-1].set_xlabel(f"time since start ({unit})")
     axes[-1].set_xlim(0, None)
-    legend: dict[str, object] = {}
+    legend: dict[str, Artist] = {}
     for ax in axes:  # one entry per label, line and distinct limit, whichever device has them
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(lab, h)

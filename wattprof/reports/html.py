@@ -11,10 +11,18 @@ import html
 from collections.abc import Iterable, Sequence
 
 from . import figures
-from .model import Report
-from .text import (
-    IDLE_ROW,
-    UNLABELLED_ROW,
+from .agents_view import (
+    CALL_HEADERS,
+    MODEL_HEADERS,
+    TASK_HEADERS,
+    call_rows,
+    model_rows,
+    serving_lines,
+    summary_lines,
+    task_rows,
+    task_title,
+)
+from .format import (
     column,
     energy_unit,
     evidence_items,
@@ -24,12 +32,12 @@ from .text import (
     fmt_num,
     fmt_time,
     group_notes,
-    inference_table,
-    label_notes,
-    label_table,
+    reason_text,
     self_check_text,
     suggestion_text,
 )
+from .model import BottleneckVerdict, Report
+from .tables import IDLE_ROW, UNLABELLED_ROW, inference_table, label_notes, label_table
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
@@ -121,12 +129,12 @@ def kv_table(rows: Iterable[tuple[str, object]]) -> Safe:
     return Safe(f'<div class="scroll"><table class="kv"><tbody>{body}</tbody></table></div>')
 
 
-def badge(b: dict | None) -> Safe:
-    if not b:
+def badge(b: BottleneckVerdict | None) -> Safe:
+    if b is None:
         return Safe("-")
-    verdict = str(b.get("verdict", "-"))
+    verdict = b.verdict
     cls = f"v-{verdict}" if verdict in ("compute-bound", "memory-bound", "host-bound", "idle") else ""
-    mods = "".join(f'<span class="badge mod">{esc(m)}</span>' for m in b.get("modifiers", []))
+    mods = "".join(f'<span class="badge mod">{esc(m)}</span>' for m in b.modifiers)
     return Safe(f'<span class="badge {cls}">{esc(verdict)}</span>{mods}')
 
 
@@ -235,8 +243,8 @@ def _bottlenecks(r: Report) -> str:
             f"verdict, and what to try.</p>{t}</section>")
 
 
-def _evidence(b: dict) -> Safe:
-    why = esc(f"{b.get('reason', '-')} (basis: {b.get('basis', '-')})")
+def _evidence(b: BottleneckVerdict) -> Safe:
+    why = esc(reason_text(b))
     return Safe(f'<p class="why">{why}</p><p class="ev">{esc(" · ".join(evidence_items(b)))}</p>')
 
 
@@ -244,7 +252,7 @@ def _wasted(r: Report) -> str:
     w = r.wasted
     if w is None:
         return ""
-    host = [lr.label for lr in r.by_label.values() if (lr.bottleneck or {}).get("verdict") == "host-bound"]
+    host = [lr.label for lr in r.by_label.values() if lr.bottleneck is not None and lr.bottleneck.host_bound]
     rows = [["idle (accelerators at their idle floor)", fmt_j(w.idle_j), _pct(w.idle_j, r.energy_j)],
             [f"host-side gaps of host-bound labels ({', '.join(host) or 'none'})", fmt_j(w.host_bound_j),
              _pct(w.host_bound_j, r.energy_j)],
@@ -309,11 +317,23 @@ def _notes(r: Report) -> str:
     return f'<section><h2>Notes</h2><ul class="note">{items}</ul></section>' if items else ""
 
 
+def _agents(r: Report) -> str:
+    serving = ("<section><h2>Serving engines</h2><ul>" + "".join(f"<li>{esc(x)}</li>" for x in serving_lines(r))
+               + "</ul></section>") if r.serving else ""
+    if not r.tasks:
+        return serving
+    items = "".join(f"<li>{esc(x)}</li>" for x in summary_lines(r))
+    calls = (f"<h3>Costliest model calls</h3>{table(CALL_HEADERS, call_rows(r), num=(2, 3, 4))}"
+             if call_rows(r) else "")
+    models = (f"<section><h2>Energy per model</h2>{table(MODEL_HEADERS, model_rows(r), num=range(1, 7))}</section>"
+              if r.by_model else "")
+    return (f"{serving}<section><h2>{esc(task_title(r))}</h2>{table(TASK_HEADERS, task_rows(r), num=range(1, 11))}"
+            f'<ul class="note">{items}</ul>{calls}</section>{models}')
+
+
 def render(r: Report) -> str:
     name = r.run.get("name")
-    from .agents_view import html_section
-
-    body = "".join([_header(r), _cards(r), _timeline(r), _labels(r), _inference(r), html_section(r), _bottlenecks(r),
+    body = "".join([_header(r), _cards(r), _timeline(r), _labels(r), _inference(r), _agents(r), _bottlenecks(r),
                     _wasted(r), _carbon(r), _devices(r), _notes(r)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

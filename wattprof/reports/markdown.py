@@ -9,21 +9,31 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .model import Report
-from .text import (
+from .agents_view import (
+    CALL_HEADERS,
+    MODEL_HEADERS,
+    TASK_HEADERS,
+    call_rows,
+    model_rows,
+    serving_lines,
+    summary_lines,
+    task_rows,
+    task_title,
+)
+from .format import (
     evidence_items,
     fmt_co2,
     fmt_j,
     fmt_jpt,
     fmt_num,
     fmt_time,
-    inference_table,
-    label_notes,
-    label_table,
+    reason_text,
     self_check_text,
     suggestion_text,
     verdict_text,
 )
+from .model import Report
+from .tables import inference_table, label_notes, label_table
 
 IDLE_ROW = "(unlabelled: no label)"
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#$])")
@@ -114,7 +124,7 @@ def _bottlenecks(r: Report) -> list[str]:
         items.append((IDLE_ROW, r.unlabelled.bottleneck))
     if not items:
         return []
-    rows = [[label, verdict_text(b), f"{b.get('reason', '-')} (basis: {b.get('basis', '-')})",
+    rows = [[label, verdict_text(b), reason_text(b),
              "; ".join(evidence_items(b)) or "-", suggestion_text(b) or "-"] for label, b in items]
     return ["## Bottlenecks", "", *table(["label", "verdict", "why", "evidence", "suggestion"], rows)]
 
@@ -123,7 +133,7 @@ def _wasted(r: Report) -> list[str]:
     w = r.wasted
     if w is None:
         return []
-    host = [lr.label for lr in r.by_label.values() if (lr.bottleneck or {}).get("verdict") == "host-bound"]
+    host = [lr.label for lr in r.by_label.values() if lr.bottleneck is not None and lr.bottleneck.host_bound]
     rows = [["idle (no label)", fmt_j(w.idle_j), _pct(w.idle_j, r.energy_j)],
             [f"host-side gaps of host-bound labels ({', '.join(host) or 'none'})", fmt_j(w.host_bound_j),
              _pct(w.host_bound_j, r.energy_j)],
@@ -162,12 +172,23 @@ def _notes(r: Report) -> list[str]:
     return ["## Notes", "", *lines] if lines else []
 
 
+def _agents(r: Report) -> list[str]:
+    out = (["## Serving engines", ""] + [f"- {escape(x)}" for x in serving_lines(r)] + [""]) if r.serving else []
+    if not r.tasks:
+        return out[:-1]
+    out += [f"## {task_title(r)}", "", *table(TASK_HEADERS, task_rows(r), right=range(1, 11)), ""]
+    out += [f"- {escape(x)}" for x in summary_lines(r)]
+    if call_rows(r):
+        out += ["", "Costliest model calls:", "", *table(CALL_HEADERS, call_rows(r), right=(2, 3, 4))]
+    if r.by_model:
+        out += ["", "## Energy per model", "", *table(MODEL_HEADERS, model_rows(r), right=range(1, 7))]
+    return out
+
+
 def render(r: Report) -> str:
     est = " **ESTIMATE**" if r.estimated else ""
     head = [f"# wattprof report: {escape(r.run.get('name'))}", "",
             f"**{escape(fmt_j(r.energy_j))}**{est}, boundary: {escape(r.boundary)}, source: {escape(_source(r))}."]
-    from .agents_view import markdown_lines
-
-    parts = [head, _summary(r), _devices(r), _labels(r) if r.by_label else [], _inference(r), markdown_lines(r),
+    parts = [head, _summary(r), _devices(r), _labels(r) if r.by_label else [], _inference(r), _agents(r),
              _bottlenecks(r), _wasted(r), _carbon(r), _notes(r)]
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"

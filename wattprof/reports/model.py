@@ -7,9 +7,70 @@ report is ``asdict`` of :class:`Report`: its keys are documented in docs/report-
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..analysis.attribution import ModelEnergy
+
+
+class _AnalysisVerdict(Protocol):  # analysis.bottleneck.Verdict, without importing the analysis here
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def modifiers(self) -> list[str]: ...
+    @property
+    def evidence(self) -> dict[str, float]: ...
+    @property
+    def suggestion(self) -> str: ...
+    @property
+    def basis(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+
+
+@dataclass
+class BottleneckVerdict:
+    """Why a label (or the unlabelled time) cost what it cost: ``verdict`` (compute-bound,
+    memory-bound, host-bound, idle, ...), ``modifiers`` (power-capped, thermal-throttled), the
+    numbers the rules used (``evidence``: time-weighted means and fractions, units in the keys),
+    what to try, which metrics decided (``basis``: gpm | nvml) and the rule that fired (``reason``).
+    The JSON report keeps these keys (docs/report-json.md)."""
+
+    verdict: str
+    modifiers: list[str] = field(default_factory=list)
+    evidence: dict[str, float] = field(default_factory=dict)
+    suggestion: str = ""
+    basis: str = "nvml"
+    reason: str = ""
+
+    @classmethod
+    def of(cls, v: _AnalysisVerdict) -> BottleneckVerdict:
+        """The report's copy of an :class:`wattprof.analysis.bottleneck.Verdict` (plain floats)."""
+        return cls(verdict=str(v.verdict), modifiers=[str(m) for m in v.modifiers],
+                   evidence={str(k): float(x) for k, x in v.evidence.items()}, suggestion=v.suggestion,
+                   basis=str(v.basis), reason=v.reason)
+
+    @property
+    def title(self) -> str:
+        """``compute-bound + power-capped``."""
+        return " + ".join([self.verdict, *self.modifiers])
+
+    @property
+    def host_bound(self) -> bool:
+        return self.verdict == "host-bound"
+
+
+@dataclass
+class WindowVerdict:
+    """The verdict of one time window of the run (the bottleneck timeline)."""
+
+    t_start: float
+    t_end: float
+    verdict: str
+    modifiers: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, t_start: float, t_end: float, v: _AnalysisVerdict) -> WindowVerdict:
+        return cls(float(t_start), float(t_end), str(v.verdict), [str(m) for m in v.modifiers])
 
 
 @dataclass
@@ -45,7 +106,7 @@ class LabelReport:
     steps: int
     mean_step_s: float | None
     mean_power_w: float | None
-    bottleneck: dict[str, Any] | None = None
+    bottleneck: BottleneckVerdict | None = None
     #: inference (requests): prompt/output tokens, per output token and per request, steady state
     prompt_tokens: float | None = None
     output_tokens: float | None = None
@@ -64,7 +125,7 @@ class IdleReport:
     energy_j: float
     duration_s: float
     mean_power_w: float | None
-    bottleneck: dict[str, Any] | None = None
+    bottleneck: BottleneckVerdict | None = None
     #: the idle floor used per device (W) and the rule, in words
     idle_power_floor_w: dict[str, float] = field(default_factory=dict)
     rule: str = ""
@@ -80,7 +141,7 @@ class UnlabelledReport:
     mean_power_w: float | None
     idle_energy_j: float
     idle_duration_s: float
-    bottleneck: dict[str, Any] | None = None
+    bottleneck: BottleneckVerdict | None = None
 
 
 @dataclass
@@ -193,6 +254,13 @@ class AgentsSummary:
     flags: list[str] = field(default_factory=list)
 
 
+UNITS = {
+    "energy_j": "joules", "duration_s": "seconds", "j_per_token": "joules per token",
+    "power_w": "watts", "t_first": "Unix seconds", "t_last": "Unix seconds", "tokens": "count",
+    "g_co2e": "grams CO2-equivalent", "kwh": "kilowatt-hours",
+}
+
+
 @dataclass
 class Report:
     run: dict[str, Any]  # id, name, path, status, tags, command, started_at, ended_at, exit_code
@@ -216,7 +284,7 @@ class Report:
     carbon_note: str | None = None  # why there is no CO2 figure
     timeline: list[Series] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
-    bottleneck_timeline: list[dict[str, Any]] = field(default_factory=list)
+    bottleneck_timeline: list[WindowVerdict] = field(default_factory=list)
     #: merged multi-node runs: per-node subtotals (empty for a single-node run)
     nodes: dict[str, NodeReport] = field(default_factory=dict)
     #: runs with GenAI spans (docs/agents.md): per agent task (costliest first) and per model
@@ -234,10 +302,3 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-UNITS = {
-    "energy_j": "joules", "duration_s": "seconds", "j_per_token": "joules per token",
-    "power_w": "watts", "t_first": "Unix seconds", "t_last": "Unix seconds", "tokens": "count",
-    "g_co2e": "grams CO2-equivalent", "kwh": "kilowatt-hours",
-}

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..analysis.nightly import MIN_BASELINE_RUNS, BenchmarkResult, Change, Side
 from ..history import RunSummary
+from .registry import by_name
 
 # ---- compare --------------------------------------------------------------------------------------
 
@@ -72,7 +73,9 @@ def _md(text: str) -> str:
     return html.escape(str(text)).replace("|", "\\|").replace("`", "\\`").replace("\n", " ")
 
 
-def compare_text(name_a: str, name_b: str, sections: dict[str, list[Side]], markdown: bool = False) -> str:
+def compare_text(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]], markdown: bool = False) -> str:
+    """``wattprof compare`` as text (or Markdown): each section's metrics, A, B and B's change."""
+    name_a, name_b = run_title(a), run_title(b)
     out = []
     if markdown:
         out.append(f"## wattprof compare: {_md(name_a)} → {_md(name_b)}\n")
@@ -99,8 +102,12 @@ def compare_text(name_a: str, name_b: str, sections: dict[str, list[Side]], mark
     return "\n".join(out).rstrip() + "\n"
 
 
-def compare_json(name_a: str, name_b: str, sections: dict[str, list[Side]]) -> str:
-    return json.dumps({"a": name_a, "b": name_b,
+def compare_markdown(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
+    return compare_text(a, b, sections, markdown=True)
+
+
+def compare_json(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) -> str:
+    return json.dumps({"a": a.name, "b": b.name,
                        "sections": {k: [asdict(r) for r in v] for k, v in sections.items()}}, indent=2) + "\n"
 
 
@@ -386,4 +393,7 @@ def compare_html(a: RunSummary, b: RunSummary, sections: dict[str, list[Side]]) 
     return _page(f"wattprof compare: {a.name} → {b.name}", body)
 
 
-NIGHTLY_RENDERERS = {"text": nightly_text, "markdown": nightly_markdown, "json": nightly_json, "html": nightly_html}
+#: ``{name: renderer}`` of nightly results (a live view of the registry, :mod:`.registry`)
+NIGHTLY_RENDERERS = by_name("nightly")
+#: ``{name: renderer}`` of ``wattprof compare``: ``(summary_a, summary_b, sections) -> str``
+COMPARE_RENDERERS = by_name("compare")

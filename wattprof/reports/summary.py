@@ -72,7 +72,8 @@ def summarize(run: Run) -> RunSummary:
         k: {"energy_j": v.energy_j, "j_per_token": v.j_per_token, "tokens": v.tokens, "duration_s": v.duration_s,
             "steps": v.steps, "mean_power_w": v.mean_power_w,
             "j_per_step": v.energy_j / v.steps if v.steps and v.energy_j is not None else None,
-            "verdict": (v.bottleneck or {}).get("verdict"), "modifiers": (v.bottleneck or {}).get("modifiers", [])}
+            "verdict": v.bottleneck.verdict if v.bottleneck else None,
+            "modifiers": list(v.bottleneck.modifiers) if v.bottleneck else []}
         for k, v in r.by_label.items()
     }
     return RunSummary(

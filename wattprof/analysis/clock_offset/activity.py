@@ -40,12 +40,14 @@ it, which is what energy attribution wants.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..schema import DEVICE, T, is_accelerator
+from ...schema import DEVICE, T, is_accelerator
+from .fft import fast_len
 
 #: Metric columns used when ``metric`` is not given: every one that varies adds its evidence (its
 #: log-likelihood curve), so a weak power contrast is backed by utilisation, SM clock and memory activity.
@@ -98,30 +100,12 @@ def refine_offset(
     known to hold the true offset (``VllmBench.offset_bounds``). Uses
     ``metric`` or else the first of ``util_pct``, ``power_w`` that varies, on ``device`` or else
     all accelerator devices (each centred on its own mean). Pure: no I/O."""
-    if not (step_s > 0 and math.isfinite(step_s)):
-        raise ValueError(f"step_s must be a positive number, got {step_s!r}")
-    if not math.isfinite(coarse):
-        raise ValueError(f"coarse must be finite, got {coarse!r}")
-    if bounds is None:
-        if not (search_s > 0 and math.isfinite(search_s)):
-            raise ValueError(f"search_s must be a positive number, got {search_s!r}")
-        lo, hi = coarse - search_s, coarse + search_s
-    else:
-        lo, hi = float(bounds[0]), float(bounds[1])
-        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-            raise ValueError(f"bounds must be finite with lo < hi, got {bounds!r}")
+    lo, hi = _search_window(coarse, search_s, step_s, bounds)
 
     def keep_coarse(note: str, score: float = float("nan")) -> OffsetEstimate:
         return OffsetEstimate(float(coarse), float(coarse_uncertainty_s), "date", score, note)
 
-    # --- steps (source clock) -----------------------------------------------------------
-    for c in ("t_start", "t_end"):
-        if c not in steps.columns:
-            raise ValueError(f"steps lack column {c!r}")
-    s = steps["t_start"].to_numpy(dtype=float)
-    e = steps["t_end"].to_numpy(dtype=float)
-    ok = np.isfinite(s) & np.isfinite(e) & (e > s)
-    s, e = s[ok], e[ok]
+    s, e = _step_spans(steps)
     if s.size == 0:
         return keep_coarse("no steps with a positive duration")
 
@@ -142,6 +126,42 @@ def refine_offset(
         fits.append(fit)
     if not fits:
         return keep_coarse("no metric gives activity that the steps can explain")
+    return _judge(fits, offsets, lo, hi, h, bounds is not None, coarse_uncertainty_s, keep_coarse)
+
+
+def _search_window(coarse: float, search_s: float, step_s: float,
+                   bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """The offsets to scan, ``[lo, hi]``: ``bounds`` when given, else ``coarse +/- search_s``."""
+    if not (step_s > 0 and math.isfinite(step_s)):
+        raise ValueError(f"step_s must be a positive number, got {step_s!r}")
+    if not math.isfinite(coarse):
+        raise ValueError(f"coarse must be finite, got {coarse!r}")
+    if bounds is None:
+        if not (search_s > 0 and math.isfinite(search_s)):
+            raise ValueError(f"search_s must be a positive number, got {search_s!r}")
+        return coarse - search_s, coarse + search_s
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"bounds must be finite with lo < hi, got {bounds!r}")
+    return lo, hi
+
+
+def _step_spans(steps: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of the steps with a positive duration (source clock)."""
+    for c in ("t_start", "t_end"):
+        if c not in steps.columns:
+            raise ValueError(f"steps lack column {c!r}")
+    s = steps["t_start"].to_numpy(dtype=float)
+    e = steps["t_end"].to_numpy(dtype=float)
+    ok = np.isfinite(s) & np.isfinite(e) & (e > s)
+    return s[ok], e[ok]
+
+
+def _judge(fits: list[dict], offsets: np.ndarray, lo: float, hi: float, h: float, bounded: bool,
+           coarse_uncertainty_s: float, keep_coarse: Callable[..., OffsetEstimate]) -> OffsetEstimate:
+    """The combined evidence of every metric's fit: the best offset and its uncertainty, or the
+    coarse offset with the reason it was kept (see the module doc, "Fallback")."""
+    n_lag = len(offsets)
     loglik = np.sum([f["loglik"] for f in fits], axis=0)
     n_eff = float(sum(f["n_eff"] for f in fits))
     best = int(np.argmax(loglik))
@@ -163,7 +183,7 @@ def refine_offset(
         return keep_coarse(f"activity does not clearly match ({detail})", score)
     if best in (0, n_lag - 1):
         return keep_coarse(f"best offset is at the edge of the search range ({detail})", score)
-    if bounds is None and (region[0] == 0 or region[-1] == n_lag - 1):
+    if not bounded and (region[0] == 0 or region[-1] == n_lag - 1):
         # coarse +/- search_s is an arbitrary window: the peak may continue beyond it.
         return keep_coarse(f"likely offsets reach the edge of the search range; widen it ({detail})", score)
     if unc >= coarse_uncertainty_s:
@@ -189,24 +209,14 @@ def _metric_fit(s: np.ndarray, e: np.ndarray, series: list[tuple[np.ndarray, np.
     tau0 = float(t_all.min()) - hi - (kernel.size + 1) * h
     q = np.rint((t_all - lo - tau0) / h).astype(np.int64)  # source index at offset j: q - j
     m_len = int(q.max()) + 1
-    # Activity on the source grid tau0 + m*h: in-flight count by a difference array.
-    i0 = np.clip(np.ceil((s - tau0) / h).astype(np.int64), 0, m_len)
-    i1 = np.clip(np.ceil((e - tau0) / h).astype(np.int64), 0, m_len)
-    diff = np.zeros(m_len + 1)
-    np.add.at(diff, i0, 1.0)
-    np.add.at(diff, i1, -1.0)
-    inflight = np.cumsum(diff)[:m_len]
-    active = (inflight > 0.5).astype(float)
-    regs = [active] if inflight.max() <= 1.5 else [active, inflight]
-    xs = [np.convolve(r, kernel)[:m_len] for r in regs]
-    xs = [x - x.mean() for x in xs]
+    xs = _activity(s, e, tau0, h, m_len, kernel)
     if all(np.ptp(x) == 0 for x in xs):
         return "steps give no activity change inside the searched range"
 
     # --- all offsets at once: sums over samples of the shifted model via FFT --------------
     w_grid = np.bincount(q, minlength=m_len).astype(float)
     y_grid = np.bincount(q, weights=y_all, minlength=m_len)
-    nfft = _fast_len(m_len + n_lag)
+    nfft = fast_len(m_len + n_lag)
     fw, fy = np.fft.rfft(w_grid, nfft), np.fft.rfft(y_grid, nfft)
 
     def corr(f_obs: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -240,17 +250,38 @@ def _metric_fit(s: np.ndarray, e: np.ndarray, series: list[tuple[np.ndarray, np.
     if r2[best] <= 0:
         return "steps and samples do not overlap at any searched offset"
 
-    # --- effective sample size from the residuals at the best offset ---------------------
-    design = np.column_stack([np.ones_like(y_all)] + [x[q - best] for x in xs])
-    coef, *_ = np.linalg.lstsq(design, y_all, rcond=None)
-    resid = y_all - design @ coef
-    n_eff, start = 0.0, 0
-    for t, _ in series:
-        n = t.size
-        n_eff += n / _autocorr_time(resid[start:start + n])
-        start += n
+    n_eff = _effective_n(y_all, [x[q - best] for x in xs], [t.size for t, _ in series])
     loglik = -0.5 * n_eff * np.log1p(-r2)
     return {"name": name, "r2": r2, "loglik": loglik, "n_eff": n_eff, "period": period, "sample_dt": sample_dt}
+
+
+def _activity(s: np.ndarray, e: np.ndarray, tau0: float, h: float, m_len: int,
+              kernel: np.ndarray) -> list[np.ndarray]:
+    """What the metric should show, on the source grid ``tau0 + m*h``: steps active (and how many
+    are in flight, when they overlap), filtered by ``kernel``, each centred on its mean."""
+    i0 = np.clip(np.ceil((s - tau0) / h).astype(np.int64), 0, m_len)
+    i1 = np.clip(np.ceil((e - tau0) / h).astype(np.int64), 0, m_len)
+    diff = np.zeros(m_len + 1)  # in-flight count by a difference array
+    np.add.at(diff, i0, 1.0)
+    np.add.at(diff, i1, -1.0)
+    inflight = np.cumsum(diff)[:m_len]
+    active = (inflight > 0.5).astype(float)
+    regs = [active] if inflight.max() <= 1.5 else [active, inflight]
+    xs = [np.convolve(r, kernel)[:m_len] for r in regs]
+    return [x - x.mean() for x in xs]
+
+
+def _effective_n(y: np.ndarray, regressors: list[np.ndarray], sizes: list[int]) -> float:
+    """Effectively independent samples: each device's count over the integrated autocorrelation
+    time of the residuals of ``y`` regressed on ``regressors`` (the model at the best offset)."""
+    design = np.column_stack([np.ones_like(y), *regressors])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    resid = y - design @ coef
+    n_eff, start = 0.0, 0
+    for n in sizes:
+        n_eff += n / _autocorr_time(resid[start:start + n])
+        start += n
+    return n_eff
 
 
 def _select_all(samples: pd.DataFrame, device: str | None,
@@ -316,7 +347,7 @@ def _autocorr_time(r: np.ndarray) -> float:
     if n < 3:
         return 1.0
     r = r - r.mean()
-    f = np.fft.rfft(r, _fast_len(2 * n))
+    f = np.fft.rfft(r, fast_len(2 * n))
     ac = np.fft.irfft(f * np.conj(f))[:n]
     if ac[0] <= 0:
         return 1.0
@@ -324,16 +355,3 @@ def _autocorr_time(r: np.ndarray) -> float:
     neg = np.flatnonzero(rho <= 0)
     stop = int(neg[0]) if neg.size else rho.size
     return float(max(1.0, 1.0 + 2.0 * rho[:stop].sum()))
-
-
-def _fast_len(n: int) -> int:
-    """Smallest 2^a * 3^b >= n (fast for numpy's pocketfft)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p3 = 1
-    while p3 < best:
-        p2 = p3
-        while p2 < n:
-            p2 *= 2
-        best = min(best, p2)
-        p3 *= 3
-    return best
