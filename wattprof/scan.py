@@ -1,0 +1,192 @@
+"""A run's samples one device at a time, read from its Parquet files by row group.
+
+The report of a week of an 8-GPU node must not hold the whole samples table (48 M rows x every
+metric): :class:`SampleScan` indexes where each device's rows lie in each ``samples-*.parquet``
+file (one pass over the dictionary-encoded ``device`` column), then reads one device's rows, only
+the columns asked for, in batches of ``batch_rows`` rows (``ParquetFile.iter_batches`` over the row
+groups that hold the device). Memory is then one device's columns at a time, whatever the length
+of the run or the number of devices.
+
+A device's frame is what the whole-table reader gives for it (:meth:`wattprof.run.Run.samples`
+filtered to the device): its rows of every file in file order, stably sorted by time, with every
+column any file has (NaN where a file lacks it). Runs that reader would clean or warn about
+(a live ``.arrows`` stream, an unreadable file, unknown or non-float columns, non-finite times or
+infinite values) raise :class:`NotScannable`, so the caller uses the whole-table reader and the
+run's warnings stay what they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import schema
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+#: Rows per batch read from a Parquet file (about 8 MB per float column).
+BATCH_ROWS = 1 << 20
+
+
+class NotScannable(Exception):  # noqa: N818 - a reason to take the other path, not an error
+    """The run's samples need the whole-table reader (its cleaning and warnings)."""
+
+
+@dataclass
+class _File:
+    path: Path
+    reader: pq.ParquetFile
+    columns: list[str]
+    #: first row of each row group, and one past the last row
+    group_rows: np.ndarray
+    #: device -> sorted row ranges ``(start, end)`` holding its rows
+    ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+def _string_type(t: object) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type  # type: ignore[attr-defined]
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _check_schema(path: Path, arrow_schema: object) -> list[str]:
+    import pyarrow as pa
+
+    names = list(arrow_schema.names)  # type: ignore[attr-defined]
+    if len(set(names)) != len(names) or schema.T not in names or schema.DEVICE not in names:
+        raise NotScannable(f"{path.name}: duplicate or missing t/device columns")
+    for f in arrow_schema:  # type: ignore[attr-defined]
+        if f.name == schema.DEVICE:
+            ok = _string_type(f.type)
+        else:
+            ok = (f.name == schema.T or f.name in schema.METRICS) and pa.types.is_float64(f.type)
+        if not ok:
+            raise NotScannable(f"{path.name}: column {f.name} ({f.type}) needs cleaning")
+    return names
+
+
+@dataclass
+class SampleScan:
+    """Where each device's samples lie in a run's Parquet files; :meth:`frame` reads one device."""
+
+    files: list[_File]
+    #: every column of any file, in the order the whole-table reader has them
+    columns: list[str]
+    #: devices, sorted
+    devices: list[str]
+    batch_rows: int = BATCH_ROWS
+
+    @classmethod
+    def open(cls, run_path: str | Path, batch_rows: int = BATCH_ROWS) -> SampleScan:
+        """Index the samples of the run at ``run_path``; :class:`NotScannable` when they need the
+        whole-table reader."""
+        import pyarrow.parquet as pq
+
+        path = Path(run_path)
+        parquets = sorted(path.glob("samples-*.parquet"))
+        stems = {p.stem for p in parquets}
+        if any(s.stem not in stems for s in path.glob("samples-*.arrows")):
+            raise NotScannable("live sample streams (unfinished run)")
+        files: list[_File] = []
+        columns: list[str] = []
+        for p in parquets:
+            try:
+                reader = pq.ParquetFile(p, read_dictionary=[schema.DEVICE])
+            except Exception as e:  # noqa: BLE001 - any damage: the whole-table reader says what
+                raise NotScannable(f"{p.name}: {type(e).__name__}") from None
+            names = _check_schema(p, reader.schema_arrow)
+            columns += [c for c in names if c not in columns]
+            md = reader.metadata
+            rows = np.concatenate([[0], np.cumsum([md.row_group(i).num_rows for i in range(md.num_row_groups)])])
+            f = _File(p, reader, names, rows.astype(np.int64))
+            f.ranges = _device_ranges(reader, batch_rows)
+            files.append(f)
+        devices = sorted({d for f in files for d in f.ranges})
+        return cls(files, columns, devices, batch_rows)
+
+    def frame(self, device: str, columns: Iterable[str]) -> pd.DataFrame:
+        """Every sample of ``device``: ``t``, ``device`` and those of ``columns`` that any file
+        has (NaN where a file lacks one), sorted by ``t`` (stable)."""
+        import pandas as pd
+
+        cols = [c for c in dict.fromkeys(columns) if c in self.columns and c not in (schema.T, schema.DEVICE)]
+        parts: dict[str, list[np.ndarray]] = {c: [] for c in (schema.T, *cols)}
+        for f in self.files:
+            for chunk in _read_ranges(f, f.ranges.get(device, []), [c for c in parts if c in f.columns],
+                                      self.batch_rows):
+                n = len(chunk[schema.T])
+                for c, acc in parts.items():
+                    acc.append(chunk[c] if c in chunk else np.full(n, np.nan))
+        data = {c: np.concatenate(v) if v else np.empty(0) for c, v in parts.items()}
+        t = data[schema.T]
+        if not np.isfinite(t).all() or any(np.isinf(data[c]).any() for c in cols):
+            raise NotScannable(f"{device}: non-finite times or infinite values need cleaning")
+        if len(t) > 1 and not (np.diff(t) >= 0).all():
+            order = np.argsort(t, kind="stable")
+            data = {c: v[order] for c, v in data.items()}
+        df = pd.DataFrame({schema.T: data.pop(schema.T)})
+        df[schema.DEVICE] = device
+        for c, v in data.items():
+            df[c] = v
+        return df
+
+
+def _device_ranges(reader: pq.ParquetFile, batch_rows: int) -> dict[str, list[tuple[int, int]]]:
+    """Row ranges of each device in one file, from its dictionary-encoded ``device`` column."""
+    ids: dict[str, int] = {}
+    starts: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    offset = 0
+    prev = -1
+    for batch in reader.iter_batches(batch_size=batch_rows, columns=[schema.DEVICE]):
+        col = batch.column(0)
+        if col.null_count:
+            raise NotScannable("samples without a device")
+        names = col.dictionary.to_pylist()
+        remap = np.array([ids.setdefault(str(n), len(ids)) for n in names], dtype=np.int64)
+        code = remap[col.indices.to_numpy(zero_copy_only=False)] if len(names) else np.empty(0, np.int64)
+        change = np.flatnonzero(np.diff(code, prepend=prev) != 0)
+        starts.append(change + offset)
+        codes.append(code[change])
+        if len(code):
+            prev = int(code[-1])
+        offset += len(code)
+    s = np.concatenate(starts) if starts else np.empty(0, np.int64)
+    c = np.concatenate(codes) if codes else np.empty(0, np.int64)
+    e = np.append(s[1:], offset)
+    names_by_id = {i: n for n, i in ids.items()}
+    out: dict[str, list[tuple[int, int]]] = {}
+    for start, end, code in zip(s.tolist(), e.tolist(), c.tolist(), strict=True):
+        out.setdefault(names_by_id[code], []).append((start, end))
+    return out
+
+
+def _read_ranges(f: _File, ranges: list[tuple[int, int]], columns: list[str],
+                 batch_rows: int) -> Iterable[dict[str, np.ndarray]]:
+    """The rows of ``ranges`` (sorted row ranges of ``f``), ``columns`` as float64 arrays, batch by batch."""
+    if not ranges:
+        return
+    bounds = f.group_rows
+    r = np.array(ranges, dtype=np.int64)
+    groups = [g for g in range(len(bounds) - 1)
+              if ((r[:, 0] < bounds[g + 1]) & (r[:, 1] > bounds[g])).any()]
+    for g in groups:
+        offset = int(bounds[g])
+        for batch in f.reader.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns,
+                                           use_threads=False):
+            lo, hi = offset, offset + batch.num_rows
+            offset = hi
+            hit = (r[:, 0] < hi) & (r[:, 1] > lo)
+            for s, e in r[hit].tolist():
+                a, b = max(s, lo), min(e, hi)
+                part = batch.slice(a - lo, b - a)
+                yield {c: part.column(i).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                       for i, c in enumerate(part.schema.names)}
