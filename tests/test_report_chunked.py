@@ -125,3 +125,37 @@ def test_live_streams_and_odd_columns_take_the_whole_table_reader(runs, tmp_path
     rep = build_report(Run.open(run))  # the whole-table reader drops the column and says so
     assert any("mystery" in w for w in rep.warnings)
     assert rep.energy_j == pytest.approx(build_report(Run.open(runs["h100-nvml"])).energy_j, rel=1e-12)
+
+
+def _line_by_line(files: list[Path]):
+    from wattprof.formats.steps_jsonl import normalize_step, steps_frame
+
+    rows = [normalize_step(json.loads(line), f.name, n) for f in files
+            for n, line in enumerate(f.read_text().splitlines(), 1) if line.strip()]
+    return steps_frame(rows)
+
+
+@pytest.mark.parametrize("name", [name for name, parts in CAPTURES if any(k == "steps" for k, _, _ in parts)])
+def test_steps_read_column_wise_equal_the_line_by_line_reader(runs, name):
+    import pandas as pd
+
+    from wattprof.scan import read_steps_columnar
+
+    files = sorted(runs[name].glob("steps-*.jsonl"))
+    fast = read_steps_columnar(files)
+    assert fast is not None, "these step logs need no line-by-line checks"
+    pd.testing.assert_frame_equal(fast, _line_by_line(files), check_like=True)
+
+
+@pytest.mark.parametrize("line, why", [
+    ('{"t_start": 1.0e9, "t_end": 1.0e12}', "milliseconds"), ('{"t_start": 2.0e9, "t_end": 1.0e9}', "end before start"),
+    ('{"t_start": 1.0e9, "t_end": 1.0e9, "tokens": -1}', "negative tokens"), ('{"t_start": 1.0e9}', "no end"),
+    ('{"t_start": 1.0e9, "t_end": 1.0e9, "label": "caf\\u00e9"}', "non-ASCII text"), ('{"t_start": 1.0e9, "t_', "torn"),
+    ('{"t_start": 1.0e9, "t_end": 1.0e9, "meta": {"a": 1}}', "nested"),
+])
+def test_steps_needing_checks_take_the_line_by_line_reader(tmp_path, line, why):
+    from wattprof.scan import read_steps_columnar
+
+    f = tmp_path / "steps-0-1.jsonl"
+    f.write_text('{"t_start": 1.0e9, "t_end": 1.1e9, "tokens": 3, "phase": "a"}\n' + line + "\n")
+    assert read_steps_columnar([f]) is None, why

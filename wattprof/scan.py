@@ -190,3 +190,89 @@ def _read_ranges(f: _File, ranges: list[tuple[int, int]], columns: list[str],
                 part = batch.slice(a - lo, b - a)
                 yield {c: part.column(i).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
                        for i, c in enumerate(part.schema.names)}
+
+
+# --- steps -------------------------------------------------------------------------------------------
+
+
+def read_steps_columnar(files: list[Path]) -> pd.DataFrame | None:
+    """The steps of a run's ``steps-*.jsonl`` files read column-wise (pyarrow's JSON reader; a
+    week of steps is over a million lines): the frame :meth:`wattprof.run.Run.steps` builds line by
+    line. None when any line needs that reader's checks or warnings: a torn or damaged line, a
+    missing or out-of-range time or token count, a value of another type, non-ASCII text."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    frames = []
+    for f in files:
+        try:
+            table = pj.read_json(f, read_options=pj.ReadOptions(block_size=1 << 26))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+            return None
+        if table.num_rows:
+            df = _steps_of(table)
+            if df is None:
+                return None
+            frames.append(df)
+    if not frames:
+        return None
+    df = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else frames[0]
+    for c in schema.STEP_COLUMNS:  # as formats.steps_jsonl.steps_frame finishes the line-by-line rows
+        if c not in df.columns:
+            df[c] = None
+    df["label"] = df["label"].fillna(schema.DEFAULT_LABEL).astype(str)
+    df = df.sort_values(["t_start", "t_end"], kind="stable").reset_index(drop=True)
+    if df["step"].isna().all():
+        df["step"] = range(len(df))
+    return df
+
+
+def _ascii_text(col: object) -> bool:
+    import pyarrow.compute as pc
+
+    return str(col.type) == "string" and all(  # type: ignore[attr-defined]
+        pc.all(pc.string_is_ascii(ch)).as_py() is not False for ch in col.chunks)  # type: ignore[attr-defined]
+
+
+def _steps_of(table: object) -> pd.DataFrame | None:
+    """One file's steps as :func:`wattprof.formats.steps_jsonl.normalize_step` makes them, or None."""
+    import pandas as pd
+
+    from .formats.steps_jsonl import MAX_TIME_S, MAX_TOKENS
+
+    n = table.num_rows  # type: ignore[attr-defined]
+    cols: dict[str, object] = {}
+    labels: dict[str, pd.Series] = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):  # type: ignore[attr-defined]
+        kind = str(col.type)
+        if kind == "null" and (name in schema.LABEL_KEYS or name == "tokens"):
+            continue
+        if name in schema.LABEL_KEYS:
+            if not _ascii_text(col):
+                return None
+            labels[name] = col.to_pandas()
+        elif kind in ("int64", "double"):
+            v = col.to_numpy()
+            cols[name] = v.astype(np.float64) if name in ("t_start", "t_end", "tokens") else v
+        elif not col.null_count and _ascii_text(col):
+            cols[name] = col.to_pandas()
+        else:
+            return None
+    t0, t1 = cols.get("t_start"), cols.get("t_end")
+    if not isinstance(t0, np.ndarray) or not isinstance(t1, np.ndarray):
+        return None
+    tok = cols.get("tokens", np.full(n, np.nan))
+    assert isinstance(tok, np.ndarray)
+    bad = (np.isnan(t0) | np.isnan(t1) | (np.abs(t0) > MAX_TIME_S) | (np.abs(t1) > MAX_TIME_S) | (t1 < t0)
+           | np.isinf(tok) | (tok < 0) | (tok > MAX_TOKENS))
+    if bad.any():
+        return None
+    df = pd.DataFrame(cols)
+    df["tokens"] = tok
+    label = None
+    for k in schema.LABEL_KEYS:  # the first of label, phase, kind that a line has
+        if k in labels:
+            label = labels[k] if label is None else label.where(label.notna(), labels[k])
+    df["label"] = label if label is not None else schema.DEFAULT_LABEL
+    return df
