@@ -186,6 +186,7 @@ def time_report(path: Path, batch_rows: int | None) -> dict:
     return {"read_steps_s": t1 - t0, "build_s": t2 - t1, "total_s": t2 - t0, "steps_read": len(steps),
             "energy_j": rep.energy_j, "labels": sorted(rep.by_label),
             "path": "one device at a time" if batch_rows else "whole samples table", "batch_rows": batch_rows,
+            "cpu_s": (lambda u: u.ru_utime + u.ru_stime)(resource.getrusage(resource.RUSAGE_SELF)),
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

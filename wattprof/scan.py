@@ -47,6 +47,8 @@ class _File:
     group_rows: np.ndarray
     #: device -> sorted row ranges ``(start, end)`` holding its rows
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    #: the last row group read: ``((group, columns, batch_rows), batches)``
+    last: tuple[tuple, list] | None = None
 
 
 def _string_type(t: object) -> bool:
@@ -132,11 +134,9 @@ class SampleScan:
         if len(t) > 1 and not (np.diff(t) >= 0).all():
             order = np.argsort(t, kind="stable")
             data = {c: v[order] for c, v in data.items()}
-        df = pd.DataFrame({schema.T: data.pop(schema.T)})
-        df[schema.DEVICE] = device
-        for c, v in data.items():
-            df[c] = v
-        return df
+        n = len(t)
+        dev = pd.Categorical.from_codes(np.zeros(n, np.int8), categories=pd.Index([device], dtype=object))
+        return pd.DataFrame({schema.T: data.pop(schema.T), schema.DEVICE: dev, **data}, copy=False)
 
 
 def _device_ranges(reader: pq.ParquetFile, batch_rows: int) -> dict[str, list[tuple[int, int]]]:
@@ -169,6 +169,15 @@ def _device_ranges(reader: pq.ParquetFile, batch_rows: int) -> dict[str, list[tu
     return out
 
 
+def _group_batches(f: _File, group: int, columns: list[str], batch_rows: int) -> list:
+    """The batches of one row group; the last group read is kept, since the next device's rows
+    usually start in the group where the previous device's end (files are sorted by device)."""
+    key = (group, tuple(columns), batch_rows)
+    if f.last is None or f.last[0] != key:
+        f.last = (key, list(f.reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)))
+    return f.last[1]
+
+
 def _read_ranges(f: _File, ranges: list[tuple[int, int]], columns: list[str],
                  batch_rows: int) -> Iterable[dict[str, np.ndarray]]:
     """The rows of ``ranges`` (sorted row ranges of ``f``), ``columns`` as float64 arrays, batch by batch."""
@@ -180,8 +189,7 @@ def _read_ranges(f: _File, ranges: list[tuple[int, int]], columns: list[str],
               if ((r[:, 0] < bounds[g + 1]) & (r[:, 1] > bounds[g])).any()]
     for g in groups:
         offset = int(bounds[g])
-        for batch in f.reader.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns,
-                                           use_threads=False):
+        for batch in _group_batches(f, g, columns, batch_rows):
             lo, hi = offset, offset + batch.num_rows
             offset = hi
             hit = (r[:, 0] < hi) & (r[:, 1] > lo)

@@ -37,6 +37,7 @@ bottleneck cost.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -73,41 +74,67 @@ EVIDENCE_COLUMNS = (*NVML_COLUMNS, *GPM_COLUMNS, "power_w", "power_avg_w", "thro
 # --- time-weighted integration -----------------------------------------------------------------
 
 
-def _step_integral(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Breakpoints ``x`` and cumulative integrals of ``v`` and of coverage at them.
+@dataclass
+class _Holds:
+    """Where each sample's value holds: ``[lo_i, lo_i + w_i]``, sorted and disjoint. The
+    cumulative integral of a column is then linear inside each hold and flat between holds, so
+    its value at any time ``q`` is the sum over the holds before ``q`` plus the part of the hold
+    ``q`` falls in: evaluated at the windows' edges only (``k``: the hold each edge falls in),
+    shared by every column a device has at each sample."""
 
-    ``t`` sorted, ``v`` finite. Between breakpoints both integrals are linear, so
-    ``np.interp(b, x, F) - np.interp(a, x, F)`` is the exact integral over ``[a, b]``."""
-    dt = np.diff(t)
-    pos = dt[dt > 0]
-    period = float(np.median(pos)) if pos.size else DEFAULT_PERIOD_S
-    half = np.minimum(dt / 2.0, max(HOLD_FACTOR * period, MIN_HOLD_S))
-    # The first and last samples reach as far out as they reach in.
-    first = half[:1] if half.size else np.array([period / 2.0])
-    last = half[-1:] if half.size else np.array([period / 2.0])
-    lo = t - np.concatenate([first, half])
-    hi = t + np.concatenate([half, last])
-    w = hi - lo
-    cum_v = np.cumsum(v * w)
-    cum_c = np.cumsum(w)
-    x = np.column_stack([lo, hi]).ravel()
-    fv = np.column_stack([cum_v - v * w, cum_v]).ravel()
-    fc = np.column_stack([cum_c - w, cum_c]).ravel()
-    return x, fv, fc
+    w: np.ndarray
+    #: per window edge (``a`` then ``b``): the index of the last hold starting at or before it, and
+    #: how far into that hold it lies (0 before the first hold)
+    k: np.ndarray
+    into: np.ndarray
+    covered: np.ndarray
+
+    @classmethod
+    def of(cls, t: np.ndarray, a: np.ndarray, b: np.ndarray) -> _Holds:
+        dt = np.diff(t)
+        pos = dt[dt > 0]
+        period = float(np.median(pos)) if pos.size else DEFAULT_PERIOD_S
+        half = np.minimum(dt / 2.0, max(HOLD_FACTOR * period, MIN_HOLD_S))
+        # The first and last samples reach as far out as they reach in.
+        first = half[:1] if half.size else np.array([period / 2.0])
+        last = half[-1:] if half.size else np.array([period / 2.0])
+        lo = t - np.concatenate([first, half])
+        w = (t + np.concatenate([half, last])) - lo
+        q = np.concatenate([a, b])
+        k = np.searchsorted(lo, q, "right") - 1
+        kk = np.clip(k, 0, None)
+        into = np.where(k >= 0, np.clip(q - lo[kk], 0.0, w[kk]), 0.0)
+        h = cls(w, k, into, np.empty(0))
+        h.covered = h._between(np.cumsum(w), np.ones(len(w)))
+        return h
+
+    def _between(self, cum: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """F(b) - F(a) for each window, F the integral whose running sums over holds are ``cum``."""
+        k = self.k
+        kk = np.clip(k, 0, None)
+        before = np.where(k >= 1, cum[np.clip(k - 1, 0, None)], 0.0)
+        f = np.where(k >= 0, before + v[kk] * self.into, 0.0)
+        n = len(f) // 2
+        return f[n:] - f[:n]
+
+    def integral(self, v: np.ndarray) -> np.ndarray:
+        """Integral of the held values ``v`` over each window."""
+        return self._between(np.cumsum(v * self.w), v)
 
 
 def _window_integrals(
-    t: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray
+    t: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray, shared: _Holds | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Integral of the held values and covered seconds over each window ``[a_i, b_i]``."""
+    """Integral of the held values and covered seconds over each window ``[a_i, b_i]``; ``shared``:
+    the holds of ``t`` itself, used when ``v`` has a value at every sample."""
     ok = np.isfinite(v) & np.isfinite(t)
     if not ok.any():
         z = np.zeros(len(a))
         return z, z.copy()
-    x, fv, fc = _step_integral(t[ok], v[ok])
-    iv = np.interp(b, x, fv) - np.interp(a, x, fv)
-    ic = np.interp(b, x, fc) - np.interp(a, x, fc)
-    return iv, ic
+    if shared is not None and ok.all():
+        return shared.integral(v), shared.covered
+    h = _Holds.of(t[ok], a, b)
+    return h.integral(v[ok]), h.covered
 
 
 def _derived_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -166,11 +193,12 @@ def _device_means(
     t = df[T].to_numpy(dtype="float64")
     span = np.bincount(codes, weights=b - a, minlength=n_groups)
     out: dict[str, np.ndarray] = {}
+    shared = _Holds.of(t, a, b) if len(t) and np.isfinite(t).all() else None
     for name, v in _derived_columns(df).items():
         if np.isnan(v).all():  # a column this device never filled: no integral to take
             iv = ic = np.zeros(len(a))
         else:
-            iv, ic = _window_integrals(t, v, a, b)
+            iv, ic = _window_integrals(t, v, a, b, shared)
         sv = np.bincount(codes, weights=iv, minlength=n_groups)
         sc = np.bincount(codes, weights=ic, minlength=n_groups)
         with np.errstate(invalid="ignore", divide="ignore"):
