@@ -47,6 +47,8 @@ class _File:
     group_rows: np.ndarray
     #: device -> sorted row ranges ``(start, end)`` holding its rows
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    #: columns with no value in the whole file (Parquet statistics): filled with NaN, not decoded
+    all_null: set[str] = field(default_factory=set)
     #: the last row group read: ``((group, columns, batch_rows), batches)``
     last: tuple[tuple, list] | None = None
 
@@ -110,6 +112,7 @@ class SampleScan:
             rows = np.concatenate([[0], np.cumsum([md.row_group(i).num_rows for i in range(md.num_row_groups)])])
             f = _File(p, reader, names, rows.astype(np.int64))
             f.ranges = _device_ranges(reader, batch_rows)
+            f.all_null = _all_null(reader)
             files.append(f)
         devices = sorted({d for f in files for d in f.ranges})
         return cls(files, columns, devices, batch_rows)
@@ -122,8 +125,8 @@ class SampleScan:
         cols = [c for c in dict.fromkeys(columns) if c in self.columns and c not in (schema.T, schema.DEVICE)]
         parts: dict[str, list[np.ndarray]] = {c: [] for c in (schema.T, *cols)}
         for f in self.files:
-            for chunk in _read_ranges(f, f.ranges.get(device, []), [c for c in parts if c in f.columns],
-                                      self.batch_rows):
+            for chunk in _read_ranges(f, f.ranges.get(device, []),
+                                      [c for c in parts if c in f.columns and c not in f.all_null], self.batch_rows):
                 n = len(chunk[schema.T])
                 for c, acc in parts.items():
                     acc.append(chunk[c] if c in chunk else np.full(n, np.nan))
@@ -137,6 +140,20 @@ class SampleScan:
         n = len(t)
         dev = pd.Categorical.from_codes(np.zeros(n, np.int8), categories=pd.Index([device], dtype=object))
         return pd.DataFrame({schema.T: data.pop(schema.T), schema.DEVICE: dev, **data}, copy=False)
+
+
+def _all_null(reader: pq.ParquetFile) -> set[str]:
+    """Columns whose every row group's statistics count only nulls."""
+    md = reader.metadata
+    out = set()
+    for j in range(md.num_columns):
+        name = md.schema.column(j).name
+        stats = [md.row_group(g).column(j).statistics for g in range(md.num_row_groups)]
+        if name != schema.T and stats and all(
+                st is not None and st.has_null_count and st.null_count == md.row_group(g).num_rows
+                for g, st in enumerate(stats)):
+            out.add(name)
+    return out
 
 
 def _device_ranges(reader: pq.ParquetFile, batch_rows: int) -> dict[str, list[tuple[int, int]]]:

@@ -62,8 +62,7 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
     if util is not None:
         u = pd.Series(util).ffill().bfill().to_numpy()
         # kernels in most utilisation periods around the sample (batch-1 decoding) is work, not idle
-        busy = pd.Series((u > 0).astype(float), index=pd.to_datetime(t, unit="s"))
-        busy_frac = busy.rolling(f"{int(BUSY_WINDOW_S * 1000)}ms", center=True, min_periods=1).mean().to_numpy()
+        busy_frac = centred_mean((u > 0).astype(float), t, BUSY_WINDOW_S)
         idle &= (u <= util_limit) & (busy_frac < BUSY_FRAC)
     if sm is not None:
         s = pd.Series(sm).ffill().bfill().to_numpy()
@@ -79,6 +78,20 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
     new = np.concatenate([[True], lo[1:] > hi[:-1] + 1e-9])
     idx = np.flatnonzero(new)
     return lo[idx], np.maximum.reduceat(hi, idx)
+
+
+def centred_mean(v: np.ndarray, t: np.ndarray, window_s: float) -> np.ndarray:
+    """Mean of ``v`` over the samples within ``(t_i - window_s / 2, t_i + window_s / 2]`` of each
+    (sorted) ``t_i``, on nanosecond timestamps: what pandas' centred time-based ``rolling(...).mean()``
+    gives for values without NaN, from two ``searchsorted`` and a cumulative sum."""
+    idx = pd.to_datetime(t, unit="s")  # the index pandas would roll over, in its own unit
+    ticks = idx.asi8
+    width = pd.Timedelta(int(round(window_s * 1e9)), "ns").as_unit(idx.unit)._value
+    half = width // 2  # an odd width closes both ends (pandas GH 43997)
+    start = np.searchsorted(ticks, ticks - half - (width % 2), "right")
+    end = np.searchsorted(ticks, ticks + half, "right")
+    cum = np.concatenate([[0.0], np.cumsum(v)])
+    return (cum[end] - cum[start]) / (end - start)
 
 
 def intersect(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -302,7 +302,8 @@ def _evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFr
     from ..analysis import bottleneck
 
     limits = {d: float(i["power_limit_w"]) for d, i in devices.items() if i.get("power_limit_w")}
-    req = digest.EvidenceRequest(power_limits=limits)
+    req = digest.EvidenceRequest(power_limits=limits,
+                                 power_columns={d: f.power_columns for d, f in figures.items()})
     accel = [d.device for d in chosen if d.kind != "host"]
     if accel and math.isfinite(a.t_first):
         req.idle_devices = accel

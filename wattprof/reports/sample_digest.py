@@ -165,6 +165,8 @@ class EvidenceRequest:
     range_devices: list[str] = field(default_factory=list)
     range_column: str | None = None
     label_spans: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: per device, the power columns with readings (``DeviceFigures.power_columns``)
+    power_columns: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -194,7 +196,10 @@ def evidence_pass(frames: DeviceFrames, req: EvidenceRequest) -> Evidence:
     has_range: set[str] = set()
     allw = _concat(req.windows)
     for dev in (d for d in frames.devices if d in wanted):
-        df = frames.frame(dev, cols)
+        # power: the device's first column with readings is the one every rule uses
+        power = next((p for p in ("power_w", "power_avg_w") if p in req.power_columns.get(dev, ())), None)
+        df = frames.frame(dev, [c for c in cols if c not in ("power_w", "power_avg_w") or c in (power,
+                                                                                               req.range_column)])
         if dev in req.gpus and allw is not None:
             per_gpu[dev] = bottleneck.device_evidence(df, allw.a, allw.b, allw.codes, allw.n,
                                                       req.power_limits.get(dev, float("nan")))
