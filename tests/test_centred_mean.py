@@ -25,3 +25,5 @@ def test_centred_mean_is_pandas_centred_rolling_mean(window_s):
             f"{int(window_s * 1000)}ms", center=True, min_periods=1).mean().to_numpy()
         got = centred_mean(v, t, window_s)
         assert np.array_equal(got, want), (trial, np.flatnonzero(got != want)[:5])
+        at = np.flatnonzero(rng.random(n) > 0.7)
+        assert np.array_equal(centred_mean(v, t, window_s, at), want[at])

@@ -59,14 +59,17 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
         util_limit = UTIL_PCT
     else:
         util_limit = DEFAULT_THRESHOLDS.idle_util_pct
-    if util is not None:
-        u = pd.Series(util).ffill().bfill().to_numpy()
-        # kernels in most utilisation periods around the sample (batch-1 decoding) is work, not idle
-        busy_frac = centred_mean((u > 0).astype(float), t, BUSY_WINDOW_S)
-        idle &= (u <= util_limit) & (busy_frac < BUSY_FRAC)
     if sm is not None:
         s = pd.Series(sm).ffill().bfill().to_numpy()
         idle &= ~(s >= SM_ACTIVE_PCT)
+    if util is not None:
+        u = pd.Series(util).ffill().bfill().to_numpy()
+        idle &= u <= util_limit
+        # kernels in most utilisation periods around the sample (batch-1 decoding) is work, not idle;
+        # asked only where every other test says idle
+        at = np.flatnonzero(idle)
+        if len(at):
+            idle[at] = centred_mean((u > 0).astype(float), t, BUSY_WINDOW_S, at) < BUSY_FRAC
     d = np.diff(t)
     half = np.minimum(d / 2.0, MAX_HOLD_S)
     lo = t - np.concatenate([[0.0], half])
@@ -80,16 +83,18 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
     return lo[idx], np.maximum.reduceat(hi, idx)
 
 
-def centred_mean(v: np.ndarray, t: np.ndarray, window_s: float) -> np.ndarray:
+def centred_mean(v: np.ndarray, t: np.ndarray, window_s: float, at: np.ndarray | None = None) -> np.ndarray:
     """Mean of ``v`` over the samples within ``(t_i - window_s / 2, t_i + window_s / 2]`` of each
-    (sorted) ``t_i``, on nanosecond timestamps: what pandas' centred time-based ``rolling(...).mean()``
-    gives for values without NaN, from two ``searchsorted`` and a cumulative sum."""
+    (sorted) ``t_i`` (of the indices ``at`` only, when given), on the timestamps pandas would use:
+    what its centred time-based ``rolling(...).mean()`` gives for values without NaN, from two
+    ``searchsorted`` and a cumulative sum."""
     idx = pd.to_datetime(t, unit="s")  # the index pandas would roll over, in its own unit
     ticks = idx.asi8
     width = pd.Timedelta(int(round(window_s * 1e9)), "ns").as_unit(idx.unit)._value
     half = width // 2  # an odd width closes both ends (pandas GH 43997)
-    start = np.searchsorted(ticks, ticks - half - (width % 2), "right")
-    end = np.searchsorted(ticks, ticks + half, "right")
+    q = ticks if at is None else ticks[at]
+    start = np.searchsorted(ticks, q - half - (width % 2), "right")
+    end = np.searchsorted(ticks, q + half, "right")
     cum = np.concatenate([[0.0], np.cumsum(v)])
     return (cum[end] - cum[start]) / (end - start)
 
