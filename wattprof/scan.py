@@ -123,21 +123,25 @@ class SampleScan:
         import pandas as pd
 
         cols = [c for c in dict.fromkeys(columns) if c in self.columns and c not in (schema.T, schema.DEVICE)]
-        parts: dict[str, list[np.ndarray]] = {c: [] for c in (schema.T, *cols)}
+        n = sum(e - s for f in self.files for s, e in f.ranges.get(device, []))
+        held = [f for f in self.files if f.ranges.get(device)]
+        # filled in place (no second copy); a column no file fills for this device costs no memory
+        data = {c: np.full(n, np.nan) if c == schema.T or any(c in f.columns and c not in f.all_null for f in held)
+                else np.broadcast_to(np.float64(np.nan), (n,)) for c in (schema.T, *cols)}
+        at = 0
         for f in self.files:
             for chunk in _read_ranges(f, f.ranges.get(device, []),
-                                      [c for c in parts if c in f.columns and c not in f.all_null], self.batch_rows):
-                n = len(chunk[schema.T])
-                for c, acc in parts.items():
-                    acc.append(chunk[c] if c in chunk else np.full(n, np.nan))
-        data = {c: np.concatenate(v) if v else np.empty(0) for c, v in parts.items()}
+                                      [c for c in data if c in f.columns and c not in f.all_null], self.batch_rows):
+                m = len(chunk[schema.T])
+                for c, v in chunk.items():
+                    data[c][at:at + m] = v
+                at += m
         t = data[schema.T]
-        if not np.isfinite(t).all() or any(np.isinf(data[c]).any() for c in cols):
+        if not np.isfinite(t).all() or any(np.isinf(data[c]).any() for c in cols if data[c].strides != (0,)):
             raise NotScannable(f"{device}: non-finite times or infinite values need cleaning")
         if len(t) > 1 and not (np.diff(t) >= 0).all():
             order = np.argsort(t, kind="stable")
             data = {c: v[order] for c, v in data.items()}
-        n = len(t)
         dev = pd.Categorical.from_codes(np.zeros(n, np.int8), categories=pd.Index([device], dtype=object))
         return pd.DataFrame({schema.T: data.pop(schema.T), schema.DEVICE: dev, **data}, copy=False)
 
@@ -213,8 +217,7 @@ def _read_ranges(f: _File, ranges: list[tuple[int, int]], columns: list[str],
             for s, e in r[hit].tolist():
                 a, b = max(s, lo), min(e, hi)
                 part = batch.slice(a - lo, b - a)
-                yield {c: part.column(i).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-                       for i, c in enumerate(part.schema.names)}
+                yield {c: part.column(i).to_numpy(zero_copy_only=False) for i, c in enumerate(part.schema.names)}
 
 
 # --- steps -------------------------------------------------------------------------------------------

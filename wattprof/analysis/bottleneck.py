@@ -36,7 +36,7 @@ bottleneck cost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,50 +137,30 @@ def _window_integrals(
     return h.integral(v[ok]), h.covered
 
 
-def _derived_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Columns to average for one device, indicators included (NaN where the source is NaN)."""
-    cols: dict[str, np.ndarray] = {}
+def _numbers(df: pd.DataFrame, c: str) -> np.ndarray:
+    return pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64")
+
+
+def _derived_columns(df: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
+    """Columns to average for one device, indicators included (NaN where the source is NaN); one
+    at a time (a week of one device is 6 M samples: 48 MB per column)."""
     for c in (*NVML_COLUMNS, *GPM_COLUMNS):
         if c in df.columns:
-            cols[c] = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64")
+            yield c, _numbers(df, c)
     power_col = next((c for c in ("power_w", "power_avg_w") if c in df.columns
                       and df[c].notna().any()), None)
     if power_col is not None:
-        cols["power_w"] = pd.to_numeric(df[power_col], errors="coerce").to_numpy(dtype="float64")
-    if "util_pct" in cols:
-        u = cols["util_pct"]
-        cols["busy_time_frac"] = np.where(np.isnan(u), np.nan, (u > 0).astype("float64"))
+        yield "power_w", _numbers(df, power_col)
+    if "util_pct" in df.columns:
+        u = _numbers(df, "util_pct")
+        yield "busy_time_frac", np.where(np.isnan(u), np.nan, (u > 0).astype("float64"))
     if "throttle_reasons" in df.columns:
-        r = pd.to_numeric(df["throttle_reasons"], errors="coerce").to_numpy(dtype="float64")
+        r = _numbers(df, "throttle_reasons")
         bits = np.nan_to_num(r, nan=0.0).astype("int64")
         nan = np.isnan(r)
-        cols["power_cap_frac"] = np.where(nan, np.nan, ((bits & POWER_CAP_BITS) != 0).astype("float64"))
-        cols["thermal_frac"] = np.where(nan, np.nan, ((bits & THERMAL_BITS) != 0).astype("float64"))
-    cols.update(neuron_columns(df))  # Neuron devices: core imbalance, runtime host overhead, errors
-    return cols
-
-
-def _derived_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Columns to average for one device, indicators included (NaN where the source is NaN)."""
-    cols: dict[str, np.ndarray] = {}
-    for c in (*NVML_COLUMNS, *GPM_COLUMNS):
-        if c in df.columns:
-            cols[c] = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64")
-    power_col = next((c for c in ("power_w", "power_avg_w") if c in df.columns
-                      and df[c].notna().any()), None)
-    if power_col is not None:
-        cols["power_w"] = pd.to_numeric(df[power_col], errors="coerce").to_numpy(dtype="float64")
-    if "util_pct" in cols:
-        u = cols["util_pct"]
-        cols["busy_time_frac"] = np.where(np.isnan(u), np.nan, (u > 0).astype("float64"))
-    if "throttle_reasons" in df.columns:
-        r = pd.to_numeric(df["throttle_reasons"], errors="coerce").to_numpy(dtype="float64")
-        bits = np.nan_to_num(r, nan=0.0).astype("int64")
-        nan = np.isnan(r)
-        cols["power_cap_frac"] = np.where(nan, np.nan, ((bits & POWER_CAP_BITS) != 0).astype("float64"))
-        cols["thermal_frac"] = np.where(nan, np.nan, ((bits & THERMAL_BITS) != 0).astype("float64"))
-    cols.update(neuron_columns(df))  # Neuron devices: core imbalance, runtime host overhead, errors
-    return cols
+        yield "power_cap_frac", np.where(nan, np.nan, ((bits & POWER_CAP_BITS) != 0).astype("float64"))
+        yield "thermal_frac", np.where(nan, np.nan, ((bits & THERMAL_BITS) != 0).astype("float64"))
+    yield from neuron_columns(df).items()  # Neuron devices: core imbalance, runtime host overhead, errors
 
 
 def _device_means(
@@ -194,7 +174,7 @@ def _device_means(
     span = np.bincount(codes, weights=b - a, minlength=n_groups)
     out: dict[str, np.ndarray] = {}
     shared = _Holds.of(t, a, b) if len(t) and np.isfinite(t).all() else None
-    for name, v in _derived_columns(df).items():
+    for name, v in _derived_columns(df):
         if np.isnan(v).all():  # a column this device never filled: no integral to take
             iv = ic = np.zeros(len(a))
         else:
