@@ -138,7 +138,11 @@ def _window_integrals(
 
 
 def _numbers(df: pd.DataFrame, c: str) -> np.ndarray:
-    return pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64")
+    """Column ``c`` as float64 (unreadable values NaN); float64 columns as they are, not copied."""
+    col = df[c]
+    if col.dtype == np.float64:
+        return col.to_numpy()
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
 
 
 def _derived_columns(df: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
@@ -175,7 +179,8 @@ def _device_means(
     out: dict[str, np.ndarray] = {}
     shared = _Holds.of(t, a, b) if len(t) and np.isfinite(t).all() else None
     for name, v in _derived_columns(df):
-        if np.isnan(v).all():  # a column this device never filled: no integral to take
+        if v.strides == (0,) and len(v) and np.isnan(v[0]) or np.isnan(v).all():
+            # a column this device never filled: no integral to take
             iv = ic = np.zeros(len(a))
         else:
             iv, ic = _window_integrals(t, v, a, b, shared)

@@ -37,8 +37,16 @@ BUSY_FRAC = 0.5
 def _column(df: pd.DataFrame, *names: str) -> np.ndarray | None:
     for n in names:
         if n in df.columns and df[n].notna().any():
-            return pd.to_numeric(df[n], errors="coerce").to_numpy(dtype=float)
+            col = df[n]
+            return col.to_numpy() if col.dtype == np.float64 else pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
     return None
+
+
+def _filled(v: np.ndarray) -> np.ndarray:
+    """Missing readings take the last one before them (the first ones: the first after them)."""
+    if not np.isnan(v).any():
+        return v
+    return pd.Series(v).ffill().bfill().to_numpy()
 
 
 def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarray]:
@@ -54,16 +62,16 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
     idle = np.ones(len(t), dtype=bool)
     if power is not None and np.isfinite(floor_w):
         # a row without a power reading (e.g. a GPM-only row) takes the last reading before it
-        p = pd.Series(power).ffill().bfill().to_numpy()
+        p = _filled(power)
         idle &= p <= POWER_RATIO * floor_w
         util_limit = UTIL_PCT
     else:
         util_limit = DEFAULT_THRESHOLDS.idle_util_pct
     if sm is not None:
-        s = pd.Series(sm).ffill().bfill().to_numpy()
+        s = _filled(sm)
         idle &= ~(s >= SM_ACTIVE_PCT)
     if util is not None:
-        u = pd.Series(util).ffill().bfill().to_numpy()
+        u = _filled(util)
         idle &= u <= util_limit
         # kernels in most utilisation periods around the sample (batch-1 decoding) is work, not idle;
         # asked only where every other test says idle
