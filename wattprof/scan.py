@@ -17,6 +17,7 @@ run's warnings stay what they were.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,8 @@ class _File:
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     #: columns with no value in the whole file (Parquet statistics): filled with NaN, not decoded
     all_null: set[str] = field(default_factory=set)
-    #: the last row group read: ``((group, columns, batch_rows), batches)``
-    last: tuple[tuple, list] | None = None
+    #: per thread: its own reader, and the last row group it read (``((group, columns, batch_rows), batches)``)
+    local: threading.local = field(default_factory=threading.local)
 
 
 def _string_type(t: object) -> bool:
@@ -117,13 +118,17 @@ class SampleScan:
         devices = sorted({d for f in files for d in f.ranges})
         return cls(files, columns, devices, batch_rows)
 
+    def rows(self, device: str) -> int:
+        """How many samples ``device`` has."""
+        return sum(e - s for f in self.files for s, e in f.ranges.get(device, []))
+
     def frame(self, device: str, columns: Iterable[str]) -> pd.DataFrame:
         """Every sample of ``device``: ``t``, ``device`` and those of ``columns`` that any file
         has (NaN where a file lacks one), sorted by ``t`` (stable)."""
         import pandas as pd
 
         cols = [c for c in dict.fromkeys(columns) if c in self.columns and c not in (schema.T, schema.DEVICE)]
-        n = sum(e - s for f in self.files for s, e in f.ranges.get(device, []))
+        n = self.rows(device)
         held = [f for f in self.files if f.ranges.get(device)]
         # filled in place (no second copy); a column no file fills for this device costs no memory
         data = {c: np.full(n, np.nan) if c == schema.T or any(c in f.columns and c not in f.all_null for f in held)
@@ -193,10 +198,16 @@ def _device_ranges(reader: pq.ParquetFile, batch_rows: int) -> dict[str, list[tu
 def _group_batches(f: _File, group: int, columns: list[str], batch_rows: int) -> list:
     """The batches of one row group; the last group read is kept, since the next device's rows
     usually start in the group where the previous device's end (files are sorted by device)."""
+    import pyarrow.parquet as pq
+
     key = (group, tuple(columns), batch_rows)
-    if f.last is None or f.last[0] != key:
-        f.last = (key, list(f.reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)))
-    return f.last[1]
+    mine = f.local
+    if getattr(mine, "last", None) is None or mine.last[0] != key:
+        if getattr(mine, "reader", None) is None:  # devices may be read by several threads at once
+            mine.reader = pq.ParquetFile(f.path)
+        mine.last = None  # the previous group is dropped before the next is decoded
+        mine.last = (key, list(mine.reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)))
+    return mine.last[1]
 
 
 def _read_ranges(f: _File, ranges: list[tuple[int, int]], columns: list[str],

@@ -21,9 +21,11 @@ same either way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,6 +39,7 @@ from ..analysis.align import merge_intervals
 ENERGY_COLUMNS = tuple(schema.SOURCE_COLUMN[s] for s in schema.ENERGY_SOURCES)
 POWER_COLUMNS = ("power_w", "power_avg_w", "power_est_w")
 IDLE_COLUMNS = ("power_w", "power_avg_w", "util_pct", "sm_active_pct")
+T_ = TypeVar("T_")
 
 
 class DeviceFrames(Protocol):
@@ -44,6 +47,8 @@ class DeviceFrames(Protocol):
 
     devices: list[str]
     columns: list[str]
+
+    def rows(self, device: str) -> int: ...
 
     def frame(self, device: str, columns: Iterable[str]) -> pd.DataFrame: ...
 
@@ -56,6 +61,9 @@ class WholeSamples:
         self.columns = [str(c) for c in samples.columns]
         self._rows = samples.groupby(schema.DEVICE, sort=True).indices if len(samples) else {}
         self.devices = [str(d) for d in self._rows]
+
+    def rows(self, device: str) -> int:
+        return len(self._rows[device])
 
     def frame(self, device: str, columns: Iterable[str]) -> pd.DataFrame:
         cols = [schema.T, schema.DEVICE, *(c for c in dict.fromkeys(columns)
@@ -81,27 +89,42 @@ class DeviceFigures:
     series: tuple[np.ndarray, np.ndarray, str | None]
 
 
+#: Devices whose samples are read and reduced at the same time (threads: decoding and numpy release
+#: the GIL), on runs of at most :data:`PARALLEL_MAX_ROWS` samples per device; longer runs take one
+#: device at a time, so that memory stays one device's columns.
+WORKERS = 2
+PARALLEL_MAX_ROWS = 2_000_000
+
+
+def _each_device(frames: DeviceFrames, devices: list[str], fn: Callable[[str], T_]) -> list[T_]:
+    """``fn(device)`` for each device, in order; two at a time when the devices are small enough."""
+    big = max((frames.rows(d) for d in devices), default=0) > PARALLEL_MAX_ROWS
+    if big or len(devices) < 2 or (os.cpu_count() or 1) < 2:
+        return [fn(d) for d in devices]
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        return list(pool.map(fn, devices))
+
+
 def energy_pass(frames: DeviceFrames, timeline_points: int) -> tuple[dict[str, DeviceFigures], pd.DataFrame]:
     """Pass 1 over every device; also returns the samples of serving engines (``serve:*``: token
     counters, no power; few rows), whole, for the serving section."""
-    out: dict[str, DeviceFigures] = {}
-    serve: list[pd.DataFrame] = []
-    for dev in frames.devices:
-        if schema.device_kind(dev) == "serve":
-            df = frames.frame(dev, frames.columns)
-            serve.append(df)
-        else:
-            df = frames.frame(dev, ENERGY_COLUMNS)
+
+    def one(dev: str) -> tuple[DeviceFigures, pd.DataFrame | None]:
+        serve = schema.device_kind(dev) == "serve"
+        df = frames.frame(dev, frames.columns if serve else ENERGY_COLUMNS)
         c = energy_mod.device_curve(df, dev)
         mean_w, max_w = energy_mod.mean_power(df, dev)
         t = df[schema.T].to_numpy(float)
-        out[dev] = DeviceFigures(
+        return DeviceFigures(
             device=dev, curve=c, mean_power_w=mean_w, max_power_w=max_w,
             gap_note=quality.gap_flag(dev, np.sort(t)), self_check=self_check(df, dev, c),
             t_min=float(np.nanmin(t)) if len(t) else float("nan"), t_max=float(np.nanmax(t)) if len(t) else float("nan"),
             power_columns={p for p in ("power_w", "power_avg_w") if p in df.columns and df[p].notna().any()},
-            series=power_series(df, timeline_points))
-        del df
+            series=power_series(df, timeline_points)), df if serve else None
+
+    done = _each_device(frames, frames.devices, one)
+    out = {f.device: f for f, _ in done}
+    serve = [df for _, df in done if df is not None]
     serve_df = pd.concat(serve, ignore_index=True) if serve else \
         pd.DataFrame({schema.T: pd.Series(dtype="float64"), schema.DEVICE: pd.Series(dtype=str)})
     return out, serve_df
@@ -195,7 +218,8 @@ def evidence_pass(frames: DeviceFrames, req: EvidenceRequest) -> Evidence:
     ranges: dict[str, dict[str, tuple[float, float]]] = {}
     has_range: set[str] = set()
     allw = _concat(req.windows)
-    for dev in (d for d in frames.devices if d in wanted):
+
+    def one(dev: str) -> None:
         # power: the device's first column with readings is the one every rule uses
         power = next((p for p in ("power_w", "power_avg_w") if p in req.power_columns.get(dev, ())), None)
         df = frames.frame(dev, [c for c in cols if c not in ("power_w", "power_avg_w") or c in (power,
@@ -213,7 +237,8 @@ def evidence_pass(frames: DeviceFrames, req: EvidenceRequest) -> Evidence:
             ranges[dev], present = _label_power_range(df, req.range_column, req.label_spans)
             if present:
                 has_range.add(dev)
-        del df
+
+    _each_device(frames, [d for d in frames.devices if d in wanted], one)
     out_idle: tuple[np.ndarray, np.ndarray] | None = None
     for dev in req.idle_devices:
         if dev in idle:
