@@ -261,7 +261,7 @@ def main() -> None:
     out: dict = {"args": vars(args), "bytes": b, "report": None}
     if not args.skip_report:
         cases = [("report", args.hours, 5.0, 1024.0)]
-        if args.week_hours:
+        if args.week_hours and args.week_hours != args.hours:
             cases.append(("report_week", args.week_hours, 30.0, 2048.0))
         rows = []
         for key, hours, target_s, target_mb in cases:

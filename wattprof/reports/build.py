@@ -86,6 +86,77 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
     figures, serve_samples = digest.energy_pass(frames, timeline_points)
     curves = {dev: f.curve for dev, f in figures.items()}
     gaps = device_event_notes(run.events)
+    devices = _device_reports(run, figures, gaps)
+    flags: list[str] = []
+    chosen = boundary_devices(devices)
+    accel = [d for d in devices if d.kind != "host" and d.energy_source != "none"]
+    if chosen and not chosen[0].estimated and any(d.estimated for d in accel):
+        flags.append("some accelerators have only estimated power: they are reported per device, not in the totals")
+    kinds = sorted({d.kind.upper() if d.kind != "host" else "host" for d in chosen})
+    boundary = (f"{'+'.join(kinds) or 'no device'} only ({len(chosen)} device{'s' if len(chosen) != 1 else ''})"
+                if chosen else "no device with power data")
+    estimated = bool(chosen) and all(d.estimated for d in chosen)
+    sources = sorted({d.energy_source for d in chosen})
+    used_curves = [curves[d.device] for d in chosen]
+
+    a = align_mod.align(used_curves, steps)
+    duration = (a.t_last - a.t_first) if used_curves else _span(figures.values())
+    measured_any = bool(used_curves)
+    outside = _outside_by_label(steps, a.t_first, a.t_last) if measured_any else \
+        {str(k): int(v) for k, v in steps.groupby("label").size().items()} if len(steps) else {}
+    by_label, unmeasured = _label_reports(steps, a, used_curves, sources, outside, measured_any)
+    tokens = float(steps["tokens"].sum()) if len(steps) and steps["tokens"].notna().any() else None
+    measured_tokens = sum(lr.tokens or 0.0 for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
+    labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
+    j_per_token = labelled_tokens_energy / measured_tokens if measured_tokens else None
+    if unmeasured:
+        flags.append(f"no energy measured for label(s) {', '.join(unmeasured)}: their figures are null, not 0")
+    segments = [Segment(str(r.label), float(r.t_start), float(r.t_end))
+                for r in align_mod.label_segments(steps).itertuples(index=False)]
+    ev = digest.evidence_pass(frames, _evidence_request(figures, frames, steps, run.devices, chosen, a, segments,
+                                                        bottlenecks))
+    unlabelled, idle = _unlabelled_and_idle(steps, chosen, used_curves, a, ev)
+    flags += _run_flags(run, devices, by_label, a, ev, gaps)
+    nodes = _nodes(meta, devices, chosen)
+    host = next((d for d in devices if d.kind == "host"), None)
+    if host is not None and host in chosen:
+        host = None
+    bt: list[dict] = []
+    wasted = None
+    if bottlenecks:
+        bt = _bottlenecks(ev, steps, segments, by_label, unlabelled)
+        wasted = _wasted(by_label, idle, float(sum(d.energy_j for d in chosen)))
+    from .agents import agent_sections
+
+    agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon, run.events)
+    from .serving import serving_sections
+
+    serving = serving_sections(serve_samples, used_curves, run.devices)
+    carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
+        if carbon is not None and measured_any else None
+    return Report(
+        run={"id": meta.get("id"), "name": run.name, "path": str(run.path), "status": run.status,
+             "tags": meta.get("tags", {}), "command": meta.get("command"), "started_at": meta.get("started_at"),
+             "ended_at": meta.get("ended_at"), "exit_code": meta.get("exit_code")},
+        boundary=boundary, energy_j=float(sum(d.energy_j for d in chosen)) if measured_any else None,  # type: ignore[arg-type]
+        energy_source="+".join(sources) or "none",
+        estimated=estimated, duration_s=float(duration) if not pd.isna(duration) else 0.0,
+        tokens=tokens, j_per_token=j_per_token, steps=len(steps), devices=devices, by_label=by_label, idle=idle,
+        host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
+        wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
+        timeline=[_series(figures[d.device].series, d) for d in devices if d.kind != "host"],
+        segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
+        agents=agents, serving=serving, unlabelled=unlabelled,
+        step_clocks={k: {f: v[f] for f in ("offset_s", "offset_uncertainty_s", "offset_method", "offset_score",
+                                           "offset_signals") if f in v}
+                     for k, v in (meta.get("sources") or {}).items() if "offset_s" in v},
+    )
+
+
+def _device_reports(run: Run, figures: dict[str, digest.DeviceFigures],
+                    gaps: dict[str, list[str]]) -> list[DeviceReport]:
+    """One report per device with samples (serving engines' token counters aside); ``gaps`` (the
+    devices' event notes) loses the devices it reports."""
     devices: list[DeviceReport] = []
     for dev, f in figures.items():
         if schema.device_kind(dev) == "serve":  # token counters of a server (reports/serving.py), no power
@@ -106,23 +177,14 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
             t_first=_num(c.t_first) if len(c.t) else None, t_last=_num(c.t_last) if len(c.t) else None,
             notes=notes, self_check=f.self_check,
         ))
-    flags: list[str] = []
-    chosen = boundary_devices(devices)
-    accel = [d for d in devices if d.kind != "host" and d.energy_source != "none"]
-    if chosen and not chosen[0].estimated and any(d.estimated for d in accel):
-        flags.append("some accelerators have only estimated power: they are reported per device, not in the totals")
-    kinds = sorted({d.kind.upper() if d.kind != "host" else "host" for d in chosen})
-    boundary = (f"{'+'.join(kinds) or 'no device'} only ({len(chosen)} device{'s' if len(chosen) != 1 else ''})"
-                if chosen else "no device with power data")
-    estimated = bool(chosen) and all(d.estimated for d in chosen)
-    sources = sorted({d.energy_source for d in chosen})
-    used_curves = [curves[d.device] for d in chosen]
+    return devices
 
-    a = align_mod.align(used_curves, steps)
-    duration = (a.t_last - a.t_first) if used_curves else _span(figures.values())
-    measured_any = bool(used_curves)
-    outside = _outside_by_label(steps, a.t_first, a.t_last) if measured_any else \
-        {str(k): int(v) for k, v in steps.groupby("label").size().items()} if len(steps) else {}
+
+def _label_reports(steps: pd.DataFrame, a: align_mod.Alignment, used_curves: list[energy_mod.EnergyCurve],
+                   sources: list[str], outside: dict[str, int], measured_any: bool
+                   ) -> tuple[dict[str, LabelReport], list[str]]:
+    """Per label: energy, tokens, inference figures and flags; and the labels nothing measured
+    (their figures null with the reason, never 0)."""
     by_label: dict[str, LabelReport] = {}
     boundary_source = sources[0] if len(sources) == 1 else "mixed"
     for label, le in a.labels.items():
@@ -160,17 +222,15 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
             lr.steady_state_note = None
             by_label[label] = lr
             unmeasured.append(label)
-    tokens = float(steps["tokens"].sum()) if len(steps) and steps["tokens"].notna().any() else None
-    measured_tokens = sum(lr.tokens or 0.0 for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
-    labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
-    j_per_token = labelled_tokens_energy / measured_tokens if measured_tokens else None
-    if unmeasured:
-        flags.append(f"no energy measured for label(s) {', '.join(unmeasured)}: their figures are null, not 0")
-    segments = [Segment(str(r.label), float(r.t_start), float(r.t_end))
-                for r in align_mod.label_segments(steps).itertuples(index=False)]
-    ev = digest.evidence_pass(frames, _evidence_request(figures, frames, steps, run.devices, chosen, a, segments,
-                                                        bottlenecks))
-    unlabelled, idle = _unlabelled_and_idle(steps, chosen, used_curves, a, ev)
+    return by_label, unmeasured
+
+
+def _run_flags(run: Run, devices: list[DeviceReport], by_label: dict[str, LabelReport], a: align_mod.Alignment,
+               ev: digest.Evidence, gaps: dict[str, list[str]]) -> list[str]:
+    """The report's flags about the whole run: clocks, overlaps, plausibility, self-checks, merge,
+    sources' caveats, an unfinished run, events, devices without samples, storage."""
+    steps, meta = run.steps, run.meta
+    flags: list[str] = []
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
     flags += a.overlap_notes
     flags += _plausibility_flags(by_label, a, ev)
@@ -180,7 +240,6 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
               for d in devices if d.self_check and math.isfinite(d.self_check.get("difference_pct", float("nan")))
               and abs(d.self_check["difference_pct"]) > SELF_CHECK_LIMIT_PCT]
     flags += list((meta.get("merge") or {}).get("flags") or [])
-    nodes = _nodes(meta, devices, chosen)
     for key, src in (meta.get("sources") or {}).items():
         flags += [f"{key}: {c}" for c in src.get("caveats") or []]
     if run.status == "unfinished":
@@ -188,39 +247,7 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
     flags += _event_flags(run.events)
     flags += [f"{dev}: {n}" for dev, notes in sorted(gaps.items()) for n in notes]  # devices without samples
     flags += [f"storage: {e}" for e in meta.get("errors") or []]
-    host = next((d for d in devices if d.kind == "host"), None)
-    if host is not None and host in chosen:
-        host = None
-    bt: list[dict] = []
-    wasted = None
-    if bottlenecks:
-        bt = _bottlenecks(ev, steps, segments, by_label, unlabelled)
-        wasted = _wasted(by_label, idle, float(sum(d.energy_j for d in chosen)))
-    from .agents import agent_sections
-
-    agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon, run.events)
-    from .serving import serving_sections
-
-    serving = serving_sections(serve_samples, used_curves, run.devices)
-    carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
-        if carbon is not None and measured_any else None
-    return Report(
-        run={"id": meta.get("id"), "name": run.name, "path": str(run.path), "status": run.status,
-             "tags": meta.get("tags", {}), "command": meta.get("command"), "started_at": meta.get("started_at"),
-             "ended_at": meta.get("ended_at"), "exit_code": meta.get("exit_code")},
-        boundary=boundary, energy_j=float(sum(d.energy_j for d in chosen)) if measured_any else None,  # type: ignore[arg-type]
-        energy_source="+".join(sources) or "none",
-        estimated=estimated, duration_s=float(duration) if not pd.isna(duration) else 0.0,
-        tokens=tokens, j_per_token=j_per_token, steps=len(steps), devices=devices, by_label=by_label, idle=idle,
-        host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
-        wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
-        timeline=[_series(figures[d.device].series, d) for d in devices if d.kind != "host"],
-        segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
-        agents=agents, serving=serving, unlabelled=unlabelled,
-        step_clocks={k: {f: v[f] for f in ("offset_s", "offset_uncertainty_s", "offset_method", "offset_score",
-                                           "offset_signals") if f in v}
-                     for k, v in (meta.get("sources") or {}).items() if "offset_s" in v},
-    )
+    return flags
 
 
 #: A counter and integrated instant power agree to ~1-3 % on real H100 runs (aliasing on short steps up
