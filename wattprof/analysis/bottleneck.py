@@ -21,43 +21,8 @@ evaluated for all windows at once with ``np.interp``. Several windows of one lab
 least ``min_coverage`` (50 %) of it. Several GPUs: each device is averaged on its own (power
 fraction against its own limit) and the label's evidence is the mean over devices.
 
-Rules (in this order; thresholds in :class:`Thresholds`, each with a physical meaning)
--------------------------------------------------------------------------------------
-``util`` is NVML ``utilization.gpu``: the percent of time at least one kernel was resident.
-``busy_time_frac`` is the fraction of time ``util > 0``, i.e. of NVML utilisation periods
-(1/6 s to 1 s) in which any kernel ran at all.
-
-==============  ================================================================================
-verdict         condition
-==============  ================================================================================
-idle            util < 5 %, kernels seen in < 25 % of utilisation periods (tolerates the trailing
-                average of a busy phase just before), GPM SM activity (if any) < 5 %, and mean
-                power <= 1.5 x the device's idle floor (``idle_power_w``, else the 2nd
-                percentile of its power in the samples, at most 30 % of its limit); or, not on
-                utilisation alone, mean power <= 1.15 x the idle floor with util < 15 %, kernels in
-                < 50 % of periods and GPM SM activity (if any) < 5 %: a few % of utilisation at
-                the floor is still idle (batch-1 decoding, kernels all the time, is not).
-host-bound      the GPU has no kernel resident half of the time or more (util < 50 %: the GPU
-                waits for the host more than it works); or the host spends more wall time
-                between steps than inside them (inter-step gap fraction >= 50 %); or, with GPM,
-                the SMs are active < 25 % of the time kernels are resident (sm_active < 0.25 x
-                util, util >= 5 %): kernels too small to fill the GPU, i.e. launch-bound.
-memory-bound    GPM: DRAM bandwidth while kernels run (dram_active / util) >= 70 % of peak (the
-                achievable HBM peak is ~90 %: within ~20 % of the bandwidth roof) and DRAM
-                activity >= tensor activity. NVML only: device memory is read or written during
-                >= 85 % of the time a kernel is resident (mem_util / util >= 0.85; a pure
-                bandwidth-bound kernel keeps the memory interface busy all the time it runs,
-                compute-bound training sits around 0.6-0.7).
-compute-bound   otherwise: the GPU is busy and not limited by memory bandwidth.
-==============  ================================================================================
-
-Modifiers (``power-capped`` on any verdict but idle, ``thermal-throttled`` on any):
-
-* ``power-capped``: SW power cap (0x4) or HW power brake (0x80) bit set >= 50 % of the time
-  (the power limit, not the workload, sets the clock most of the time; 0x4 flickering on and
-  off is normal near full load), or mean power >= 95 % of the limit.
-* ``thermal-throttled``: SW/HW thermal slowdown bit (0x20/0x40) set >= 10 % of the time (never
-  normal: any sustained share means cooling limits speed).
+The rules themselves (thresholds, the verdict, its reason and suggestion) are in
+:mod:`wattprof.analysis.bottleneck_rules`.
 
 Inter-step gaps (``steps``): steps sorted by start; a gap is the time from the latest end so far
 to the next step's start when that next step has the same label (a step of another label in
@@ -71,19 +36,20 @@ bottleneck cost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ..schema import DEVICE, T, device_kind
+from .bottleneck_rules import DEFAULT_THRESHOLDS, Basis, Thresholds, Verdict, VerdictName, classify
 from .neuron_evidence import annotate as annotate_neuron
 from .neuron_evidence import neuron_columns
 
-VerdictName = Literal["idle", "compute-bound", "memory-bound", "host-bound"]
-Basis = Literal["gpm", "nvml"]
+__all__ = ["DEFAULT_THRESHOLDS", "Basis", "Thresholds", "Verdict", "VerdictName", "classify", "classify_timeline",
+           "classify_windows", "combine_evidence", "device_evidence", "gap_fractions", "timeline_windows",
+           "verdicts", "windows_from_steps"]
 
 #: A sample holds its value at most max(HOLD_FACTOR median periods, MIN_HOLD_S) to either side.
 HOLD_FACTOR = 2.5
@@ -99,115 +65,106 @@ THERMAL_BITS = 0x20 | 0x40  # SW thermal, HW thermal slowdown (REFERENCE.md)
 
 GPM_COLUMNS = ("sm_active_pct", "sm_occupancy_pct", "tensor_active_pct", "dram_active_pct")
 NVML_COLUMNS = ("util_pct", "mem_util_pct", "sm_clock_mhz", "power_limit_w")
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The rules' thresholds (see the module docstring for their meaning)."""
-
-    idle_util_pct: float = 5.0
-    idle_busy_time_frac: float = 0.25
-    idle_sm_active_pct: float = 5.0
-    idle_power_ratio: float = 1.5
-    idle_floor_max_frac: float = 0.30
-    #: at the idle power floor a few % of utilisation is still idle (driver housekeeping, a poll)
-    idle_floor_ratio: float = 1.15
-    idle_floor_util_pct: float = 15.0
-    #: ... unless kernels run in most utilisation periods (batch-1 decoding: tiny kernels all the time)
-    idle_floor_busy_frac: float = 0.5
-    host_util_pct: float = 50.0
-    host_gap_frac: float = 0.5
-    launch_sm_per_util: float = 0.25
-    mem_util_per_util: float = 0.85
-    dram_busy_pct: float = 70.0
-    power_cap_frac: float = 0.5
-    power_limit_frac: float = 0.95
-    thermal_frac: float = 0.1
-    min_coverage: float = 0.5
-
-
-DEFAULT_THRESHOLDS = Thresholds()
-
-
-@dataclass
-class Verdict:
-    verdict: VerdictName
-    modifiers: list[str] = field(default_factory=list)
-    #: The numbers the rules used (time-weighted means, fractions); missing inputs are absent.
-    evidence: dict[str, float] = field(default_factory=dict)
-    suggestion: str = ""
-    #: "gpm" when GPM activity metrics covered the window, else "nvml".
-    basis: Basis = "nvml"
-    #: One line: which rule fired, with its numbers.
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["evidence"] = {k: float(v) for k, v in self.evidence.items()}
-        return d
+#: Every sample column the evidence reads (with the Neuron columns of :mod:`.neuron_evidence`).
+EVIDENCE_COLUMNS = (*NVML_COLUMNS, *GPM_COLUMNS, "power_w", "power_avg_w", "throttle_reasons",
+                    "core_util_min_pct", "core_util_max_pct", "latency_p50_s", "device_latency_p50_s",
+                    "runtime_err_per_s")
 
 
 # --- time-weighted integration -----------------------------------------------------------------
 
 
-def _step_integral(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Breakpoints ``x`` and cumulative integrals of ``v`` and of coverage at them.
+@dataclass
+class _Holds:
+    """Where each sample's value holds: ``[lo_i, lo_i + w_i]``, sorted and disjoint. The
+    cumulative integral of a column is then linear inside each hold and flat between holds, so
+    its value at any time ``q`` is the sum over the holds before ``q`` plus the part of the hold
+    ``q`` falls in: evaluated at the windows' edges only (``k``: the hold each edge falls in),
+    shared by every column a device has at each sample."""
 
-    ``t`` sorted, ``v`` finite. Between breakpoints both integrals are linear, so
-    ``np.interp(b, x, F) - np.interp(a, x, F)`` is the exact integral over ``[a, b]``."""
-    dt = np.diff(t)
-    pos = dt[dt > 0]
-    period = float(np.median(pos)) if pos.size else DEFAULT_PERIOD_S
-    half = np.minimum(dt / 2.0, max(HOLD_FACTOR * period, MIN_HOLD_S))
-    # The first and last samples reach as far out as they reach in.
-    first = half[:1] if half.size else np.array([period / 2.0])
-    last = half[-1:] if half.size else np.array([period / 2.0])
-    lo = t - np.concatenate([first, half])
-    hi = t + np.concatenate([half, last])
-    w = hi - lo
-    cum_v = np.cumsum(v * w)
-    cum_c = np.cumsum(w)
-    x = np.column_stack([lo, hi]).ravel()
-    fv = np.column_stack([cum_v - v * w, cum_v]).ravel()
-    fc = np.column_stack([cum_c - w, cum_c]).ravel()
-    return x, fv, fc
+    w: np.ndarray
+    #: per window edge (``a`` then ``b``): the index of the last hold starting at or before it, and
+    #: how far into that hold it lies (0 before the first hold)
+    k: np.ndarray
+    into: np.ndarray
+    covered: np.ndarray
+
+    @classmethod
+    def of(cls, t: np.ndarray, a: np.ndarray, b: np.ndarray) -> _Holds:
+        dt = np.diff(t)
+        pos = dt[dt > 0]
+        period = float(np.median(pos)) if pos.size else DEFAULT_PERIOD_S
+        half = np.minimum(dt / 2.0, max(HOLD_FACTOR * period, MIN_HOLD_S))
+        # The first and last samples reach as far out as they reach in.
+        first = half[:1] if half.size else np.array([period / 2.0])
+        last = half[-1:] if half.size else np.array([period / 2.0])
+        lo = t - np.concatenate([first, half])
+        w = (t + np.concatenate([half, last])) - lo
+        q = np.concatenate([a, b])
+        k = np.searchsorted(lo, q, "right") - 1
+        kk = np.clip(k, 0, None)
+        into = np.where(k >= 0, np.clip(q - lo[kk], 0.0, w[kk]), 0.0)
+        h = cls(w, k, into, np.empty(0))
+        h.covered = h._between(np.cumsum(w), np.ones(len(w)))
+        return h
+
+    def _between(self, cum: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """F(b) - F(a) for each window, F the integral whose running sums over holds are ``cum``."""
+        k = self.k
+        kk = np.clip(k, 0, None)
+        before = np.where(k >= 1, cum[np.clip(k - 1, 0, None)], 0.0)
+        f = np.where(k >= 0, before + v[kk] * self.into, 0.0)
+        n = len(f) // 2
+        return f[n:] - f[:n]
+
+    def integral(self, v: np.ndarray) -> np.ndarray:
+        """Integral of the held values ``v`` over each window."""
+        return self._between(np.cumsum(v * self.w), v)
 
 
 def _window_integrals(
-    t: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray
+    t: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray, shared: _Holds | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Integral of the held values and covered seconds over each window ``[a_i, b_i]``."""
+    """Integral of the held values and covered seconds over each window ``[a_i, b_i]``; ``shared``:
+    the holds of ``t`` itself, used when ``v`` has a value at every sample."""
     ok = np.isfinite(v) & np.isfinite(t)
     if not ok.any():
         z = np.zeros(len(a))
         return z, z.copy()
-    x, fv, fc = _step_integral(t[ok], v[ok])
-    iv = np.interp(b, x, fv) - np.interp(a, x, fv)
-    ic = np.interp(b, x, fc) - np.interp(a, x, fc)
-    return iv, ic
+    if shared is not None and ok.all():
+        return shared.integral(v), shared.covered
+    h = _Holds.of(t[ok], a, b)
+    return h.integral(v[ok]), h.covered
 
 
-def _derived_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Columns to average for one device, indicators included (NaN where the source is NaN)."""
-    cols: dict[str, np.ndarray] = {}
+def _numbers(df: pd.DataFrame, c: str) -> np.ndarray:
+    """Column ``c`` as float64 (unreadable values NaN); float64 columns as they are, not copied."""
+    col = df[c]
+    if col.dtype == np.float64:
+        return col.to_numpy()
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
+
+
+def _derived_columns(df: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
+    """Columns to average for one device, indicators included (NaN where the source is NaN); one
+    at a time (a week of one device is 6 M samples: 48 MB per column)."""
     for c in (*NVML_COLUMNS, *GPM_COLUMNS):
         if c in df.columns:
-            cols[c] = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64")
+            yield c, _numbers(df, c)
     power_col = next((c for c in ("power_w", "power_avg_w") if c in df.columns
                       and df[c].notna().any()), None)
     if power_col is not None:
-        cols["power_w"] = pd.to_numeric(df[power_col], errors="coerce").to_numpy(dtype="float64")
-    if "util_pct" in cols:
-        u = cols["util_pct"]
-        cols["busy_time_frac"] = np.where(np.isnan(u), np.nan, (u > 0).astype("float64"))
+        yield "power_w", _numbers(df, power_col)
+    if "util_pct" in df.columns:
+        u = _numbers(df, "util_pct")
+        yield "busy_time_frac", np.where(np.isnan(u), np.nan, (u > 0).astype("float64"))
     if "throttle_reasons" in df.columns:
-        r = pd.to_numeric(df["throttle_reasons"], errors="coerce").to_numpy(dtype="float64")
+        r = _numbers(df, "throttle_reasons")
         bits = np.nan_to_num(r, nan=0.0).astype("int64")
         nan = np.isnan(r)
-        cols["power_cap_frac"] = np.where(nan, np.nan, ((bits & POWER_CAP_BITS) != 0).astype("float64"))
-        cols["thermal_frac"] = np.where(nan, np.nan, ((bits & THERMAL_BITS) != 0).astype("float64"))
-    cols.update(neuron_columns(df))  # Neuron devices: core imbalance, runtime host overhead, errors
-    return cols
+        yield "power_cap_frac", np.where(nan, np.nan, ((bits & POWER_CAP_BITS) != 0).astype("float64"))
+        yield "thermal_frac", np.where(nan, np.nan, ((bits & THERMAL_BITS) != 0).astype("float64"))
+    yield from neuron_columns(df).items()  # Neuron devices: core imbalance, runtime host overhead, errors
 
 
 def _device_means(
@@ -215,12 +172,18 @@ def _device_means(
 ) -> dict[str, np.ndarray]:
     """Per group (label), the time-weighted mean of each column over its windows; NaN where the
     column covers less than ``min_coverage`` of the group's time. Adds ``<col>:coverage``."""
-    df = df.sort_values(T, kind="stable")
+    if len(df) > 1 and not (np.diff(df[T].to_numpy(dtype="float64")) >= 0).all():
+        df = df.sort_values(T, kind="stable")
     t = df[T].to_numpy(dtype="float64")
     span = np.bincount(codes, weights=b - a, minlength=n_groups)
     out: dict[str, np.ndarray] = {}
-    for name, v in _derived_columns(df).items():
-        iv, ic = _window_integrals(t, v, a, b)
+    shared = _Holds.of(t, a, b) if len(t) and np.isfinite(t).all() else None
+    for name, v in _derived_columns(df):
+        if v.strides == (0,) and len(v) and np.isnan(v[0]) or np.isnan(v).all():
+            # a column this device never filled: no integral to take
+            iv = ic = np.zeros(len(a))
+        else:
+            iv, ic = _window_integrals(t, v, a, b, shared)
         sv = np.bincount(codes, weights=iv, minlength=n_groups)
         sc = np.bincount(codes, weights=ic, minlength=n_groups)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -270,7 +233,7 @@ def windows_from_steps(steps: pd.DataFrame) -> pd.DataFrame:
                          "t_end": g["t_end"].max()}).reset_index(drop=True)
 
 
-# --- classification ---------------------------------------------------------------------------
+# --- evidence and classification ---------------------------------------------------------------
 
 
 def _gpu_devices(samples: pd.DataFrame, devices: Sequence[str] | None) -> list[str]:
@@ -291,192 +254,70 @@ def _idle_floor(df: pd.DataFrame, limit: float, th: Thresholds) -> float:
     return floor
 
 
-def _evidence(
-    samples: pd.DataFrame,
-    a: np.ndarray,
-    b: np.ndarray,
-    codes: np.ndarray,
-    n_groups: int,
-    power_limits: dict[str, float] | None,
-    idle_power_w: dict[str, float] | None,
-    devices: Sequence[str] | None,
-    th: Thresholds,
-) -> list[dict[str, float]]:
-    """Per group, the evidence dict averaged over devices (NaN entries dropped)."""
-    per_device: list[dict[str, np.ndarray]] = []
-    for dev in _gpu_devices(samples, devices):
-        df = samples[samples[DEVICE] == dev]
-        m = _device_means(df, a, b, codes, n_groups, th.min_coverage)
-        limit = float((power_limits or {}).get(dev, np.nan))
-        lim = m.get("power_limit_w")
-        lim_arr = np.where(np.isfinite(lim), lim, limit) if lim is not None else np.full(n_groups, limit)
-        m["power_limit_w"] = lim_arr
-        if "power_w" in m:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m["power_frac"] = np.where(lim_arr > 0, m["power_w"] / lim_arr, np.nan)
-            given = (idle_power_w or {}).get(dev)
-            if given is not None:
-                floor = float(given)
-            else:
-                known = lim_arr[np.isfinite(lim_arr)]
-                floor = _idle_floor(df, float(known.max()) if known.size else limit, th)
-            m["idle_power_w"] = np.full(n_groups, floor)
-        per_device.append(m)
-    span = np.bincount(codes, weights=b - a, minlength=n_groups)
+def device_evidence(df: pd.DataFrame, a: np.ndarray, b: np.ndarray, codes: np.ndarray, n_groups: int,
+                    power_limit_w: float = float("nan"), idle_power_w: float | None = None,
+                    th: Thresholds = DEFAULT_THRESHOLDS) -> dict[str, np.ndarray]:
+    """One device's evidence per group of windows ``[a_i, b_i]`` (group ``codes[i]``): each
+    column's time-weighted mean and coverage, its power limit, power fraction and idle floor.
+    ``df`` holds every sample of the device (the idle floor is a percentile of all of them);
+    :func:`combine_evidence` averages several devices."""
+    m = _device_means(df, a, b, codes, n_groups, th.min_coverage)
+    lim = m.get("power_limit_w")
+    lim_arr = np.where(np.isfinite(lim), lim, power_limit_w) if lim is not None else np.full(n_groups, power_limit_w)
+    m["power_limit_w"] = lim_arr
+    if "power_w" in m:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m["power_frac"] = np.where(lim_arr > 0, m["power_w"] / lim_arr, np.nan)
+        if idle_power_w is not None:
+            floor = float(idle_power_w)
+        else:
+            known = lim_arr[np.isfinite(lim_arr)]
+            floor = _idle_floor(df, float(known.max()) if known.size else power_limit_w, th)
+        m["idle_power_w"] = np.full(n_groups, floor)
+    return m
+
+
+def combine_evidence(per_device: list[dict[str, np.ndarray]], span: np.ndarray) -> list[dict[str, float]]:
+    """Per group, the evidence averaged over devices (each key over the devices where it is finite),
+    with ``duration_s`` (the group's time, ``span``) and ``n_devices``."""
+    means: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for k in sorted({k for m in per_device for k in m}):
+        if k.endswith(":coverage") and k not in _COVERAGE_NAMES:
+            continue
+        stack = np.vstack([np.asarray(m[k], dtype="float64") for m in per_device if k in m])
+        ok = np.isfinite(stack)
+        n = ok.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[_COVERAGE_NAMES.get(k, k)] = (np.where(ok, stack, 0.0).sum(axis=0) / n, n > 0)
     out: list[dict[str, float]] = []
-    for g in range(n_groups):
+    for g in range(len(span)):
         ev: dict[str, float] = {"duration_s": float(span[g]), "n_devices": float(len(per_device))}
-        keys = sorted({k for m in per_device for k in m})
-        for k in keys:
-            vals = np.array([m[k][g] for m in per_device if k in m], dtype="float64")
-            vals = vals[np.isfinite(vals)]
-            if vals.size and (k in _COVERAGE_NAMES or not k.endswith(":coverage")):
-                ev[_COVERAGE_NAMES.get(k, k)] = float(vals.mean())
+        ev.update({k: float(mean[g]) for k, (mean, ok) in means.items() if ok[g]})
         out.append(ev)
     return out
 
 
-def _classify(ev: dict[str, float], gap: float | None, th: Thresholds) -> Verdict | None:
-    util = ev.get("util_pct")
-    busy = ev.get("busy_time_frac")
-    sm = ev.get("sm_active_pct")
-    tensor = ev.get("tensor_active_pct")
-    dram = ev.get("dram_active_pct")
-    mem = ev.get("mem_util_pct")
-    power = ev.get("power_w")
-    floor = ev.get("idle_power_w")
-    basis: Basis = "gpm" if sm is not None else "nvml"
-    if gap is not None:
-        ev["gap_frac"] = gap
-    # kernel-resident share of time: NVML util; GPM SM activity if NVML is missing.
-    active = util if util is not None else sm
-    if active is None:
-        return None
-    if util is not None and sm is not None and util > 0:
-        ev["sm_active_per_util"] = sm / util
-    if util is not None and mem is not None and util > 0:
-        ev["mem_util_per_util"] = mem / util
-    if dram is not None and util is not None and util > 0:
-        ev["dram_busy_pct"] = min(100.0, dram / (util / 100.0))
-
-    # modifiers
-    modifiers: list[str] = []
-    cap = ev.get("power_cap_frac")
-    pfrac = ev.get("power_frac")
-    if (cap is not None and cap >= th.power_cap_frac) or (pfrac is not None and pfrac >= th.power_limit_frac):
-        modifiers.append("power-capped")
-    thermal = ev.get("thermal_frac")
-    if thermal is not None and thermal >= th.thermal_frac:
-        modifiers.append("thermal-throttled")
-
-    dur = ev["duration_s"]
-    pw = f"{power:.0f} W" if power is not None else "unknown power"
-
-    # idle: no activity, or (util alone is not the verdict) a few % of utilisation at the idle power floor
-    at_floor = power is not None and floor is not None and bool(np.isfinite(floor)) and floor > 0
-    idle = active < th.idle_util_pct
-    if idle and busy is not None:
-        idle = busy < th.idle_busy_time_frac
-    if idle and sm is not None:
-        idle = sm < th.idle_sm_active_pct
-    if idle and at_floor:
-        idle = power <= th.idle_power_ratio * floor
-    floor_idle = (not idle and at_floor and power <= th.idle_floor_ratio * floor
-                  and active < th.idle_floor_util_pct and (sm is None or sm < th.idle_sm_active_pct)
-                  and (busy is None or busy < th.idle_floor_busy_frac))
-    if idle or floor_idle:
-        mods = [m for m in modifiers if m != "power-capped"]
-        if floor_idle:
-            why = (f"power {_fmt(power, th.idle_floor_ratio * floor)} W <= {th.idle_floor_ratio:g} x idle floor "
-                   f"{floor:.0f} W with util {_fmt(active, th.idle_floor_util_pct, th.idle_util_pct)} % < "
-                   f"{th.idle_floor_util_pct:g} %")
-        else:
-            why = (f"util {_fmt(active, th.idle_util_pct)} % < {th.idle_util_pct:g} %"
-                   + (f", kernels in {busy:.0%} of periods" if busy is not None else "")
-                   + (f", power {power:.0f} W near idle floor {floor:.0f} W" if power is not None and floor else ""))
-        return _with_thermal(Verdict(
-            "idle", mods, ev,
-            f"The GPU did no work for {_span(dur)} yet drew {pw}: release it (end the job or free the "
-            "allocation) or give it other work; if the idle time is a wait, shorten it.",
-            basis, why,
-        ), thermal)
-
-    # host-bound
-    launch = (util is not None and sm is not None and util >= th.idle_util_pct
-              and sm < th.launch_sm_per_util * util)
-    gap_host = gap is not None and gap >= th.host_gap_frac
-    low_util = active < th.host_util_pct
-    if launch or gap_host or low_util:
-        if launch:
-            assert util is not None and sm is not None
-            sugg = (f"Kernels are resident {util:.0f} % of the time but the SMs are active only {sm:.1f} %: "
-                    "kernels too small for the GPU (launch-bound). Capture the step in CUDA graphs "
-                    "(torch.compile mode='reduce-overhead'), fuse small ops, or raise the batch size.")
-            reason = (f"sm_active {_fmt(sm, th.launch_sm_per_util * util)} % < {th.launch_sm_per_util:g} x util "
-                      f"{util:.0f} % (launch-bound)")
-        elif gap_host:
-            assert gap is not None
-            sugg = (f"{gap:.0%} of the wall time is spent between steps: prepare the next batch while the GPU "
-                    "works (DataLoader num_workers > 0, pin_memory=True, prefetch_factor, non_blocking "
-                    "copies) and move host work out of the critical path.")
-            reason = f"inter-step gaps {_fmt(100 * gap, 100 * th.host_gap_frac)} % >= {th.host_gap_frac:.0%}"
-        else:
-            sugg = (f"The GPU has no kernel to run {100 - active:.0f} % of the time: host-side work inside "
-                    "the step (Python per-step/per-token overhead, kernel launches, synchronisations such as "
-                    ".item()) limits throughput. Give each launch more work (larger or continuous batching), "
-                    "use CUDA graphs / torch.compile, and profile the host (torch.profiler, py-spy).")
-            reason = f"util {_fmt(active, th.host_util_pct, th.idle_util_pct)} % < {th.host_util_pct:g} %"
-        return _with_thermal(Verdict("host-bound", modifiers, ev, sugg, basis, reason), thermal)
-
-    # memory-bound
-    mem_bound = False
-    if dram is not None:
-        dram_busy = ev.get("dram_busy_pct", dram)
-        mem_bound = dram_busy >= th.dram_busy_pct and dram >= (tensor or 0.0)
-        reason = (f"DRAM at {dram_busy:.0f} % of peak while busy (>= {th.dram_busy_pct:g} %), "
-                  f"tensor {tensor or 0.0:.0f} %")
-    elif mem is not None and util:
-        mem_bound = mem / util >= th.mem_util_per_util
-        reason = f"memory busy {mem / util:.2f} of kernel time (>= {th.mem_util_per_util:g})"
-    if mem_bound:
-        sugg = ("Memory bandwidth is the limit: fuse element-wise ops so data stays on chip (torch.compile), "
-                "keep tensors in lower precision (bf16/fp8), raise arithmetic intensity (larger batch or "
-                "tiles) and remove redundant copies.")
-        if "power-capped" in modifiers:
-            sugg += " The power cap is not what limits it."
-        return _with_thermal(Verdict("memory-bound", modifiers, ev, sugg, basis, reason), thermal)
-
-    # compute-bound
-    reason = f"util {_fmt(active, th.host_util_pct)} % >= {th.host_util_pct:g} %, not memory-bound"
-    if "power-capped" in modifiers:
-        limit = ev.get("power_limit_w")
-        lim = f" (e.g. nvidia-smi -pl {0.8 * limit:.0f}, 80 % of {limit:.0f} W)" if limit else ""
-        sugg = ("Compute-bound at the power limit: the clock is already held back by power, so lowering the "
-                f"power limit{lim} costs little speed and saves energy; compare J/token at a few limits.")
-    elif tensor is not None and tensor < 30.0:
-        sugg = (f"Compute-bound but the tensor cores are active only {tensor:.0f} %: move the math to tensor "
-                "cores (bf16/tf32/fp8 matmuls, fused attention kernels) to do the same work in less time.")
-    else:
-        sugg = ("Compute-bound: speed and energy now come from doing less work per token (bf16/fp8, fused "
-                "attention, avoiding recomputation); a lower power limit may also save energy at small cost.")
-    return _with_thermal(Verdict("compute-bound", modifiers, ev, sugg, basis, reason), thermal)
+def verdicts(evidence: list[dict[str, float]], gaps: Sequence[float | None] | None = None,
+             th: Thresholds = DEFAULT_THRESHOLDS) -> list[Verdict | None]:
+    """The verdict of each group's evidence (and inter-step gap fraction), Neuron notes added."""
+    out: list[Verdict | None] = []
+    for g, ev in enumerate(evidence):
+        v = classify(ev, gaps[g] if gaps is not None else None, th)
+        if v is not None:
+            annotate_neuron(v)
+        out.append(v)
+    return out
 
 
-def _fmt(value: float, *thresholds: float) -> str:
-    """``value`` with as few decimals as keep it apart from every threshold it is compared with:
-    5.18 against 5 prints "5.18", not "5" (a reason must not round a threshold away)."""
-    for d in range(0, 4):
-        s = f"{value:.{d}f}"
-        if all(float(s) != round(t, d) or value == t for t in thresholds):
-            return s
-    return f"{value:.4g}"
-
-
-def _with_thermal(v: Verdict, thermal: float | None) -> Verdict:
-    if "thermal-throttled" in v.modifiers and thermal is not None:
-        v.suggestion += (f" Clocks were thermally throttled {thermal:.0%} of the time: check cooling, airflow "
-                         "and fan settings.")
-    return v
+def _evidence(samples: pd.DataFrame, a: np.ndarray, b: np.ndarray, codes: np.ndarray, n_groups: int,
+              power_limits: dict[str, float] | None, idle_power_w: dict[str, float] | None,
+              devices: Sequence[str] | None, th: Thresholds) -> list[dict[str, float]]:
+    """Per group, the evidence dict averaged over devices (NaN entries dropped)."""
+    per_device = [
+        device_evidence(samples[samples[DEVICE] == dev], a, b, codes, n_groups,
+                        float((power_limits or {}).get(dev, np.nan)), (idle_power_w or {}).get(dev), th)
+        for dev in _gpu_devices(samples, devices)]
+    return combine_evidence(per_device, np.bincount(codes, weights=b - a, minlength=n_groups))
 
 
 def _check_samples(samples: pd.DataFrame) -> None:
@@ -507,20 +348,27 @@ def classify_windows(
             raise ValueError(f"windows lack column {c!r}")
     if len(windows) == 0 or len(samples) == 0:
         return {}
-    labels = windows["label"].astype(str)
-    codes, uniques = pd.factorize(labels, sort=False)
-    a = windows["t_start"].to_numpy(dtype="float64")
-    b = windows["t_end"].to_numpy(dtype="float64")
-    b = np.maximum(a, b)
+    codes, uniques, a, b = label_groups(windows)
     evs = _evidence(samples, a, b, codes, len(uniques), power_limits, idle_power_w, devices, thresholds)
     gaps = gap_fractions(steps) if steps is not None else {}
-    out: dict[str, Verdict] = {}
-    for g, label in enumerate(uniques):
-        v = _classify(evs[g], gaps.get(str(label)), thresholds)
-        if v is not None:
-            annotate_neuron(v)
-            out[str(label)] = v
-    return out
+    found = verdicts(evs, [gaps.get(str(label)) for label in uniques], thresholds)
+    return {str(label): v for label, v in zip(uniques, found, strict=True) if v is not None}
+
+
+def label_groups(windows: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """``(codes, labels, a, b)``: each window's group (its label, in order of appearance) and edges."""
+    codes, uniques = pd.factorize(windows["label"].astype(str), sort=False)
+    a = windows["t_start"].to_numpy(dtype="float64")
+    b = np.maximum(a, windows["t_end"].to_numpy(dtype="float64"))
+    return codes, [str(u) for u in uniques], a, b
+
+
+def timeline_windows(lo: float, hi: float, window_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive windows of ``window_s`` from ``lo`` to ``hi`` (the last may be shorter)."""
+    if not hi > lo:
+        return np.empty(0), np.empty(0)
+    a = np.arange(lo, hi, window_s)
+    return a, np.minimum(a + window_s, hi)
 
 
 def classify_timeline(
@@ -545,26 +393,8 @@ def classify_timeline(
     t = samples[T].to_numpy(dtype="float64")
     lo = float(np.nanmin(t)) if t_start is None else float(t_start)
     hi = float(np.nanmax(t)) if t_end is None else float(t_end)
-    if not hi > lo:
+    a, b = timeline_windows(lo, hi, window_s)
+    if not len(a):
         return []
-    edges = np.arange(lo, hi, window_s)
-    a = edges
-    b = np.minimum(edges + window_s, hi)
-    codes = np.arange(len(a))
-    evs = _evidence(samples, a, b, codes, len(a), power_limits, idle_power_w, devices, thresholds)
-    out: list[tuple[float, float, Verdict]] = []
-    for i in range(len(a)):
-        v = _classify(evs[i], None, thresholds)
-        if v is not None:
-            annotate_neuron(v)
-            out.append((float(a[i]), float(b[i]), v))
-    return out
-
-
-def _span(seconds: float) -> str:
-    """``0.4`` -> ``400 ms``, ``12.3`` -> ``12 s``, ``300`` -> ``5 min`` (never "for 0 s")."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min"
+    evs = _evidence(samples, a, b, np.arange(len(a)), len(a), power_limits, idle_power_w, devices, thresholds)
+    return [(float(a[i]), float(b[i]), v) for i, v in enumerate(verdicts(evs, None, thresholds)) if v is not None]

@@ -66,7 +66,7 @@ def choose_source(dev: pd.DataFrame) -> schema.EnergySource:
 
 def counter_curve(t: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
     ok = ~np.isnan(counter_j)
-    t, c = t[ok], counter_j[ok]
+    t, c = t[ok], counter_j[ok]  # a copy: the curve outlives the samples it came from
     notes: list[str] = []
     d = np.diff(c)
     if (d < 0).any():
@@ -111,7 +111,7 @@ def _join(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.nd
 def power_curve(t: np.ndarray, power_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Trapezoid integral of instant power, not across gaps in the samples."""
     ok = ~np.isnan(power_w)
-    t, p = t[ok], power_w[ok]
+    t, p = (t, power_w) if ok.all() else (t[ok], power_w[ok])
     if len(t) < 2:
         return t, np.zeros_like(t)
     parts = []
@@ -290,8 +290,10 @@ def curves(samples: pd.DataFrame, sources: dict[str, schema.EnergySource] | None
 
 def mean_power(samples: pd.DataFrame, device: str) -> tuple[float | None, float | None]:
     """(mean, max) of the device's best power column, for the report; None when it has none."""
-    dev = samples[samples[schema.DEVICE] == device]
+    mine = (samples[schema.DEVICE] == device).to_numpy()
     for col in ("power_w", "power_avg_w", "power_est_w"):
-        if col in dev.columns and dev[col].notna().any():
-            return float(dev[col].mean()), float(dev[col].max())
+        if col in samples.columns:
+            v = samples[col] if mine.all() else samples.loc[mine, col]  # one column, not a copy of the frame
+            if v.notna().any():
+                return float(v.mean()), float(v.max())
     return None, None

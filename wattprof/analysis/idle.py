@@ -37,8 +37,16 @@ BUSY_FRAC = 0.5
 def _column(df: pd.DataFrame, *names: str) -> np.ndarray | None:
     for n in names:
         if n in df.columns and df[n].notna().any():
-            return pd.to_numeric(df[n], errors="coerce").to_numpy(dtype=float)
+            col = df[n]
+            return col.to_numpy() if col.dtype == np.float64 else pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
     return None
+
+
+def _filled(v: np.ndarray) -> np.ndarray:
+    """Missing readings take the last one before them (the first ones: the first after them)."""
+    if not np.isnan(v).any():
+        return v
+    return pd.Series(v).ffill().bfill().to_numpy()
 
 
 def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarray]:
@@ -54,20 +62,22 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
     idle = np.ones(len(t), dtype=bool)
     if power is not None and np.isfinite(floor_w):
         # a row without a power reading (e.g. a GPM-only row) takes the last reading before it
-        p = pd.Series(power).ffill().bfill().to_numpy()
+        p = _filled(power)
         idle &= p <= POWER_RATIO * floor_w
         util_limit = UTIL_PCT
     else:
         util_limit = DEFAULT_THRESHOLDS.idle_util_pct
-    if util is not None:
-        u = pd.Series(util).ffill().bfill().to_numpy()
-        # kernels in most utilisation periods around the sample (batch-1 decoding) is work, not idle
-        busy = pd.Series((u > 0).astype(float), index=pd.to_datetime(t, unit="s"))
-        busy_frac = busy.rolling(f"{int(BUSY_WINDOW_S * 1000)}ms", center=True, min_periods=1).mean().to_numpy()
-        idle &= (u <= util_limit) & (busy_frac < BUSY_FRAC)
     if sm is not None:
-        s = pd.Series(sm).ffill().bfill().to_numpy()
+        s = _filled(sm)
         idle &= ~(s >= SM_ACTIVE_PCT)
+    if util is not None:
+        u = _filled(util)
+        idle &= u <= util_limit
+        # kernels in most utilisation periods around the sample (batch-1 decoding) is work, not idle;
+        # asked only where every other test says idle
+        at = np.flatnonzero(idle)
+        if len(at):
+            idle[at] = centred_mean((u > 0).astype(float), t, BUSY_WINDOW_S, at) < BUSY_FRAC
     d = np.diff(t)
     half = np.minimum(d / 2.0, MAX_HOLD_S)
     lo = t - np.concatenate([[0.0], half])
@@ -79,6 +89,22 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
     new = np.concatenate([[True], lo[1:] > hi[:-1] + 1e-9])
     idx = np.flatnonzero(new)
     return lo[idx], np.maximum.reduceat(hi, idx)
+
+
+def centred_mean(v: np.ndarray, t: np.ndarray, window_s: float, at: np.ndarray | None = None) -> np.ndarray:
+    """Mean of ``v`` over the samples within ``(t_i - window_s / 2, t_i + window_s / 2]`` of each
+    (sorted) ``t_i`` (of the indices ``at`` only, when given), on the timestamps pandas would use:
+    what its centred time-based ``rolling(...).mean()`` gives for values without NaN, from two
+    ``searchsorted`` and a cumulative sum."""
+    idx = pd.to_datetime(t, unit="s")  # the index pandas would roll over, in its own unit
+    ticks = idx.asi8
+    width = pd.Timedelta(int(round(window_s * 1e9)), "ns").as_unit(idx.unit)._value
+    half = width // 2  # an odd width closes both ends (pandas GH 43997)
+    q = ticks if at is None else ticks[at]
+    start = np.searchsorted(ticks, q - half - (width % 2), "right")
+    end = np.searchsorted(ticks, q + half, "right")
+    cum = np.concatenate([[0.0], np.cumsum(v)])
+    return (cum[end] - cum[start]) / (end - start)
 
 
 def intersect(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,6 +14,8 @@ from ..analysis import align as align_mod
 from ..analysis import energy as energy_mod
 from ..analysis import quality, tokens
 from ..run import Run
+from ..scan import BATCH_ROWS, NotScannable, SampleScan
+from . import sample_digest as digest
 from .model import (
     BottleneckVerdict,
     CarbonReport,
@@ -27,6 +30,7 @@ from .model import (
     WastedEnergy,
     WindowVerdict,
 )
+from .sample_digest import DeviceFrames, WholeSamples
 
 if TYPE_CHECKING:
     from ..analysis.carbon import CarbonContext
@@ -51,34 +55,40 @@ def boundary_devices(devices: list[DeviceReport]) -> list[DeviceReport]:
     return measured or accel or [d for d in devices if d.kind == "host" and d.energy_source != "none"]
 
 
+def sample_frames(run: Run, batch_rows: int | None = BATCH_ROWS) -> DeviceFrames:
+    """The run's samples one device at a time: by Parquet row group (``batch_rows`` rows per read),
+    or from the whole table when ``batch_rows`` is None or the files need the whole-table reader's
+    cleaning (:class:`~wattprof.scan.NotScannable`)."""
+    if batch_rows is not None:
+        try:
+            return SampleScan.open(run.path, batch_rows)
+        except NotScannable:
+            pass
+    return WholeSamples(run.samples)
+
+
 def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: str | None = None,
-                 bottlenecks: bool = True, timeline_points: int = 1500) -> Report:
+                 bottlenecks: bool = True, timeline_points: int = 1500, batch_rows: int | None = BATCH_ROWS) -> Report:
     """The report of ``run``: energy by device, label and token; bottlenecks; CO2 when ``carbon``
-    (from :func:`wattprof.analysis.carbon.resolve_intensity`) is given."""
-    samples = run.samples
+    (from :func:`wattprof.analysis.carbon.resolve_intensity`) is given. The samples are read one
+    device at a time (``batch_rows`` rows per read; None: from the whole table), never all at once."""
+    frames = sample_frames(run, batch_rows)
+    try:
+        return _build(run, frames, carbon=carbon, carbon_note=carbon_note, bottlenecks=bottlenecks,
+                      timeline_points=timeline_points)
+    except NotScannable:  # found mid-way (e.g. an infinite value): the whole-table reader cleans it
+        return _build(run, WholeSamples(run.samples), carbon=carbon, carbon_note=carbon_note,
+                      bottlenecks=bottlenecks, timeline_points=timeline_points)
+
+
+def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carbon_note: str | None,
+           bottlenecks: bool, timeline_points: int) -> Report:
     steps = run.steps
     meta = run.meta
-    curves = energy_mod.curves(samples)
+    figures, serve_samples = digest.energy_pass(frames, timeline_points)
+    curves = {dev: f.curve for dev, f in figures.items()}
     gaps = device_event_notes(run.events)
-    devices: list[DeviceReport] = []
-    for dev, c in curves.items():
-        if schema.device_kind(dev) == "serve":  # token counters of a server (reports/serving.py), no power
-            continue
-        info = run.devices.get(dev, {})
-        mean_w, max_w = energy_mod.mean_power(samples, dev)
-        notes = list(c.notes)
-        for flag in (quality.source_flag(c.source), quality.gap_flag(dev, quality.device_times(samples, dev))):
-            if flag:
-                notes.append(flag)
-        notes += gaps.pop(dev, [])
-        devices.append(DeviceReport(
-            device=dev, name=info.get("name"), kind=schema.device_kind(dev), energy_j=c.total_j,
-            energy_source=c.source, energy_source_description=schema.SOURCE_DESCRIPTION[c.source],
-            estimated=c.source == "estimate", power_source=info.get("power_source"),
-            mean_power_w=_num(mean_w), max_power_w=_num(max_w), power_limit_w=_num(info.get("power_limit_w")),
-            t_first=_num(c.t_first) if len(c.t) else None, t_last=_num(c.t_last) if len(c.t) else None,
-            notes=notes, self_check=_self_check(samples, dev, c),
-        ))
+    devices = _device_reports(run, figures, gaps)
     flags: list[str] = []
     chosen = boundary_devices(devices)
     accel = [d for d in devices if d.kind != "host" and d.energy_source != "none"]
@@ -92,10 +102,91 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     used_curves = [curves[d.device] for d in chosen]
 
     a = align_mod.align(used_curves, steps)
-    duration = (a.t_last - a.t_first) if used_curves else _span(samples)
+    duration = (a.t_last - a.t_first) if used_curves else _span(figures.values())
     measured_any = bool(used_curves)
     outside = _outside_by_label(steps, a.t_first, a.t_last) if measured_any else \
         {str(k): int(v) for k, v in steps.groupby("label").size().items()} if len(steps) else {}
+    by_label, unmeasured = _label_reports(steps, a, used_curves, sources, outside, measured_any)
+    tokens = float(steps["tokens"].sum()) if len(steps) and steps["tokens"].notna().any() else None
+    measured_tokens = sum(lr.tokens or 0.0 for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
+    labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
+    j_per_token = labelled_tokens_energy / measured_tokens if measured_tokens else None
+    if unmeasured:
+        flags.append(f"no energy measured for label(s) {', '.join(unmeasured)}: their figures are null, not 0")
+    segments = [Segment(str(r.label), float(r.t_start), float(r.t_end))
+                for r in align_mod.label_segments(steps).itertuples(index=False)]
+    ev = digest.evidence_pass(frames, _evidence_request(figures, frames, steps, run.devices, chosen, a, segments,
+                                                        bottlenecks))
+    unlabelled, idle = _unlabelled_and_idle(steps, chosen, used_curves, a, ev)
+    flags += _run_flags(run, devices, by_label, a, ev, gaps)
+    nodes = _nodes(meta, devices, chosen)
+    host = next((d for d in devices if d.kind == "host"), None)
+    if host is not None and host in chosen:
+        host = None
+    bt: list[dict] = []
+    wasted = None
+    if bottlenecks:
+        bt = _bottlenecks(ev, steps, segments, by_label, unlabelled)
+        wasted = _wasted(by_label, idle, float(sum(d.energy_j for d in chosen)))
+    from .agents import agent_sections
+
+    agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon, run.events)
+    from .serving import serving_sections
+
+    serving = serving_sections(serve_samples, used_curves, run.devices)
+    carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
+        if carbon is not None and measured_any else None
+    return Report(
+        run={"id": meta.get("id"), "name": run.name, "path": str(run.path), "status": run.status,
+             "tags": meta.get("tags", {}), "command": meta.get("command"), "started_at": meta.get("started_at"),
+             "ended_at": meta.get("ended_at"), "exit_code": meta.get("exit_code")},
+        boundary=boundary, energy_j=float(sum(d.energy_j for d in chosen)) if measured_any else None,  # type: ignore[arg-type]
+        energy_source="+".join(sources) or "none",
+        estimated=estimated, duration_s=float(duration) if not pd.isna(duration) else 0.0,
+        tokens=tokens, j_per_token=j_per_token, steps=len(steps), devices=devices, by_label=by_label, idle=idle,
+        host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
+        wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
+        timeline=[_series(figures[d.device].series, d) for d in devices if d.kind != "host"],
+        segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
+        agents=agents, serving=serving, unlabelled=unlabelled,
+        step_clocks={k: {f: v[f] for f in ("offset_s", "offset_uncertainty_s", "offset_method", "offset_score",
+                                           "offset_signals") if f in v}
+                     for k, v in (meta.get("sources") or {}).items() if "offset_s" in v},
+    )
+
+
+def _device_reports(run: Run, figures: dict[str, digest.DeviceFigures],
+                    gaps: dict[str, list[str]]) -> list[DeviceReport]:
+    """One report per device with samples (serving engines' token counters aside); ``gaps`` (the
+    devices' event notes) loses the devices it reports."""
+    devices: list[DeviceReport] = []
+    for dev, f in figures.items():
+        if schema.device_kind(dev) == "serve":  # token counters of a server (reports/serving.py), no power
+            continue
+        c = f.curve
+        info = run.devices.get(dev, {})
+        notes = list(c.notes)
+        for flag in (quality.source_flag(c.source), f.gap_note):
+            if flag:
+                notes.append(flag)
+        notes += gaps.pop(dev, [])
+        devices.append(DeviceReport(
+            device=dev, name=info.get("name"), kind=schema.device_kind(dev), energy_j=c.total_j,
+            energy_source=c.source, energy_source_description=schema.SOURCE_DESCRIPTION[c.source],
+            estimated=c.source == "estimate", power_source=info.get("power_source"),
+            mean_power_w=_num(f.mean_power_w), max_power_w=_num(f.max_power_w),
+            power_limit_w=_num(info.get("power_limit_w")),
+            t_first=_num(c.t_first) if len(c.t) else None, t_last=_num(c.t_last) if len(c.t) else None,
+            notes=notes, self_check=f.self_check,
+        ))
+    return devices
+
+
+def _label_reports(steps: pd.DataFrame, a: align_mod.Alignment, used_curves: list[energy_mod.EnergyCurve],
+                   sources: list[str], outside: dict[str, int], measured_any: bool
+                   ) -> tuple[dict[str, LabelReport], list[str]]:
+    """Per label: energy, tokens, inference figures and flags; and the labels nothing measured
+    (their figures null with the reason, never 0)."""
     by_label: dict[str, LabelReport] = {}
     boundary_source = sources[0] if len(sources) == 1 else "mixed"
     for label, le in a.labels.items():
@@ -133,23 +224,24 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
             lr.steady_state_note = None
             by_label[label] = lr
             unmeasured.append(label)
-    tokens = float(steps["tokens"].sum()) if len(steps) and steps["tokens"].notna().any() else None
-    measured_tokens = sum(lr.tokens or 0.0 for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
-    labelled_tokens_energy = sum(lr.energy_j for lr in by_label.values() if lr.tokens and lr.energy_j is not None)
-    j_per_token = labelled_tokens_energy / measured_tokens if measured_tokens else None
-    if unmeasured:
-        flags.append(f"no energy measured for label(s) {', '.join(unmeasured)}: their figures are null, not 0")
-    unlabelled, idle = _unlabelled_and_idle(samples, steps, run.devices, chosen, used_curves, a)
+    return by_label, unmeasured
+
+
+def _run_flags(run: Run, devices: list[DeviceReport], by_label: dict[str, LabelReport], a: align_mod.Alignment,
+               ev: digest.Evidence, gaps: dict[str, list[str]]) -> list[str]:
+    """The report's flags about the whole run: clocks, overlaps, plausibility, self-checks, merge,
+    sources' caveats, an unfinished run, events, devices without samples, storage."""
+    steps, meta = run.steps, run.meta
+    flags: list[str] = []
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
     flags += a.overlap_notes
-    flags += _plausibility_flags(samples, chosen, by_label, a)
+    flags += _plausibility_flags(by_label, a, ev)
     flags += [f"self-check {d.device}: counter and integrated instant power differ by "
               f"{d.self_check['difference_pct']:+.1f} % (more than {SELF_CHECK_LIMIT_PCT:g} %): one of them is wrong "
               "(counter reset, sensor fault, gaps); trust neither blindly"
               for d in devices if d.self_check and math.isfinite(d.self_check.get("difference_pct", float("nan")))
               and abs(d.self_check["difference_pct"]) > SELF_CHECK_LIMIT_PCT]
     flags += list((meta.get("merge") or {}).get("flags") or [])
-    nodes = _nodes(meta, devices, chosen)
     for key, src in (meta.get("sources") or {}).items():
         flags += [f"{key}: {c}" for c in src.get("caveats") or []]
     if run.status == "unfinished":
@@ -157,41 +249,7 @@ def build_report(run: Run, *, carbon: CarbonContext | None = None, carbon_note: 
     flags += _event_flags(run.events)
     flags += [f"{dev}: {n}" for dev, notes in sorted(gaps.items()) for n in notes]  # devices without samples
     flags += [f"storage: {e}" for e in meta.get("errors") or []]
-    host = next((d for d in devices if d.kind == "host"), None)
-    if host is not None and host in chosen:
-        host = None
-    segments = [Segment(str(r.label), float(r.t_start), float(r.t_end))
-                for r in align_mod.label_segments(steps).itertuples(index=False)]
-    bt: list[dict] = []
-    wasted = None
-    if bottlenecks:
-        bt = _bottlenecks(samples, steps, run.devices, segments, by_label, unlabelled, a.t_first, a.t_last)
-        wasted = _wasted(by_label, idle, float(sum(d.energy_j for d in chosen)))
-    from .agents import agent_sections
-
-    agent_tasks, by_model, agents = agent_sections(steps, used_curves, meta, carbon, run.events)
-    from .serving import serving_sections
-
-    serving = serving_sections(samples, used_curves, run.devices)
-    carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
-        if carbon is not None and measured_any else None
-    return Report(
-        run={"id": meta.get("id"), "name": run.name, "path": str(run.path), "status": run.status,
-             "tags": meta.get("tags", {}), "command": meta.get("command"), "started_at": meta.get("started_at"),
-             "ended_at": meta.get("ended_at"), "exit_code": meta.get("exit_code")},
-        boundary=boundary, energy_j=float(sum(d.energy_j for d in chosen)) if measured_any else None,  # type: ignore[arg-type]
-        energy_source="+".join(sources) or "none",
-        estimated=estimated, duration_s=float(duration) if not pd.isna(duration) else 0.0,
-        tokens=tokens, j_per_token=j_per_token, steps=len(steps), devices=devices, by_label=by_label, idle=idle,
-        host=host, flags=flags, warnings=list(run.warnings), events=len(run.events),
-        wasted=wasted, carbon=carbon_report, carbon_note=None if carbon is not None else (carbon_note or NO_LOCATION),
-        timeline=[_series(samples, d, timeline_points) for d in devices if d.kind != "host"],
-        segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
-        agents=agents, serving=serving, unlabelled=unlabelled,
-        step_clocks={k: {f: v[f] for f in ("offset_s", "offset_uncertainty_s", "offset_method", "offset_score",
-                                           "offset_signals") if f in v}
-                     for k, v in (meta.get("sources") or {}).items() if "offset_s" in v},
-    )
+    return flags
 
 
 #: A counter and integrated instant power agree to ~1-3 % on real H100 runs (aliasing on short steps up
@@ -202,43 +260,27 @@ SELF_CHECK_LIMIT_PCT = 10.0
 PLAUSIBLE_MARGIN = 0.03
 
 
-def _plausibility_flags(samples: pd.DataFrame, chosen: list[DeviceReport], by_label: dict[str, LabelReport],
-                        a: align_mod.Alignment) -> list[str]:
+def _plausibility_flags(by_label: dict[str, LabelReport], a: align_mod.Alignment,
+                        ev: digest.Evidence) -> list[str]:
     """A mean power outside every power reading in its window is not physical: flag it."""
-    accel = [d.device for d in chosen]
-    if samples.empty or not accel:
-        return []
-    col = next((c for c in ("power_w", "power_avg_w") if c in samples.columns and samples[c].notna().any()), None)
-    if col is None:
-        return []
-    df = samples[samples[schema.DEVICE].isin(accel)][[schema.T, schema.DEVICE, col]].dropna()
-    if df.empty or df[schema.DEVICE].nunique() != len(accel):
-        return []
-    t = df[schema.T].to_numpy(float)
     out = []
     for label, lr in by_label.items():
-        le = a.labels.get(label)
-        if lr.mean_power_w is None or lr.energy_j is None or le is None:
+        if lr.mean_power_w is None or lr.energy_j is None or a.labels.get(label) is None:
             continue
-        s0, s1 = align_mod.merge_intervals(le.segments["t_start"].to_numpy(float), le.segments["t_end"].to_numpy(float))
-        i = np.searchsorted(s0, t, "right") - 1
-        m = (i >= 0) & (t <= s1[np.clip(i, 0, None)])
-        if not m.any():
+        if label not in ev.power_range:
             continue
-        g = df[m].groupby(schema.DEVICE)[col]
-        lo, hi = float(g.min().sum()), float(g.max().sum())
+        lo, hi = ev.power_range[label]
         if lr.mean_power_w < (1 - PLAUSIBLE_MARGIN) * lo or lr.mean_power_w > (1 + PLAUSIBLE_MARGIN) * hi:
             out.append(f"label {lr.label}: mean power {lr.mean_power_w:.1f} W lies outside every power reading in "
                        f"its time ({lo:.1f}-{hi:.1f} W): its energy is not plausible (edges, gaps or a faulty source)")
     return out
 
 
-def _span(samples: pd.DataFrame) -> float:
+def _span(figures: Iterable[digest.DeviceFigures]) -> float:
     """Seconds the samples cover (e.g. a GPM-only import: no power, but a span)."""
-    if samples.empty or schema.T not in samples.columns:
-        return 0.0
-    t = samples[schema.T].to_numpy(float)
-    return float(np.nanmax(t) - np.nanmin(t)) if np.isfinite(t).any() else 0.0
+    lo = [f.t_min for f in figures if np.isfinite(f.t_min)]
+    hi = [f.t_max for f in figures if np.isfinite(f.t_max)]
+    return float(max(hi) - min(lo)) if lo else 0.0
 
 
 def _outside_by_label(steps: pd.DataFrame, t_first: float, t_last: float) -> dict[str, int]:
@@ -253,9 +295,8 @@ IDLE_RULE = ("every accelerator within 1.3 x its idle power floor with utilisati
              "inside the unlabelled time")
 
 
-def _unlabelled_and_idle(samples: pd.DataFrame, steps: pd.DataFrame, devices: dict[str, dict],
-                         chosen: list[DeviceReport], curves: list[energy_mod.EnergyCurve],
-                         a: align_mod.Alignment) -> tuple[UnlabelledReport, IdleReport]:
+def _unlabelled_and_idle(steps: pd.DataFrame, chosen: list[DeviceReport], curves: list[energy_mod.EnergyCurve],
+                         a: align_mod.Alignment, ev: digest.Evidence) -> tuple[UnlabelledReport, IdleReport]:
     """Unlabelled time (outside every label's span) and, inside it, the time the accelerators idled."""
     from ..analysis import idle as idle_mod
 
@@ -269,9 +310,7 @@ def _unlabelled_and_idle(samples: pd.DataFrame, steps: pd.DataFrame, devices: di
         segs = align_mod.label_segments(steps)
         s0, s1 = align_mod.merge_intervals(segs["t_start"].to_numpy(float), segs["t_end"].to_numpy(float))
         u0, u1 = idle_mod.unlabelled_windows(a.t_first, a.t_last, s0, s1)
-        limits = {d: float(i["power_limit_w"]) for d, i in devices.items() if i.get("power_limit_w")}
-        given = {d: float(i["idle_power_w"]) for d, i in devices.items() if i.get("idle_power_w")}
-        (i0, i1), floors = idle_mod.idle_intervals(samples, accel, limits, given)
+        (i0, i1), floors = ev.idle, ev.idle_floors
         i0, i1 = idle_mod.intersect(u0, u1, i0, i1)
         idle_j = float(align_mod.energy_over(curves, i0, i1).sum()) if len(i0) else 0.0
         idle_s = float((i1 - i0).sum())
@@ -282,6 +321,47 @@ def _unlabelled_and_idle(samples: pd.DataFrame, steps: pd.DataFrame, devices: di
                       idle_power_floor_w={k: round(v, 2) for k, v in floors.items() if math.isfinite(v)},
                       rule=IDLE_RULE)
     return un, idle
+
+
+def _evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFrames, steps: pd.DataFrame,
+                      devices: dict[str, dict], chosen: list[DeviceReport], a: align_mod.Alignment,
+                      segments: list[Segment], bottlenecks: bool) -> digest.EvidenceRequest:
+    """What the second pass over the samples computes: bottleneck evidence of the labels, the
+    unlabelled time and the timeline (GPUs); idle intervals (accelerators); power ranges per label."""
+    from ..analysis import bottleneck
+
+    limits = {d: float(i["power_limit_w"]) for d, i in devices.items() if i.get("power_limit_w")}
+    req = digest.EvidenceRequest(power_limits=limits,
+                                 power_columns={d: f.power_columns for d, f in figures.items()})
+    accel = [d.device for d in chosen if d.kind != "host"]
+    if accel and math.isfinite(a.t_first):
+        req.idle_devices = accel
+        req.idle_power_w = {d: float(i["idle_power_w"]) for d, i in devices.items() if i.get("idle_power_w")}
+    req.range_devices = [d.device for d in chosen]
+    req.range_column = next((c for c in ("power_w", "power_avg_w") if any(c in f.power_columns
+                                                                         for f in figures.values())), None)
+    req.label_spans = digest.label_spans(a.labels)
+    gpus = [d for d in figures if schema.device_kind(d) == "gpu"]
+    if not bottlenecks or not gpus or "util_pct" not in frames.columns:
+        return req
+    req.gpus = gpus
+    if segments:
+        windows = pd.DataFrame([{"label": s.label, "t_start": s.t_start, "t_end": s.t_end} for s in segments])
+        codes, labels, w0, w1 = bottleneck.label_groups(windows)
+        req.windows["labels"] = digest.WindowSet(w0, w1, codes, len(labels))
+    # unlabelled: the gaps of the run that no label's span covers
+    s0, s1 = align_mod.merge_intervals(np.array([s.t_start for s in segments]), np.array([s.t_end for s in segments]))
+    edges = np.concatenate([[a.t_first], np.ravel(np.column_stack([s0, s1])), [a.t_last]])
+    g0, g1 = np.clip(edges[0::2], a.t_first, a.t_last), np.clip(edges[1::2], a.t_first, a.t_last)
+    keep = g1 - g0 > 0
+    if keep.any():
+        req.windows["unlabelled"] = digest.WindowSet(g0[keep], g1[keep], np.zeros(int(keep.sum()), int), 1)
+    window = max(5.0, (a.t_last - a.t_first) / 60.0) if math.isfinite(a.t_last - a.t_first) else 5.0
+    t0, t1 = bottleneck.timeline_windows(min(figures[d].t_min for d in gpus), max(figures[d].t_max for d in gpus),
+                                         window)
+    if len(t0):
+        req.windows["timeline"] = digest.WindowSet(t0, t1, np.arange(len(t0)), len(t0))
+    return req
 
 
 def _wasted(by_label: dict[str, LabelReport], idle: IdleReport, energy_j: float) -> WastedEnergy:
@@ -323,22 +403,6 @@ def _nodes(meta: dict, devices: list[DeviceReport], chosen: list[DeviceReport]) 
     return out
 
 
-def _self_check(samples: pd.DataFrame, device: str, c: energy_mod.EnergyCurve) -> dict[str, float] | None:
-    """Counter vs integrated instant power over the whole run, for devices that have both."""
-    if c.source != "counter" or "power_w" not in samples.columns:
-        return None
-    dev = samples[samples[schema.DEVICE] == device]
-    if dev["power_w"].notna().sum() < 2:
-        return None
-    inst = energy_mod.device_curve(dev, device, "instant_power")
-    t0, t1 = max(c.t_first, inst.t_first), min(c.t_last, inst.t_last)
-    if not t1 > t0:
-        return None
-    e_c, e_i = float(c.between(t0, t1)), float(inst.between(t0, t1))
-    return {"counter_j": e_c, "instant_power_j": e_i,
-            "difference_pct": 100 * (e_i / e_c - 1) if e_c > 0 else float("nan")}
-
-
 def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.EnergyCurve],
                others: pd.DataFrame | None = None) -> None:
     """Per output token, per request and steady state for labels that are inference requests."""
@@ -364,14 +428,6 @@ def _inference(lr: LabelReport, sl: pd.DataFrame, curves: list[energy_mod.Energy
             ss = None
     lr.steady_state = ss.to_dict() if ss else None
     lr.steady_state_note = why
-
-
-def _gpu_samples(samples: pd.DataFrame) -> pd.DataFrame:
-    if samples.empty:
-        return samples
-    # device_kind once per device, not per sample (6.9 M calls took 3-8 s on a 24 h run)
-    gpus = [d for d in samples[schema.DEVICE].unique() if schema.device_kind(str(d)) == "gpu"]
-    return samples[samples[schema.DEVICE].isin(gpus)]
 
 
 #: Recorder events that make figures of the report suspect: kind -> what the flag says.
@@ -430,32 +486,24 @@ def _event_flags(events: pd.DataFrame) -> list[str]:
     return out
 
 
-def _bottlenecks(samples: pd.DataFrame, steps: pd.DataFrame, devices: dict[str, dict], segments: list[Segment],
-                 by_label: dict[str, LabelReport], idle: UnlabelledReport, t_first: float,
-                 t_last: float) -> list[WindowVerdict]:
+def _bottlenecks(ev: digest.Evidence, steps: pd.DataFrame, segments: list[Segment],
+                 by_label: dict[str, LabelReport], idle: UnlabelledReport) -> list[WindowVerdict]:
     """Fill each label's (and the unlabelled time's) verdict; return the verdicts of the run's time windows."""
     from ..analysis import bottleneck
 
-    gpu = _gpu_samples(samples)
-    if gpu.empty or "util_pct" not in gpu.columns:
-        return []
-    limits = {d: float(i["power_limit_w"]) for d, i in devices.items() if i.get("power_limit_w")}
-    if segments:
-        windows = pd.DataFrame([{"label": s.label, "t_start": s.t_start, "t_end": s.t_end} for s in segments])
-        for label, v in bottleneck.classify_windows(gpu, windows, limits, steps).items():
-            if label in by_label:
+    if "labels" in ev.windows:
+        labels = list(dict.fromkeys(s.label for s in segments))
+        gaps = bottleneck.gap_fractions(steps)
+        found = bottleneck.verdicts(ev.windows["labels"], [gaps.get(label) for label in labels])
+        for label, v in zip(labels, found, strict=True):
+            if v is not None and label in by_label:
                 by_label[label].bottleneck = BottleneckVerdict.of(v)
-    # unlabelled: the gaps of the run that no label's span covers
-    s0, s1 = align_mod.merge_intervals(np.array([s.t_start for s in segments]), np.array([s.t_end for s in segments]))
-    edges = np.concatenate([[t_first], np.ravel(np.column_stack([s0, s1])), [t_last]])
-    g0, g1 = np.clip(edges[0::2], t_first, t_last), np.clip(edges[1::2], t_first, t_last)
-    keep = g1 - g0 > 0
-    if keep.any():
-        w = pd.DataFrame({"label": "unlabelled", "t_start": g0[keep], "t_end": g1[keep]})
-        v = bottleneck.classify_windows(gpu, w, limits).get("unlabelled")
+    if "unlabelled" in ev.windows:
+        (v,) = bottleneck.verdicts(ev.windows["unlabelled"])
         idle.bottleneck = BottleneckVerdict.of(v) if v is not None else None
-    window = max(5.0, (t_last - t_first) / 60.0) if math.isfinite(t_last - t_first) else 5.0
-    return [WindowVerdict.of(a, b, v) for a, b, v in bottleneck.classify_timeline(gpu, limits, window_s=window)]
+    w = ev.windows.get("timeline", [])
+    edges = ev.sets.get("timeline")
+    return [WindowVerdict.of(edges.a[i], edges.b[i], v) for i, v in enumerate(bottleneck.verdicts(w)) if v is not None]
 
 
 def _carbon(ctx: CarbonContext, energy_j: float, by_label: dict[str, LabelReport], j_per_token: float | None,
@@ -476,21 +524,9 @@ def _carbon(ctx: CarbonContext, energy_j: float, by_label: dict[str, LabelReport
     )
 
 
-def _series(samples: pd.DataFrame, device: DeviceReport, points: int) -> Series:
-    dev = samples[samples[schema.DEVICE] == device.device]
-    col = next((c for c in ("power_w", "power_avg_w", "power_est_w") if c in dev.columns and dev[c].notna().any()),
-               None)
+def _series(series: tuple[np.ndarray, np.ndarray, str | None], device: DeviceReport) -> Series:
+    t, v, col = series
     if col is None:
         return Series(device.device, [], [], "none", device.power_limit_w)
-    d = dev[[schema.T, col]].dropna()
-    t = d[schema.T].to_numpy(float)
-    v = d[col].to_numpy(float)
-    if len(t) > points:  # mean per time bin: keeps energy-relevant shape, bounded size
-        span = t[-1] - t[0]
-        b = np.minimum(((t - t[0]) / span * points).astype(int), points - 1)
-        n = np.bincount(b, minlength=points)
-        ok = n > 0
-        t = (np.bincount(b, weights=t, minlength=points)[ok] / n[ok])
-        v = (np.bincount(b, weights=v, minlength=points)[ok] / n[ok])
     return Series(device.device, [round(float(x), 3) for x in t], [round(float(x), 2) for x in v], col,
                   device.power_limit_w)

@@ -229,7 +229,11 @@ class Run:
         import pandas as pd
 
         from ..formats.steps_jsonl import normalize_step, steps_frame
+        from ..scan import read_steps_columnar
 
+        fast = read_steps_columnar(sorted(self.path.glob("steps-*.jsonl")))  # None: needs the checks below
+        if fast is not None:
+            return fast
         rows = []
         for f in sorted(self.path.glob("steps-*.jsonl")):
             for i, obj in enumerate(self._read_jsonl(f)):

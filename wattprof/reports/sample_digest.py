@@ -1,0 +1,298 @@
+"""What a report needs from a run's samples, computed one device at a time.
+
+The report never holds the samples table. Two passes over the devices, each device's frame read,
+reduced and dropped before the next:
+
+1. **energy** (every device; ``t`` and the energy-source columns): the device's energy curve
+   (:func:`wattprof.analysis.energy.device_curve`), mean and peak power, the gap note, the
+   counter-vs-instant-power self-check, the downsampled power timeline and the time range.
+   The curves are kept (16 bytes per sample of a device with power data): every energy figure
+   of the report is a difference of them.
+2. **evidence** (after the steps are aligned with the curves; accelerators only, with the
+   utilisation, activity, clock and throttle columns): the bottleneck evidence of every window
+   set at once (labels, unlabelled time, timeline), the idle intervals and the power range
+   inside each label's span (the plausibility check).
+
+A device's frame comes from a :class:`~wattprof.scan.SampleScan` (Parquet by row group: the
+bounded-memory path) or from the run's whole samples table (:class:`WholeSamples`: runs the scan
+cannot read without cleaning, and the reference the scan is tested against); the figures are the
+same either way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from ..analysis import bottleneck, quality
+from ..analysis import energy as energy_mod
+from ..analysis import idle as idle_mod
+from ..analysis.align import merge_intervals
+
+ENERGY_COLUMNS = tuple(schema.SOURCE_COLUMN[s] for s in schema.ENERGY_SOURCES)
+POWER_COLUMNS = ("power_w", "power_avg_w", "power_est_w")
+IDLE_COLUMNS = ("power_w", "power_avg_w", "util_pct", "sm_active_pct")
+T_ = TypeVar("T_")
+
+
+class DeviceFrames(Protocol):
+    """One device's samples at a time (:class:`~wattprof.scan.SampleScan` or :class:`WholeSamples`)."""
+
+    devices: list[str]
+    columns: list[str]
+
+    def rows(self, device: str) -> int: ...
+
+    def frame(self, device: str, columns: Iterable[str]) -> pd.DataFrame: ...
+
+
+class WholeSamples:
+    """A samples table already in memory, served one device at a time."""
+
+    def __init__(self, samples: pd.DataFrame) -> None:
+        self.samples = samples
+        self.columns = [str(c) for c in samples.columns]
+        self._rows = samples.groupby(schema.DEVICE, sort=True).indices if len(samples) else {}
+        self.devices = [str(d) for d in self._rows]
+
+    def rows(self, device: str) -> int:
+        return len(self._rows[device])
+
+    def frame(self, device: str, columns: Iterable[str]) -> pd.DataFrame:
+        cols = [schema.T, schema.DEVICE, *(c for c in dict.fromkeys(columns)
+                                          if c in self.columns and c not in (schema.T, schema.DEVICE))]
+        return self.samples.iloc[self._rows[device]][cols]
+
+
+@dataclass
+class DeviceFigures:
+    """Pass 1: one device's energy figures."""
+
+    device: str
+    curve: energy_mod.EnergyCurve
+    mean_power_w: float | None
+    max_power_w: float | None
+    gap_note: str | None
+    self_check: dict[str, float] | None
+    t_min: float
+    t_max: float
+    #: power columns (``power_w``, ``power_avg_w``) with at least one reading
+    power_columns: set[str]
+    #: the power timeline: bin-mean times, values and the column they come from (None: no power)
+    series: tuple[np.ndarray, np.ndarray, str | None]
+
+
+#: Devices whose samples are read and reduced at the same time (threads: decoding and numpy release
+#: the GIL), on runs of at most :data:`PARALLEL_MAX_ROWS` samples per device; longer runs take one
+#: device at a time, so that memory stays one device's columns.
+WORKERS = 2
+PARALLEL_MAX_ROWS = 2_000_000
+
+
+def _each_device(frames: DeviceFrames, devices: list[str], fn: Callable[[str], T_]) -> list[T_]:
+    """``fn(device)`` for each device, in order; two at a time when the devices are small enough."""
+    big = max((frames.rows(d) for d in devices), default=0) > PARALLEL_MAX_ROWS
+    if big or len(devices) < 2 or (os.cpu_count() or 1) < 2:
+        return [fn(d) for d in devices]
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        return list(pool.map(fn, devices))
+
+
+def energy_pass(frames: DeviceFrames, timeline_points: int) -> tuple[dict[str, DeviceFigures], pd.DataFrame]:
+    """Pass 1 over every device; also returns the samples of serving engines (``serve:*``: token
+    counters, no power; few rows), whole, for the serving section."""
+
+    def one(dev: str) -> tuple[DeviceFigures, pd.DataFrame | None]:
+        serve = schema.device_kind(dev) == "serve"
+        df = frames.frame(dev, frames.columns if serve else ENERGY_COLUMNS)
+        c = energy_mod.device_curve(df, dev)
+        mean_w, max_w = energy_mod.mean_power(df, dev)
+        t = df[schema.T].to_numpy(float)
+        return DeviceFigures(
+            device=dev, curve=c, mean_power_w=mean_w, max_power_w=max_w,
+            gap_note=quality.gap_flag(dev, np.sort(t)), self_check=self_check(df, dev, c),
+            t_min=float(np.nanmin(t)) if len(t) else float("nan"), t_max=float(np.nanmax(t)) if len(t) else float("nan"),
+            power_columns={p for p in ("power_w", "power_avg_w") if p in df.columns and df[p].notna().any()},
+            series=power_series(df, timeline_points)), df if serve else None
+
+    done = _each_device(frames, frames.devices, one)
+    out = {f.device: f for f, _ in done}
+    serve = [df for _, df in done if df is not None]
+    serve_df = pd.concat(serve, ignore_index=True) if serve else \
+        pd.DataFrame({schema.T: pd.Series(dtype="float64"), schema.DEVICE: pd.Series(dtype=str)})
+    return out, serve_df
+
+
+def self_check(dev: pd.DataFrame, device: str, c: energy_mod.EnergyCurve) -> dict[str, float] | None:
+    """Counter vs integrated instant power over the whole run, for devices that have both."""
+    if c.source != "counter" or "power_w" not in dev.columns:
+        return None
+    if dev["power_w"].notna().sum() < 2:
+        return None
+    inst = energy_mod.device_curve(dev, device, "instant_power")
+    t0, t1 = max(c.t_first, inst.t_first), min(c.t_last, inst.t_last)
+    if not t1 > t0:
+        return None
+    e_c, e_i = float(c.between(t0, t1)), float(inst.between(t0, t1))
+    return {"counter_j": e_c, "instant_power_j": e_i,
+            "difference_pct": 100 * (e_i / e_c - 1) if e_c > 0 else float("nan")}
+
+
+def power_series(dev: pd.DataFrame, points: int) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The device's best power column, as the mean per time bin (``points`` bins) when longer."""
+    col = next((c for c in POWER_COLUMNS if c in dev.columns and dev[c].notna().any()), None)
+    if col is None:
+        return np.empty(0), np.empty(0), None
+    d = dev[[schema.T, col]].dropna()
+    t = d[schema.T].to_numpy(float)
+    v = d[col].to_numpy(float)
+    if len(t) > points:  # mean per time bin: keeps energy-relevant shape, bounded size
+        span = t[-1] - t[0]
+        b = np.minimum(((t - t[0]) / span * points).astype(int), points - 1)
+        n = np.bincount(b, minlength=points)
+        ok = n > 0
+        t = (np.bincount(b, weights=t, minlength=points)[ok] / n[ok])
+        v = (np.bincount(b, weights=v, minlength=points)[ok] / n[ok])
+    return t, v, col
+
+
+@dataclass
+class WindowSet:
+    """Windows ``[a_i, b_i]`` pooled into ``n`` groups by ``codes`` (see :mod:`.bottleneck`)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    codes: np.ndarray
+    n: int
+
+
+@dataclass
+class EvidenceRequest:
+    """What pass 2 computes, and for which devices."""
+
+    #: bottleneck evidence: the GPUs, the power limits, the window sets by name
+    gpus: list[str] = field(default_factory=list)
+    power_limits: dict[str, float] = field(default_factory=dict)
+    windows: dict[str, WindowSet] = field(default_factory=dict)
+    #: idle intervals: the accelerators, the idle power given per device
+    idle_devices: list[str] = field(default_factory=list)
+    idle_power_w: dict[str, float] = field(default_factory=dict)
+    #: plausibility: the devices, the power column, each label's merged span ``(s0, s1)``
+    range_devices: list[str] = field(default_factory=list)
+    range_column: str | None = None
+    label_spans: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: per device, the power columns with readings (``DeviceFigures.power_columns``)
+    power_columns: dict[str, set[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Evidence:
+    """Pass 2's results."""
+
+    #: per window set, per group, the evidence averaged over the GPUs
+    windows: dict[str, list[dict[str, float]]]
+    #: intervals where every idle device idles, and each device's idle floor (W)
+    idle: tuple[np.ndarray, np.ndarray]
+    idle_floors: dict[str, float]
+    #: per label, (sum over devices of the lowest reading in its span, sum of the highest), when
+    #: every device of ``range_devices`` has readings and the label's span holds some
+    power_range: dict[str, tuple[float, float]]
+    #: the window sets the evidence is for (``EvidenceRequest.windows``)
+    sets: dict[str, WindowSet] = field(default_factory=dict)
+
+
+def evidence_pass(frames: DeviceFrames, req: EvidenceRequest) -> Evidence:
+    """Pass 2 over the devices ``req`` names."""
+    wanted = set(req.gpus) | set(req.idle_devices) | set(req.range_devices)
+    cols = [*bottleneck.EVIDENCE_COLUMNS, *IDLE_COLUMNS, *([req.range_column] if req.range_column else [])]
+    per_gpu: dict[str, dict[str, np.ndarray]] = {}
+    idle: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    floors: dict[str, float] = {}
+    ranges: dict[str, dict[str, tuple[float, float]]] = {}
+    has_range: set[str] = set()
+    allw = _concat(req.windows)
+
+    def one(dev: str) -> None:
+        # power: the device's first column with readings is the one every rule uses
+        power = next((p for p in ("power_w", "power_avg_w") if p in req.power_columns.get(dev, ())), None)
+        df = frames.frame(dev, [c for c in cols if c not in ("power_w", "power_avg_w") or c in (power,
+                                                                                               req.range_column)])
+        if dev in req.gpus and allw is not None:
+            per_gpu[dev] = bottleneck.device_evidence(df, allw.a, allw.b, allw.codes, allw.n,
+                                                      req.power_limits.get(dev, float("nan")))
+        if dev in req.idle_devices and len(df):
+            given = req.idle_power_w.get(dev)
+            limit = float(req.power_limits.get(dev, np.nan))
+            floors[dev] = float(given) if given is not None else \
+                bottleneck._idle_floor(df, limit, bottleneck.DEFAULT_THRESHOLDS)
+            idle[dev] = idle_mod.device_idle(df, floors[dev])
+        if dev in req.range_devices and req.range_column:
+            ranges[dev], present = _label_power_range(df, req.range_column, req.label_spans)
+            if present:
+                has_range.add(dev)
+
+    _each_device(frames, [d for d in frames.devices if d in wanted], one)
+    out_idle: tuple[np.ndarray, np.ndarray] | None = None
+    for dev in req.idle_devices:
+        if dev in idle:
+            out_idle = idle[dev] if out_idle is None else idle_mod.intersect(*out_idle, *idle[dev])
+    power_range: dict[str, tuple[float, float]] = {}
+    if req.range_devices and len(has_range) == len(set(req.range_devices)):
+        for label in req.label_spans:
+            got = [ranges[d][label] for d in sorted(has_range) if label in ranges[d]]
+            if got:
+                power_range[label] = (float(pd.Series([g[0] for g in got]).sum()),
+                                      float(pd.Series([g[1] for g in got]).sum()))
+    return Evidence(windows=_split_evidence(req, per_gpu), idle=out_idle or (np.empty(0), np.empty(0)),
+                    idle_floors={d: floors[d] for d in req.idle_devices if d in floors}, power_range=power_range,
+                    sets=req.windows)
+
+
+def _concat(sets: dict[str, WindowSet]) -> WindowSet | None:
+    """All window sets as one (groups renumbered one after the other): one integral per column."""
+    if not sets:
+        return None
+    offsets = np.cumsum([0, *(w.n for w in sets.values())])
+    return WindowSet(np.concatenate([w.a for w in sets.values()]), np.concatenate([w.b for w in sets.values()]),
+                     np.concatenate([w.codes + o for w, o in zip(sets.values(), offsets, strict=False)]),
+                     int(offsets[-1]))
+
+
+def _split_evidence(req: EvidenceRequest, per_gpu: dict[str, dict[str, np.ndarray]]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    start = 0
+    for name, w in req.windows.items():
+        per_device = [{k: v[start:start + w.n] for k, v in per_gpu[d].items()} for d in req.gpus if d in per_gpu]
+        out[name] = bottleneck.combine_evidence(per_device, np.bincount(w.codes, weights=w.b - w.a, minlength=w.n))
+        start += w.n
+    return out
+
+
+def _label_power_range(df: pd.DataFrame, col: str, spans: dict[str, tuple[np.ndarray, np.ndarray]]
+                       ) -> tuple[dict[str, tuple[float, float]], bool]:
+    """Per label, the lowest and highest ``col`` reading of the device inside the label's span."""
+    if col not in df.columns:
+        return {}, False
+    d = df[[schema.T, col]].dropna()
+    t = d[schema.T].to_numpy(float)
+    v = d[col].to_numpy(float)
+    out: dict[str, tuple[float, float]] = {}
+    for label, (s0, s1) in spans.items():
+        i = np.searchsorted(s0, t, "right") - 1
+        m = (i >= 0) & (t <= s1[np.clip(i, 0, None)]) if len(s1) else np.zeros(len(t), bool)
+        if m.any():
+            out[label] = (float(v[m].min()), float(v[m].max()))
+    return out, len(t) > 0
+
+
+def label_spans(labels: dict[str, object]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each label's merged span from its segments (``LabelEnergy.segments``)."""
+    return {k: merge_intervals(le.segments["t_start"].to_numpy(float), le.segments["t_end"].to_numpy(float))
+            for k, le in labels.items()}  # type: ignore[attr-defined]
