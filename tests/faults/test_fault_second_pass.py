@@ -165,6 +165,42 @@ def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftove
     assert again.returncode == 0 and "nothing to repair" in again.stderr
 
 
+def test_report_finalises_a_run_whose_recorder_is_gone_and_leaves_a_live_one_alone(tmp_path):
+    """Item 14: `wattprof report` on a crashed run reported it as unfinished and left its `.reserve`,
+    `.tmp` and Arrow streams for ever. Now it finalises the run first, as `wattprof repair` does,
+    and says so in one line on stderr; a run whose recorder is alive is reported read-only."""
+    import psutil
+
+    run = tmp_path / "run"
+    proc = _start_recording(run)
+    try:
+        live = wattprof("report", str(run))
+        assert live.returncode == 0 and "finalised" not in live.stderr, live.stderr
+        assert meta(run)["status"] == "recording" and (run / ".reserve").exists()
+        assert list(run.glob("samples-*.arrows")) and not list(run.glob("samples-*.parquet"))
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        for c in locals().get("children", []):
+            with contextlib.suppress(psutil.Error):
+                c.kill()
+    (run / ".meta.json.abc123.tmp").write_text("{")  # a write cut short by the crash
+    before = len(Run.open(run).samples)
+    p = wattprof("report", str(run))
+    assert p.returncode == 0, p.stderr
+    said = [line for line in p.stderr.splitlines() if "finalised" in line]
+    assert len(said) == 1 and "recorder is gone" in said[0] and "removed .reserve" in said[0], p.stderr
+    assert "interrupted" in p.stdout
+    assert not (run / ".reserve").exists() and not list(run.glob(".*.tmp"))
+    assert not list(run.glob("samples-*.arrows")) and list(run.glob("samples-*.parquet"))
+    m = meta(run)
+    assert m["status"] == "interrupted" and any("wattprof report" in e for e in m["errors"])
+    assert len(Run.open(run).samples) == before
+    again = wattprof("report", str(run))
+    assert again.returncode == 0 and "finalised" not in again.stderr and again.stdout == p.stdout
+
+
 def test_merging_a_run_with_itself_is_refused(tmp_path, h100):
     """Item 14: `merge R R` (or a copy of R) used to count R twice."""
     run = tmp_path / "r"
