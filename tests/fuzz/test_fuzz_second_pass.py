@@ -153,6 +153,53 @@ def test_duplicate_and_backward_timestamps_are_flagged_not_silently_resolved(tmp
     assert "went backwards" in p.stdout and "duplicate timestamp" in p.stdout
 
 
+# ---- item 10: the CSV reader's memory -------------------------------------------------------------
+
+def _eight_gpu_like_csv(tmp_path):
+    """Three GPUs per stamp, not in index order, with a conflicting duplicate, a step back in time,
+    a repeated header and a blank line in the middle: every check the reader carries across chunks."""
+    lines = (H100 / "nvidia-smi-query-100ms.csv").read_text().splitlines()
+    rows = []
+    for line in lines[1:]:
+        stamp, _, rest = line.split(", ", 2)
+        rows += [f"{stamp}, {g}, {rest}" for g in (1, 0, 2)]
+    rows.insert(100, rows[100].replace(", 0 %,", ", 99 %,", 1))  # same stamp and GPU, other values
+    rows[500], rows[503] = rows[503], rows[500]  # GPU 1 goes back one period
+    rows[700:700] = ["", lines[0]]  # nvidia-smi restarted into the same file
+    path = tmp_path / "smi.csv"
+    path.write_text("\n".join([lines[0], *rows]) + "\n")
+    return path
+
+
+def test_the_csv_reader_holds_numbers_not_text_and_reads_the_same_in_any_chunks(tmp_path, monkeypatch):
+    """Item 10: the reader held the file as Python strings (2.2 GB for 200 MB); then as float64
+    arrays plus a string per row for the device. Now the frame is numbers only: float64 per metric,
+    one byte per row for the device (a categorical), and reading in chunks of any size gives the
+    same frame and warnings (order, duplicates and backward steps checked across chunk ends).
+    Peak memory on large files: benchmarks/csv_memory.py."""
+    import numpy as np
+    import pandas as pd
+
+    from wattprof.formats import nvidia_smi_csv
+
+    path = _eight_gpu_like_csv(tmp_path)
+    monkeypatch.setattr(nvidia_smi_csv, "CHUNK_LINES", 1 << 30)
+    whole = parse_csv(path)
+    s = whole.samples
+    assert len(s) == 3 * 570 and s["t"].is_monotonic_increasing
+    assert sorted(set(s["device"])) == ["gpu:0", "gpu:1", "gpu:2"]
+    text = " ".join(whole.warnings)
+    assert "went backwards" in text and "1 duplicate timestamp(s) of a GPU, 1 with conflicting" in text
+    usage = s.memory_usage(index=False, deep=True)
+    assert usage["device"] < 2 * len(s), usage["device"]
+    assert all(s[c].dtype == np.float64 and usage[c] == 8 * len(s) for c in s.columns if c != "device")
+    for chunk in (1, 2, 7, 64):
+        monkeypatch.setattr(nvidia_smi_csv, "CHUNK_LINES", chunk)
+        part = parse_csv(path)
+        pd.testing.assert_frame_equal(part.samples, s, check_exact=True)
+        assert part.warnings == whole.warnings and part.devices == whole.devices
+
+
 # ---- item 11: option and field values ------------------------------------------------------------
 
 @pytest.mark.parametrize("offset", ["nan", "inf", "1e300", "-1e20", "15"])
