@@ -176,6 +176,7 @@ def test_report_finalises_a_run_whose_recorder_is_gone_and_leaves_a_live_one_alo
     try:
         live = wattprof("report", str(run))
         assert live.returncode == 0 and "finalised" not in live.stderr, live.stderr
+        assert "unfinished" in live.stdout and "never finished" in live.stdout
         assert meta(run)["status"] == "recording" and (run / ".reserve").exists()
         assert list(run.glob("samples-*.arrows")) and not list(run.glob("samples-*.parquet"))
         children = psutil.Process(proc.pid).children(recursive=True)
