@@ -44,6 +44,39 @@ def wattprof(*args: str, env: dict | None = None, cwd: str | Path | None = None,
     return p
 
 
+def wattprof_in_process(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """The CLI run in this process (click's test runner), for commands that only read and write
+    files (``report``, ``compare``, ``nightly``, ``import``): the same exit status, stdout and
+    stderr as :func:`wattprof` (log lines and an unexpected traceback included), without a new
+    interpreter importing pandas and pyarrow (~1 s of CPU a call). Anything that spawns, signals
+    or depends on the environment (``record``) keeps :func:`wattprof`."""
+    import logging
+    import traceback
+
+    from click.testing import CliRunner
+
+    from wattprof.cli import main
+
+    class _Stderr(logging.Handler):  # the logging main() sets up goes to the stderr of the moment
+        def emit(self, record: logging.LogRecord) -> None:
+            sys.stderr.write(f"wattprof: {record.getMessage()}\n")
+
+    handler = _Stderr(logging.WARNING)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        r = CliRunner().invoke(main, list(args), catch_exceptions=True)
+    finally:
+        root.removeHandler(handler)
+    stderr, code = r.stderr, r.exit_code
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(r.exception))
+        code = 1
+    if check and code != 0:
+        raise AssertionError(f"wattprof {' '.join(args)} exited {code}:\n{r.stdout}\n{stderr}")
+    return subprocess.CompletedProcess(["wattprof", *args], code, r.stdout, stderr)
+
+
 @pytest.fixture
 def h100() -> Path:
     return fixture_dir(H100)

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from conftest import wattprof
+from conftest import wattprof, wattprof_in_process
 from faultkit import events, kinds, max_gap, meta, plugin_env
 
 from wattprof.run import Run
@@ -92,7 +92,7 @@ def test_a_gpu_that_falls_off_the_bus_stops_its_collector_and_the_run_goes_on(tm
     lost = [e for e in events(run) if e["kind"] == "device_lost"]
     assert len(lost) == 1 and "GPU is lost" in lost[0]["message"]
     assert meta(run)["status"] == "finished"
-    rep = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "-f", "json", check=True).stdout)
     assert {d["device"] for d in rep["devices"]} >= {"gpu:0", "gpu:1", "host"}
     assert rep["energy_j"] > 0
 

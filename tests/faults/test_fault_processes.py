@@ -10,7 +10,7 @@ import sys
 import time
 
 import psutil
-from conftest import wattprof
+from conftest import wattprof_in_process
 from faultkit import max_gap, meta
 
 from wattprof.recorder import FLUSH_INTERVAL_S
@@ -57,10 +57,10 @@ def test_recorder_killed_with_sigkill_leaves_a_readable_unfinished_run_that_repo
     assert max_gap(t) < 10 * INTERVAL  # what was written has no holes
     # the recorder is gone: report finalises the run first, as `wattprof repair` does (issue 12 item 14;
     # a live recorder's run reads "unfinished": test_fault_second_pass.py::test_report_finalises_...)
-    rep = wattprof("report", str(run))
+    rep = wattprof_in_process("report", str(run))
     assert rep.returncode == 0, rep.stderr
     assert "recorder is gone" in rep.stderr and "interrupted" in rep.stdout
-    js = wattprof("report", str(run), "-f", "json")
+    js = wattprof_in_process("report", str(run), "-f", "json")
     assert js.returncode == 0 and json.loads(js.stdout)["run"]["status"] == "interrupted"
     assert len(Run.open(run).samples.query("device == 'gpu:0'")) == len(t)  # nothing lost by finalising
 
@@ -97,5 +97,5 @@ def test_profiled_child_killed_with_sigkill_exits_137_and_the_run_is_finalised(t
     assert list(run.glob("samples-*.parquet")) and not list(run.glob("samples-*.arrows"))
     r = Run.open(run)
     assert len(r.steps) >= 10 and set(r.steps["label"]) == {"train"}
-    rep = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "-f", "json", check=True).stdout)
     assert rep["run"]["status"] == "failed" and rep["by_label"]["train"]["steps"] == len(r.steps)

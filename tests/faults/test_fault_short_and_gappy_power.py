@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, H100, REPO, phases, wattprof
+from conftest import FIXTURES, H100, REPO, phases, wattprof, wattprof_in_process
 
 from wattprof.analysis import energy
 from wattprof.formats.nvidia_smi_csv import parse_csv
@@ -31,7 +31,7 @@ def test_a_two_row_nvidia_smi_csv_imports_with_a_report(tmp_path):
     rows = (H100 / "nvidia-smi-query-100ms.csv").read_text().splitlines()[:3]
     csv = tmp_path / "two.csv"
     csv.write_text("\n".join(rows) + "\n")
-    p = wattprof("import", str(tmp_path / "r"), "--samples", str(csv), "--report")
+    p = wattprof_in_process("import", str(tmp_path / "r"), "--samples", str(csv), "--report")
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     assert "Energy:" in p.stdout
     t = parse_csv(csv).samples

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wattprof
+from conftest import wattprof_in_process
 from faultkit import kinds, max_gap, meta
 
 from wattprof.run import Run
@@ -65,7 +65,7 @@ def test_file_size_limit_reached_while_recording(tmp_path):
     assert any("EFBIG" in e and "samples lost" in e for e in m["errors"]), m["errors"]
     assert "storage_error" in kinds(run)
     _check_intact_prefix(run)
-    rep = wattprof("report", str(run))
+    rep = wattprof_in_process("report", str(run))
     assert rep.returncode == 0, rep.stderr
 
 
@@ -108,7 +108,7 @@ def test_disk_full_while_recording(tmp_path):
         assert "storage_error" in kinds(run)
         assert not (run / ".reserve").exists()
         _check_intact_prefix(run)
-        rep = wattprof("report", str(run))
+        rep = wattprof_in_process("report", str(run))
         assert rep.returncode == 0, rep.stderr
 
 
