@@ -19,6 +19,17 @@ H100_SERVE = FIXTURES / "nvidia-h100-serve"
 NEURON = FIXTURES / "aws-neuron"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="the thorough variants too: fuzzing with 200 examples a reader instead of 50 "
+                          "(.ci/run passes it); tests marked slow run either way (-m 'not slow' skips them)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--slow"):  # read by tests/fuzz/fuzzkit.py when the fuzz tests are collected
+        os.environ.setdefault("WATTPROF_FUZZ_EXAMPLES", "200")
+
+
 def fixture_dir(path: Path) -> Path:
     if not path.is_dir():
         pytest.fail(f"fixture directory {path} missing: tests need tests/fixtures "

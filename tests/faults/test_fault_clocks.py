@@ -36,6 +36,7 @@ class JumpClock:
             time.sleep(seconds)
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_energy_counter_going_backwards_is_handled_and_flagged_in_the_report(tmp_path):
     """Guarantee: an NVML energy counter that goes backwards mid-run (a driver reload resets it)
     never yields negative or inflated energy: the drop counts as 0 and the report's device notes

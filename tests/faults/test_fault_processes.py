@@ -10,6 +10,7 @@ import sys
 import time
 
 import psutil
+import pytest
 from conftest import wattprof_in_process
 from faultkit import max_gap, meta
 
@@ -26,6 +27,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_recorder_killed_with_sigkill_leaves_a_readable_unfinished_run_that_reports(tmp_path):
     """Guarantee: `kill -9` of `wattprof record` mid-run loses at most the last flush interval
     (1 s) of samples; the run stays readable, reads as unfinished, and `wattprof report` on it
@@ -75,6 +77,7 @@ with wattprof.profile() as prof:
 """
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_profiled_child_killed_with_sigkill_exits_137_and_the_run_is_finalised(tmp_path):
     """Guarantee: when the recorded program dies of `kill -9`, `wattprof record` exits 137
     (128 + 9), finalises the run (status failed, exit_code 137, Parquet written) and keeps the

@@ -47,6 +47,7 @@ def test_two_writers_racing_for_one_directory_exactly_one_wins(tmp_path):
         assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_two_record_processes_on_the_same_out_one_is_refused(tmp_path):
     """Item 5 through the CLI: the second `record --out SAME` says the directory holds a run."""
     run = tmp_path / "run"
@@ -105,6 +106,7 @@ def _start_recording(run, seconds: float = 60.0) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_import_into_a_run_being_recorded_is_refused_clearly(tmp_path, h100):
     """Item 8: `import` into a run while `record` writes it was a lost update (`finalize` rewrote
     meta.json from memory, the import's source vanished). Now the import is refused with a
@@ -129,6 +131,7 @@ def test_import_into_a_run_being_recorded_is_refused_clearly(tmp_path, h100):
     assert any(s.get("format") == "steps-jsonl" for s in meta(run)["sources"].values())
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftovers(tmp_path):
     """Item 14: a crashed run kept `.reserve` and `.tmp` files for ever and stayed `recording`.
     `wattprof repair RUN` finalises it: Parquet, status `interrupted`, an event and an error line
@@ -165,6 +168,7 @@ def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftove
     assert again.returncode == 0 and "nothing to repair" in again.stderr
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_report_finalises_a_run_whose_recorder_is_gone_and_leaves_a_live_one_alone(tmp_path):
     """Item 14: `wattprof report` on a crashed run reported it as unfinished and left its `.reserve`,
     `.tmp` and Arrow streams for ever. Now it finalises the run first, as `wattprof repair` does,
@@ -248,6 +252,7 @@ print("after the block")
     assert "repaired" in [e["kind"] for e in events(run)]
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 @pytest.mark.parametrize("how", ["delete", "truncate"])
 def test_a_live_stream_deleted_or_truncated_from_outside_says_what_was_lost(tmp_path, how):
     """Item 13: a live sample stream deleted or truncated from outside during recording ended as
@@ -275,6 +280,7 @@ def test_a_live_stream_deleted_or_truncated_from_outside_says_what_was_lost(tmp_
     assert rep.returncode == 0 and word in rep.stdout, rep.stdout
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_the_recorded_program_gets_sigterm_when_record_is_killed_with_sigkill(tmp_path):
     """Decided in issue 12: `kill -9` of `wattprof record` used to leave the child running, with

@@ -49,6 +49,7 @@ def _check_intact_prefix(run: Path) -> None:
     assert not [w for w in r.warnings if "damaged" in w or "partly written" in w], r.warnings
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_file_size_limit_reached_while_recording(tmp_path):
     """Guarantee: when the disk refuses samples (here EFBIG from RLIMIT_FSIZE), the error is
     clear (one warning on stderr naming the file and the cause, `storage_error` events, listed in
@@ -89,6 +90,7 @@ def _tmpfs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_disk_full_while_recording(tmp_path):
     """Guarantee: on a file system that fills up during the run (ENOSPC), the samples written
     before stay intact and readable, the error is clear (stderr, events, meta.json's errors), the
