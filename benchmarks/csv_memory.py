@@ -7,7 +7,7 @@ fresh process and reports that process's peak resident memory (``ru_maxrss``), i
 the imports alone (the interpreter, pandas and pyarrow), and the time. Target: peak <= 2x the file
 and <= 1 GB for a 2 GB file.
 
-    python benchmarks/csv_memory.py [--mb 200 2000] [--keep DIR]
+    python benchmarks/csv_memory.py [--mb 50 200 2048] [--keep DIR]   # 2048: ~15 min on 2 loaded cores
 """
 
 from __future__ import annotations

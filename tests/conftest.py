@@ -19,6 +19,17 @@ H100_SERVE = FIXTURES / "nvidia-h100-serve"
 NEURON = FIXTURES / "aws-neuron"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="the thorough variants too: fuzzing with 200 examples a reader instead of 50 "
+                          "(.ci/run passes it); tests marked slow run either way (-m 'not slow' skips them)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--slow"):  # read by tests/fuzz/fuzzkit.py when the fuzz tests are collected
+        os.environ.setdefault("WATTPROF_FUZZ_EXAMPLES", "200")
+
+
 def fixture_dir(path: Path) -> Path:
     if not path.is_dir():
         pytest.fail(f"fixture directory {path} missing: tests need tests/fixtures "
@@ -42,6 +53,39 @@ def wattprof(*args: str, env: dict | None = None, cwd: str | Path | None = None,
     if check and p.returncode != 0:
         raise AssertionError(f"wattprof {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     return p
+
+
+def wattprof_in_process(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """The CLI run in this process (click's test runner), for commands that only read and write
+    files (``report``, ``compare``, ``nightly``, ``import``): the same exit status, stdout and
+    stderr as :func:`wattprof` (log lines and an unexpected traceback included), without a new
+    interpreter importing pandas and pyarrow (~1 s of CPU a call). Anything that spawns, signals
+    or depends on the environment (``record``) keeps :func:`wattprof`."""
+    import logging
+    import traceback
+
+    from click.testing import CliRunner
+
+    from wattprof.cli import main
+
+    class _Stderr(logging.Handler):  # the logging main() sets up goes to the stderr of the moment
+        def emit(self, record: logging.LogRecord) -> None:
+            sys.stderr.write(f"wattprof: {record.getMessage()}\n")
+
+    handler = _Stderr(logging.WARNING)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        r = CliRunner().invoke(main, list(args), catch_exceptions=True)
+    finally:
+        root.removeHandler(handler)
+    stderr, code = r.stderr, r.exit_code
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(r.exception))
+        code = 1
+    if check and code != 0:
+        raise AssertionError(f"wattprof {' '.join(args)} exited {code}:\n{r.stdout}\n{stderr}")
+    return subprocess.CompletedProcess(["wattprof", *args], code, r.stdout, stderr)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import H100_SERVE, fixture_dir, wattprof
+from conftest import H100_SERVE, fixture_dir, wattprof_in_process
 from otlpkit import serve_tasks, write_lines
 
 from wattprof.importer import import_samples, import_steps, open_or_create
@@ -51,7 +51,7 @@ def run(base: Path, tmp_path_factory) -> Path:
 
 
 def test_text_report_has_tasks_and_models(run: Path) -> None:
-    out = wattprof("report", str(run), check=True).stdout
+    out = wattprof_in_process("report", str(run), check=True).stdout
     assert "Energy per agent task (top 10 of 13, costliest first)" in out
     assert "Energy per model" in out and "gpt2-24l" in out
     assert "rule: equal share among the model calls in flight" in out
@@ -61,7 +61,7 @@ def test_text_report_has_tasks_and_models(run: Path) -> None:
 
 
 def test_json_tasks_carry_co2_with_its_location(run: Path) -> None:
-    doc = json.loads(wattprof("report", str(run), "-f", "json", "--country", "FRA", check=True).stdout)
+    doc = json.loads(wattprof_in_process("report", str(run), "-f", "json", "--country", "FRA", check=True).stdout)
     t = doc["tasks"][0]
     for k in ("id", "name", "energy_j", "duration_s", "llm_calls", "tool_calls", "input_tokens", "output_tokens",
               "j_per_output_token", "g_co2e", "co2_location"):
@@ -71,12 +71,12 @@ def test_json_tasks_carry_co2_with_its_location(run: Path) -> None:
     energies = [x["energy_j"] for x in doc["tasks"]]
     assert energies == sorted(energies, reverse=True)
     assert sum(energies) == pytest.approx(doc["agents"]["energy_j"], rel=1e-9)
-    plain = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)
+    plain = json.loads(wattprof_in_process("report", str(run), "-f", "json", check=True).stdout)
     assert plain["tasks"][0]["g_co2e"] is None and plain["tasks"][0]["co2_location"] is None
 
 
 def test_markdown_report_sections(run: Path) -> None:
-    md = wattprof("report", str(run), "-f", "markdown", check=True).stdout
+    md = wattprof_in_process("report", str(run), "-f", "markdown", check=True).stdout
     assert "## Energy per agent task" in md and "## Energy per model" in md
     assert "| task0 |" in md
 
@@ -86,7 +86,7 @@ def test_html_report_shows_tasks_in_chromium(run: Path, tmp_path: Path, chromium
     from chromium import open_in_chromium
 
     out = tmp_path / "r.html"
-    wattprof("report", str(run), "-o", str(out), check=True)
+    wattprof_in_process("report", str(run), "-o", str(out), check=True)
     page = open_in_chromium(chromium, out, tmp_path / "profile")
     assert page.errors == [] and page.scripts == 0
     assert "Energy per agent task" in page.text and "Energy per model" in page.text and "task0" in page.text
@@ -100,11 +100,11 @@ def test_nightly_gates_on_j_per_task(base: Path, tmp_path: Path) -> None:
     for p in (tmp_path / "h").iterdir():
         if p.is_dir():
             write_summary(p)
-    p = wattprof("nightly", str(tmp_path / "h"), "--metric", "j_per_task", "-f", "json", "--fail-on-regression")
+    p = wattprof_in_process("nightly", str(tmp_path / "h"), "--metric", "j_per_task", "-f", "json", "--fail-on-regression")
     assert p.returncode == 1, p.stderr
     doc = json.loads(p.stdout)
     assert doc["regressions"] == ["agent-eval"]
     assert doc["benchmarks"][0]["change"]["change_pct"] > 20
     # the joules of the run did not change
-    p = wattprof("nightly", str(tmp_path / "h"), "--metric", "energy_j", "-f", "json", "--fail-on-regression")
+    p = wattprof_in_process("nightly", str(tmp_path / "h"), "--metric", "energy_j", "-f", "json", "--fail-on-regression")
     assert p.returncode == 0, p.stdout

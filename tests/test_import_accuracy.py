@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import phases, wattprof
+from conftest import phases, wattprof_in_process
 
 
 @pytest.fixture(scope="module")
@@ -15,9 +15,9 @@ def imported(tmp_path_factory, request):
 
     fx = fixture_dir(H100)
     run = tmp_path_factory.mktemp("runs") / "h100"
-    wattprof("import", str(run), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps",
+    wattprof_in_process("import", str(run), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps",
              str(fx / "steps.jsonl"), check=True)
-    rep = json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "--format", "json", check=True).stdout)
     return fx, run, rep
 
 
@@ -83,16 +83,16 @@ def test_report_keys_sources_and_boundary(imported):
 
 def test_text_report_shows_labels_idle_and_source(imported):
     _, run, _ = imported
-    out = wattprof("report", str(run), check=True).stdout
+    out = wattprof_in_process("report", str(run), check=True).stdout
     for word in ("train_stalled", "decode", "Unlabelled", "idle", "counter", "GPU only", "J/token"):
         assert word in out
 
 
 def test_import_is_repeatable_on_the_same_run(tmp_path, h100):
     run = tmp_path / "r"
-    wattprof("import", str(run), "--steps", str(h100 / "steps.jsonl"), check=True)
-    wattprof("import", str(run), "--samples", str(h100 / "nvml_samples_10ms.csv"), check=True)
-    rep = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)
+    wattprof_in_process("import", str(run), "--steps", str(h100 / "steps.jsonl"), check=True)
+    wattprof_in_process("import", str(run), "--samples", str(h100 / "nvml_samples_10ms.csv"), check=True)
+    rep = json.loads(wattprof_in_process("report", str(run), "-f", "json", check=True).stdout)
     assert rep["by_label"]["decode"]["energy_j"] == pytest.approx(
         phases(h100)["decode"]["energy_counter_mj"] / 1000, rel=0.01)
     meta = json.loads((run / "meta.json").read_text())

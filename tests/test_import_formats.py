@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import phases, wattprof
+from conftest import phases, wattprof, wattprof_in_process
 
 
 def report(run, *args):
-    return json.loads(wattprof("report", str(run), "-f", "json", *args, check=True).stdout)
+    return json.loads(wattprof_in_process("report", str(run), "-f", "json", *args, check=True).stdout)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def smi_run(tmp_path_factory):
 
     fx = fixture_dir(H100)
     run = tmp_path_factory.mktemp("smi") / "run"
-    wattprof("import", str(run), "--samples", str(fx / "nvidia-smi-query-100ms.csv"), "--steps",
+    wattprof_in_process("import", str(run), "--samples", str(fx / "nvidia-smi-query-100ms.csv"), "--steps",
              str(fx / "steps.jsonl"), check=True)
     return fx, run, report(run)
 
@@ -46,16 +46,16 @@ def test_nvidia_smi_source_is_named_and_flagged(smi_run):
     (dev,) = rep["devices"]
     assert dev["energy_source"] == "averaged_power" and not dev["estimated"]
     assert any("averaged power" in n for n in dev["notes"])
-    assert "averaged_power" in wattprof("report", str(run), check=True).stdout
+    assert "averaged_power" in wattprof_in_process("report", str(run), check=True).stdout
 
 
 def test_nvidia_smi_noheader_nounits_needs_and_uses_fields(tmp_path, h100):
     header = (h100 / "nvidia-smi-query-100ms.csv").read_text().splitlines()[0]
     fields = ",".join(h.strip().split(" [")[0] for h in header.split(","))
     csv = h100 / "nvidia-smi-query-nounits-1s.csv"
-    p = wattprof("import", str(tmp_path / "a"), "--samples", str(csv), "--samples-format", "nvidia-smi-csv")
+    p = wattprof_in_process("import", str(tmp_path / "a"), "--samples", str(csv), "--samples-format", "nvidia-smi-csv")
     assert p.returncode == 2 and "--fields" in p.stderr and "Traceback" not in p.stderr
-    wattprof("import", str(tmp_path / "b"), "--samples", str(csv), "--samples-format", "nvidia-smi-csv",
+    wattprof_in_process("import", str(tmp_path / "b"), "--samples", str(csv), "--samples-format", "nvidia-smi-csv",
              "--fields", fields, "--steps", str(h100 / "steps.jsonl"), check=True)
     rep = report(tmp_path / "b")
     truth = phases(h100)["train"]["energy_counter_mj"] / 1000
@@ -67,7 +67,7 @@ def test_truncated_csv_line_in_the_middle_is_a_one_line_error(tmp_path, h100):
     lines[10] = lines[10][:25]
     f = tmp_path / "smi.csv"
     f.write_text("\n".join(lines) + "\n")
-    p = wattprof("import", str(tmp_path / "r"), "--samples", str(f))
+    p = wattprof_in_process("import", str(tmp_path / "r"), "--samples", str(f))
     assert p.returncode == 2 and "smi.csv:11" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
@@ -75,7 +75,7 @@ def test_truncated_last_line_is_dropped_with_a_note(tmp_path, h100):
     text = (h100 / "nvidia-smi-query-100ms.csv").read_text()
     f = tmp_path / "smi.csv"
     f.write_text(text.rstrip("\n")[:-30])
-    p = wattprof("import", str(tmp_path / "r"), "--samples", str(f), check=True)
+    p = wattprof_in_process("import", str(tmp_path / "r"), "--samples", str(f), check=True)
     assert "truncated" in p.stderr.lower() or "skipped" in p.stderr.lower()
     rep = report(tmp_path / "r")
     assert any("import-nvidia-smi-csv" in fl for fl in rep["flags"])
@@ -90,7 +90,7 @@ def serve_run(tmp_path_factory):
 
     fx = fixture_dir(H100_SERVE)
     run = tmp_path_factory.mktemp("serve") / "run"
-    p = wattprof("import", str(run), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps",
+    p = wattprof_in_process("import", str(run), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps",
                  str(fx / "vllm_bench_detailed.json"), check=True)
     return fx, run, p.stderr
 
@@ -134,7 +134,7 @@ def test_vllm_non_detailed_result_is_one_window_with_its_clock_caveat(tmp_path, 
     f = tmp_path / "result.json"
     f.write_text(json.dumps(bench))
     run = tmp_path / "r"
-    wattprof("import", str(run), "--samples", str(h100_serve / "nvml_samples_10ms.csv"), "--steps", str(f),
+    wattprof_in_process("import", str(run), "--samples", str(h100_serve / "nvml_samples_10ms.csv"), "--steps", str(f),
              check=True)
     rep = report(run)
     assert rep["steps"] == 1 and rep["by_label"]["serve"]["tokens"] == bench["total_output_tokens"]
@@ -142,7 +142,7 @@ def test_vllm_non_detailed_result_is_one_window_with_its_clock_caveat(tmp_path, 
 
 
 def test_a_json_that_is_not_a_vllm_result(tmp_path, h100):
-    p = wattprof("import", str(tmp_path / "r"), "--steps", str(h100 / "phases.json"), "--steps-format",
+    p = wattprof_in_process("import", str(tmp_path / "r"), "--steps", str(h100 / "phases.json"), "--steps-format",
                  "vllm-bench")
     assert p.returncode == 2 and "phases.json" in p.stderr and "Traceback" not in p.stderr
 
@@ -182,8 +182,8 @@ def _trace_run(tmp_path, h100, steps_lines, csv_transform=None):
     s = tmp_path / "steps.jsonl"
     s.write_text("\n".join(json.dumps(x) for x in steps_lines) + "\n")
     run = tmp_path / "run"
-    wattprof("import", str(run), "--samples", str(csv), "--steps", str(s), check=True)
-    return report(run), wattprof("report", str(run), check=True).stdout
+    wattprof_in_process("import", str(run), "--samples", str(csv), "--steps", str(s), check=True)
+    return report(run), wattprof_in_process("report", str(run), check=True).stdout
 
 
 T0 = 1795346746.0

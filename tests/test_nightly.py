@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import wattprof
+from conftest import wattprof, wattprof_in_process
 
 from wattprof.clock import ManualClock
 from wattprof.collectors.nvml import NvmlReplayCollector
@@ -64,7 +64,7 @@ def history(tmp_path_factory):
 
 
 def test_nightly_flags_exactly_the_regression_and_exits_1(history):
-    p = wattprof("nightly", str(history), "--threshold", "5", "-f", "json", "--fail-on-regression")
+    p = wattprof_in_process("nightly", str(history), "--threshold", "5", "-f", "json", "--fail-on-regression")
     assert p.returncode == 1, p.stderr
     doc = json.loads(p.stdout)
     assert doc["regressions"] == ["steady"]
@@ -73,13 +73,13 @@ def test_nightly_flags_exactly_the_regression_and_exits_1(history):
     assert by["noisy"]["change"]["verdict"] == "ok" and by["noisy"]["change"]["noise_pct"] > 10
     assert len(by["steady"]["series"]) == 15
     # without the flag the gate reports but does not fail
-    assert wattprof("nightly", str(history)).returncode == 0
+    assert wattprof_in_process("nightly", str(history)).returncode == 0
 
 
 def test_nightly_median_baseline_and_metric_choice(history):
-    doc = json.loads(wattprof("nightly", str(history), "--baseline", "median:7", "-f", "json", check=True).stdout)
+    doc = json.loads(wattprof_in_process("nightly", str(history), "--baseline", "median:7", "-f", "json", check=True).stdout)
     assert doc["regressions"] == ["steady"]
-    doc = json.loads(wattprof("nightly", str(history), "--metric", "energy_j", "-f", "json", check=True).stdout)
+    doc = json.loads(wattprof_in_process("nightly", str(history), "--metric", "energy_j", "-f", "json", check=True).stdout)
     assert doc["regressions"] == []  # the joules did not change, only the tokens
 
 
@@ -88,7 +88,7 @@ def test_nightly_html_renders_in_chromium_with_one_trend_plot_per_benchmark(hist
     from chromium import open_in_chromium
 
     out = tmp_path / "nightly.html"
-    wattprof("nightly", str(history), "-o", str(out), check=True)
+    wattprof_in_process("nightly", str(history), "-o", str(out), check=True)
     html = out.read_text()
     # nothing is loaded from elsewhere (XML namespace URIs inside the SVG are names, not requests)
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html) and "<script" not in html
@@ -115,7 +115,7 @@ def test_corrupt_and_half_written_runs_are_skipped_with_a_warning(history, tmp_p
     half.mkdir()
     (half / "meta.json").write_text(json.dumps({"format": 1, "name": "noisy", "status": "recording",
                                                 "tags": {"benchmark": "noisy"}, "started_at": 1.9e9}))
-    p = wattprof("nightly", str(root), "-f", "json")
+    p = wattprof_in_process("nightly", str(root), "-f", "json")
     assert p.returncode == 0, p.stderr
     assert "steady-03" in p.stderr and "noisy-20" in p.stderr
     doc = json.loads(p.stdout)
@@ -125,7 +125,7 @@ def test_corrupt_and_half_written_runs_are_skipped_with_a_warning(history, tmp_p
 
 def test_nothing_to_compare_exits_3(tmp_path):
     one = replay_run(tmp_path / "only", "alone", 0, 1.0)
-    assert wattprof("nightly", str(one)).returncode == 3
+    assert wattprof_in_process("nightly", str(one)).returncode == 3
 
 
 def test_summaries_are_recomputed_when_missing(history, tmp_path):
@@ -156,11 +156,11 @@ def test_compare_shows_minus_10_pct_for_the_scaled_label_only(tmp_path):
     inside = np.clip(np.minimum(t, t1) - np.maximum(prev_t, t0), 0, None) / np.maximum(t - prev_t, 1e-12)
     df["energy_j"] = e[0] + np.cumsum(inc * (1 - 0.1 * inside))
     df.to_parquet(pq, index=False)
-    doc = json.loads(wattprof("compare", str(run_a), str(run_b), "-f", "json", check=True).stdout)
+    doc = json.loads(wattprof_in_process("compare", str(run_a), str(run_b), "-f", "json", check=True).stdout)
     energy = {k: next(r for r in v if r["what"] == "energy_j")["change_pct"] for k, v in doc["sections"].items()}
     # edges are interpolated inside a sampling interval: at most ~0.025 x one interval's energy each
     assert energy["train"] == pytest.approx(-10.0, abs=0.2)
     for label in ("train_stalled", "membound", "decode"):
         assert abs(energy[label]) < 0.2
-    md = wattprof("compare", str(run_a), str(run_b), "--format", "markdown", check=True).stdout
+    md = wattprof_in_process("compare", str(run_a), str(run_b), "--format", "markdown", check=True).stdout
     assert "| energy_j |" in md and re.search(r"\| -(10\.[0-2]|9\.[89]) % \|", md)

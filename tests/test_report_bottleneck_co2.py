@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import wattprof
+from conftest import wattprof_in_process
 
 
 def imported(tmp_path, fx, gpm: bool = False):
     run = tmp_path / "run"
-    wattprof("import", str(run), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps", str(fx / "steps.jsonl"),
+    wattprof_in_process("import", str(run), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps", str(fx / "steps.jsonl"),
              check=True)
     if gpm:
-        wattprof("import", str(run), "--samples", str(fx / "gpm_samples_500ms.csv"), check=True)  # auto: gpm-csv
+        wattprof_in_process("import", str(run), "--samples", str(fx / "gpm_samples_500ms.csv"), check=True)  # auto: gpm-csv
     return run
 
 
 def verdicts(run, *args):
-    rep = json.loads(wattprof("report", str(run), "-f", "json", *args, check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "-f", "json", *args, check=True).stdout)
     return rep, {k: (v["bottleneck"]["verdict"], v["bottleneck"]["modifiers"]) for k, v in rep["by_label"].items()}
 
 
@@ -59,10 +59,10 @@ def test_co2_matches_a_hand_computation_from_codecarbons_data(tmp_path, h100):
     cc = Path(importlib.util.find_spec("codecarbon").submodule_search_locations[0]) / "data" / "private_infra"
     fra = json.loads((cc / "global_energy_mix.json").read_text())["FRA"]["carbon_intensity"]
     va_lb = json.loads((cc / "2023" / "usa_emissions.json").read_text())["virginia"]["emissions"]
-    rep = json.loads(wattprof("report", str(run), "-f", "json", "--country", "FRA", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "-f", "json", "--country", "FRA", check=True).stdout)
     kwh = rep["energy_j"] / 3.6e6
     assert rep["carbon"]["g_co2e"] == pytest.approx(kwh * 1.0 * fra, rel=1e-6)
-    rep = json.loads(wattprof("report", str(run), "-f", "json", "--region", "aws:us-east-1", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "-f", "json", "--region", "aws:us-east-1", check=True).stdout)
     g_per_kwh = va_lb * 0.45359237  # lb/MWh -> g/kWh
     assert rep["carbon"]["g_co2e"] == pytest.approx(kwh * 1.15 * g_per_kwh, rel=1e-6)
     assert rep["carbon"]["pue"] == 1.15 and rep["carbon"]["basis"] == "location-based"
@@ -72,7 +72,7 @@ def test_co2_matches_a_hand_computation_from_codecarbons_data(tmp_path, h100):
 
 def test_unknown_region_is_a_usage_error_and_no_location_is_said(tmp_path, h100):
     run = imported(tmp_path, h100)
-    p = wattprof("report", str(run), "-f", "json", "--region", "aws:mars-1")
+    p = wattprof_in_process("report", str(run), "-f", "json", "--region", "aws:mars-1")
     assert p.returncode == 2 and "unknown region 'aws:mars-1'" in p.stderr and not p.stdout
-    rep = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "-f", "json", check=True).stdout)
     assert rep["carbon"] is None and "no location known" in rep["carbon_note"]

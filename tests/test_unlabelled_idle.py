@@ -10,7 +10,7 @@ import json
 import re
 
 import numpy as np
-from conftest import H100, H100_SERVE, wattprof
+from conftest import H100, H100_SERVE, wattprof, wattprof_in_process
 from test_bottleneck import DEV, nvml_samples, phase_windows
 
 from wattprof.analysis.bottleneck import classify_windows
@@ -21,7 +21,7 @@ def test_a_run_without_marks_leads_with_the_total_and_is_idle_only_where_the_tra
     run = tmp_path / "r"
     p = wattprof("record", "-q", "-o", str(run), "-c", "nvml-replay", "--", "sleep", "7")
     assert p.returncode == 0, p.stderr
-    rep = json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "--format", "json", check=True).stdout)
     un, idle = rep["unlabelled"], rep["idle"]
     assert un["energy_j"] == rep["energy_j"] and un["duration_s"] == rep["duration_s"]
     assert 4.0 < idle["duration_s"] < 5.8  # the trace's idle start, not the training after it
@@ -29,7 +29,7 @@ def test_a_run_without_marks_leads_with_the_total_and_is_idle_only_where_the_tra
     assert idle["energy_j"] < 0.7 * rep["energy_j"]
     assert rep["wasted"]["total_j"] == rep["idle"]["energy_j"] and rep["wasted"]["share"] < 0.7
     assert rep["unlabelled"]["bottleneck"]["verdict"] != "idle"  # the trace trains after 5 s
-    text = wattprof("report", str(run), check=True).stdout
+    text = wattprof_in_process("report", str(run), check=True).stdout
     lines = text.splitlines()
     energy = next(i for i, x in enumerate(lines) if x.startswith("Energy:"))
     assert "mean" in lines[energy + 1] and "no step marks" in lines[energy + 1]
@@ -38,9 +38,9 @@ def test_a_run_without_marks_leads_with_the_total_and_is_idle_only_where_the_tra
 
 def test_a_vllm_import_is_not_all_wasted(tmp_path):
     run = tmp_path / "serve"
-    wattprof("import", str(run), "--samples", str(H100_SERVE / "nvml_samples_10ms.csv"), "--steps",
+    wattprof_in_process("import", str(run), "--samples", str(H100_SERVE / "nvml_samples_10ms.csv"), "--steps",
              str(H100_SERVE / "vllm_bench_detailed.json"), check=True)
-    rep = json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "--format", "json", check=True).stdout)
     w = rep["wasted"]
     serve = rep["by_label"]["serve"]
     assert w["share"] < 0.5, w
@@ -51,9 +51,9 @@ def test_a_vllm_import_is_not_all_wasted(tmp_path):
 
 def test_a_training_labels_compute_is_not_waste(tmp_path):
     run = tmp_path / "h"
-    wattprof("import", str(run), "--samples", str(H100 / "nvml_samples_10ms.csv"), "--steps",
+    wattprof_in_process("import", str(run), "--samples", str(H100 / "nvml_samples_10ms.csv"), "--steps",
              str(H100 / "steps.jsonl"), check=True)
-    rep = json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "--format", "json", check=True).stdout)
     w, stalled = rep["wasted"], rep["by_label"]["train_stalled"]
     assert stalled["bottleneck"]["verdict"] == "host-bound"
     assert w["host_between_steps_j"] == stalled["between_steps_energy_j"]
@@ -94,9 +94,9 @@ def test_a_steady_state_window_lies_inside_its_own_labels_time(tmp_path):
         run = tmp_path / f"r{len(extra)}"
         steps = tmp_path / f"s{len(extra)}.jsonl"
         steps.write_text("".join(json.dumps(x) + "\n" for x in reqs + extra))
-        wattprof("import", str(run), "--samples", str(H100_SERVE / "nvml_samples_10ms.csv"), "--steps", str(steps),
+        wattprof_in_process("import", str(run), "--samples", str(H100_SERVE / "nvml_samples_10ms.csv"), "--steps", str(steps),
                  check=True)
-        return json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)["by_label"]["serve"]
+        return json.loads(wattprof_in_process("report", str(run), "--format", "json", check=True).stdout)["by_label"]["serve"]
 
     alone = report_with([])
     assert alone["steady_state"] is not None, alone["steady_state_note"]

@@ -169,7 +169,8 @@ def _nvidia_smi_samples(path: Path, opts: ImportOptions) -> tuple[pd.DataFrame, 
         info.setdefault("kind", "gpu")
         info["power_source"] = (f"measured: nvidia-smi power readings imported from {path.name} "
                                 "(power.draw = 1 s trailing mean; power.draw.instant where logged); no energy counter")
-    return r.samples, r.devices, list(r.warnings)
+    # the reader's device column is a categorical (memory); runs store plain strings
+    return r.samples.assign(device=r.samples["device"].astype(str)), r.devices, list(r.warnings)
 
 
 def _gpm_samples(path: Path, opts: ImportOptions) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:

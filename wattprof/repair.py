@@ -74,7 +74,7 @@ def _stale_files(path: Path) -> list[Path]:
     return [p for p in path.iterdir() if p.name == RESERVE or (p.name.startswith(".") and p.name.endswith(".tmp"))]
 
 
-def repair(run_dir: str | Path, *, force: bool = False) -> RepairResult:
+def repair(run_dir: str | Path, *, force: bool = False, by: str = "wattprof repair") -> RepairResult:
     """Finalise a run whose recorder is gone (crashed, killed with SIGKILL, machine rebooted):
     compact its sample streams to Parquet (dropping a torn last chunk, said), remove the space set
     aside (``.reserve``) and half-written temporary files, and mark it ``interrupted`` with an
@@ -94,10 +94,23 @@ def repair(run_dir: str | Path, *, force: bool = False) -> RepairResult:
                 result.actions.append(f"removed {p.name}")
         return result
     why = (f"the recorder (pid {(meta.get('host') or {}).get('pid')} on {(meta.get('host') or {}).get('hostname')}) "
-           "was gone; finalised by `wattprof repair`: data up to its last flush")
+           f"was gone; finalised by `{by}`: data up to its last flush")
     result.actions.extend(finalise_abandoned(path, status="interrupted", exit_code=None, why=why))
     result.status = "interrupted"
     return result
+
+
+def finalise_if_abandoned(run_dir: str | Path, *, by: str) -> RepairResult | None:
+    """What a reader that may write (``wattprof report``) does first: a run still ``recording``
+    whose recorder is gone on this host is finalised as :func:`repair` does (``by`` names the
+    command in the run's errors); None, touching nothing, for a finished run, a live recorder or
+    one on another host. A run directory the reader cannot write is left as it is (None)."""
+    path = Path(run_dir)
+    if recorder_state(Run.read_meta(path)) != "gone":
+        return None
+    if not os.access(path, os.W_OK):
+        return None
+    return repair(path, by=by)
 
 
 def finalise_abandoned(path: Path, *, status: str, exit_code: int | None, why: str) -> list[str]:
@@ -133,4 +146,5 @@ def finalise_abandoned(path: Path, *, status: str, exit_code: int | None, why: s
     return actions
 
 
-__all__ = ["recorder_state", "refuse_if_recording", "repair", "finalise_abandoned", "RepairResult"]
+__all__ = ["recorder_state", "refuse_if_recording", "repair", "finalise_if_abandoned", "finalise_abandoned",
+           "RepairResult"]

@@ -6,7 +6,8 @@ import json
 import sys
 import time
 
-from conftest import wattprof
+import pytest
+from conftest import wattprof, wattprof_in_process
 from faultkit import events, kinds, max_gap, meta, plugin_env
 
 from wattprof.run import Run
@@ -30,6 +31,7 @@ def _device_times(run, device):
     return s.loc[s["device"] == device, "t"].to_numpy()
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_a_collector_failing_every_nth_read_loses_only_those_reads(tmp_path):
     """Guarantee: a collector raising on every Nth read loses exactly those reads; the failures
     are recorded as rate-limited `collector_error` events and the other collectors are
@@ -48,6 +50,7 @@ def test_a_collector_failing_every_nth_read_loses_only_those_reads(tmp_path):
     assert meta(run)["status"] == "finished"
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_a_hanging_collector_is_timed_out_and_the_others_stay_on_schedule(tmp_path):
     """Guarantee: a read that hangs holds up only its own collector. The other collectors keep
     their schedule (no gap in their samples); the stuck read is recorded (`collector_timeout`),
@@ -65,6 +68,7 @@ def test_a_hanging_collector_is_timed_out_and_the_others_stay_on_schedule(tmp_pa
     assert meta(run)["status"] == "finished"
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_a_collector_hanging_for_ever_does_not_stop_the_run_from_finishing(tmp_path):
     """Guarantee: a read that never returns does not keep `wattprof record` from finishing: the
     run is finalised about `read_timeout` (1 s) after the command ends, with the other
@@ -79,6 +83,7 @@ def test_a_collector_hanging_for_ever_does_not_stop_the_run_from_finishing(tmp_p
     assert "collector_timeout" in kinds(run)
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_a_gpu_that_falls_off_the_bus_stops_its_collector_and_the_run_goes_on(tmp_path):
     """Guarantee: NVML's GPU-is-lost error (NVML_ERROR_GPU_IS_LOST) stops that collector with a
     `device_lost` event; the run, the other collectors and the command go on, and the report
@@ -92,11 +97,12 @@ def test_a_gpu_that_falls_off_the_bus_stops_its_collector_and_the_run_goes_on(tm
     lost = [e for e in events(run) if e["kind"] == "device_lost"]
     assert len(lost) == 1 and "GPU is lost" in lost[0]["message"]
     assert meta(run)["status"] == "finished"
-    rep = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "-f", "json", check=True).stdout)
     assert {d["device"] for d in rep["devices"]} >= {"gpu:0", "gpu:1", "host"}
     assert rep["energy_j"] > 0
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_a_plugin_whose_open_or_close_raises_any_exception_never_breaks_record(tmp_path):
     """Guarantee (issue 12, item 9): a collector whose open() or close() raises an exception that
     is not a wattprof error (any third-party plugin) is recorded as a `collector_error` event;

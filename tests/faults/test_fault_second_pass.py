@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import wattprof
+from conftest import wattprof, wattprof_in_process
 from faultkit import events, meta
 
 from wattprof.errors import RunError
@@ -47,6 +47,7 @@ def test_two_writers_racing_for_one_directory_exactly_one_wins(tmp_path):
         assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_two_record_processes_on_the_same_out_one_is_refused(tmp_path):
     """Item 5 through the CLI: the second `record --out SAME` says the directory holds a run."""
     run = tmp_path / "run"
@@ -84,7 +85,7 @@ def test_secret_looking_arguments_are_redacted_in_meta_and_every_report(tmp_path
     assert "***" in " ".join(m["command"])
     assert hidden not in " ".join(m["command"])
     for fmt in ("text", "json", "markdown", "html"):
-        r = wattprof("report", str(run), "--format", fmt)
+        r = wattprof_in_process("report", str(run), "--format", fmt)
         assert r.returncode == 0, r.stderr
         assert hidden not in r.stdout
     for f in run.rglob("*"):
@@ -105,6 +106,7 @@ def _start_recording(run, seconds: float = 60.0) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_import_into_a_run_being_recorded_is_refused_clearly(tmp_path, h100):
     """Item 8: `import` into a run while `record` writes it was a lost update (`finalize` rewrote
     meta.json from memory, the import's source vanished). Now the import is refused with a
@@ -112,7 +114,7 @@ def test_import_into_a_run_being_recorded_is_refused_clearly(tmp_path, h100):
     run = tmp_path / "run"
     proc = _start_recording(run, seconds=4)
     try:
-        p = wattprof("import", str(run), "--steps", str(h100 / "steps.jsonl"))
+        p = wattprof_in_process("import", str(run), "--steps", str(h100 / "steps.jsonl"))
         assert p.returncode == 2, p.stderr
         assert "still being recorded" in p.stderr and "Traceback" not in p.stderr
         assert not list(run.glob("steps-import*"))
@@ -124,11 +126,12 @@ def test_import_into_a_run_being_recorded_is_refused_clearly(tmp_path, h100):
     inside = tmp_path / "inside.jsonl"
     inside.write_text("".join(json.dumps({"t_start": a, "t_end": a + 0.5, "tokens": 10, "label": "train"}) + "\n"
                               for a in (float(t.min()) + 0.5, float(t.min()) + 1.5)))
-    p = wattprof("import", str(run), "--steps", str(inside))
+    p = wattprof_in_process("import", str(run), "--steps", str(inside))
     assert p.returncode == 0, p.stderr
     assert any(s.get("format") == "steps-jsonl" for s in meta(run)["sources"].values())
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftovers(tmp_path):
     """Item 14: a crashed run kept `.reserve` and `.tmp` files for ever and stayed `recording`.
     `wattprof repair RUN` finalises it: Parquet, status `interrupted`, an event and an error line
@@ -138,7 +141,7 @@ def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftove
     run = tmp_path / "run"
     proc = _start_recording(run)
     try:
-        alive = wattprof("repair", str(run))
+        alive = wattprof_in_process("repair", str(run))
         assert alive.returncode == 2 and "still being recorded" in alive.stderr, alive.stderr
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.kill()
@@ -151,7 +154,7 @@ def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftove
     assert (run / ".reserve").exists() and meta(run)["status"] == "recording"
     before = len(Run.open(run).samples)
     assert before > 10
-    p = wattprof("repair", str(run))
+    p = wattprof_in_process("repair", str(run))
     assert p.returncode == 0, p.stderr
     assert not (run / ".reserve").exists() and not list(run.glob(".*.tmp"))
     assert not list(run.glob("samples-*.arrows")) and list(run.glob("samples-*.parquet"))
@@ -159,20 +162,58 @@ def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftove
     assert m["status"] == "interrupted" and any("repair" in e for e in m["errors"])
     assert len(Run.open(run).samples) == before
     assert "repaired" in [e["kind"] for e in events(run)]
-    rep = wattprof("report", str(run))
+    rep = wattprof_in_process("report", str(run))
     assert rep.returncode == 0 and "interrupted" in rep.stdout, rep.stderr
-    again = wattprof("repair", str(run))
+    again = wattprof_in_process("repair", str(run))
     assert again.returncode == 0 and "nothing to repair" in again.stderr
+
+
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
+def test_report_finalises_a_run_whose_recorder_is_gone_and_leaves_a_live_one_alone(tmp_path):
+    """Item 14: `wattprof report` on a crashed run reported it as unfinished and left its `.reserve`,
+    `.tmp` and Arrow streams for ever. Now it finalises the run first, as `wattprof repair` does,
+    and says so in one line on stderr; a run whose recorder is alive is reported read-only."""
+    import psutil
+
+    run = tmp_path / "run"
+    proc = _start_recording(run)
+    try:
+        live = wattprof_in_process("report", str(run))
+        assert live.returncode == 0 and "finalised" not in live.stderr, live.stderr
+        assert "unfinished" in live.stdout and "never finished" in live.stdout
+        assert meta(run)["status"] == "recording" and (run / ".reserve").exists()
+        assert list(run.glob("samples-*.arrows")) and not list(run.glob("samples-*.parquet"))
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        for c in locals().get("children", []):
+            with contextlib.suppress(psutil.Error):
+                c.kill()
+    (run / ".meta.json.abc123.tmp").write_text("{")  # a write cut short by the crash
+    before = len(Run.open(run).samples)
+    p = wattprof_in_process("report", str(run))
+    assert p.returncode == 0, p.stderr
+    said = [line for line in p.stderr.splitlines() if "finalised" in line]
+    assert len(said) == 1 and "recorder is gone" in said[0] and "removed .reserve" in said[0], p.stderr
+    assert "interrupted" in p.stdout
+    assert not (run / ".reserve").exists() and not list(run.glob(".*.tmp"))
+    assert not list(run.glob("samples-*.arrows")) and list(run.glob("samples-*.parquet"))
+    m = meta(run)
+    assert m["status"] == "interrupted" and any("wattprof report" in e for e in m["errors"])
+    assert len(Run.open(run).samples) == before
+    again = wattprof_in_process("report", str(run))
+    assert again.returncode == 0 and "finalised" not in again.stderr and again.stdout == p.stdout
 
 
 def test_merging_a_run_with_itself_is_refused(tmp_path, h100):
     """Item 14: `merge R R` (or a copy of R) used to count R twice."""
     run = tmp_path / "r"
-    assert wattprof("import", str(run), "--samples", str(h100 / "nvidia-smi-query-100ms.csv")).returncode == 0
-    p = wattprof("merge", str(run), str(run), "-o", str(tmp_path / "m"))
+    assert wattprof_in_process("import", str(run), "--samples", str(h100 / "nvidia-smi-query-100ms.csv")).returncode == 0
+    p = wattprof_in_process("merge", str(run), str(run), "-o", str(tmp_path / "m"))
     assert p.returncode == 2 and "never with itself" in p.stderr, p.stderr
     shutil.copytree(run, tmp_path / "copy")
-    p = wattprof("merge", str(run), str(tmp_path / "copy"), "-o", str(tmp_path / "m"))
+    p = wattprof_in_process("merge", str(run), str(tmp_path / "copy"), "-o", str(tmp_path / "m"))
     assert p.returncode == 2 and "copies of one run" in p.stderr, p.stderr
     assert not (tmp_path / "m" / "meta.json").exists()
 
@@ -211,6 +252,7 @@ print("after the block")
     assert "repaired" in [e["kind"] for e in events(run)]
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 @pytest.mark.parametrize("how", ["delete", "truncate"])
 def test_a_live_stream_deleted_or_truncated_from_outside_says_what_was_lost(tmp_path, how):
     """Item 13: a live sample stream deleted or truncated from outside during recording ended as
@@ -234,10 +276,11 @@ def test_a_live_stream_deleted_or_truncated_from_outside_says_what_was_lost(tmp_
     assert any(e["kind"] == "storage_error" and word in e["message"] for e in events(run))
     r = Run.open(run)
     assert (r.samples["t"] > cut_at + 1.0).sum() > 10  # recording went on
-    rep = wattprof("report", str(run))
+    rep = wattprof_in_process("report", str(run))
     assert rep.returncode == 0 and word in rep.stdout, rep.stdout
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_the_recorded_program_gets_sigterm_when_record_is_killed_with_sigkill(tmp_path):
     """Decided in issue 12: `kill -9` of `wattprof record` used to leave the child running, with

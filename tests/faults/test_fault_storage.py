@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wattprof
+from conftest import wattprof_in_process
 from faultkit import kinds, max_gap, meta
 
 from wattprof.run import Run
@@ -49,6 +49,7 @@ def _check_intact_prefix(run: Path) -> None:
     assert not [w for w in r.warnings if "damaged" in w or "partly written" in w], r.warnings
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_file_size_limit_reached_while_recording(tmp_path):
     """Guarantee: when the disk refuses samples (here EFBIG from RLIMIT_FSIZE), the error is
     clear (one warning on stderr naming the file and the cause, `storage_error` events, listed in
@@ -65,7 +66,7 @@ def test_file_size_limit_reached_while_recording(tmp_path):
     assert any("EFBIG" in e and "samples lost" in e for e in m["errors"]), m["errors"]
     assert "storage_error" in kinds(run)
     _check_intact_prefix(run)
-    rep = wattprof("report", str(run))
+    rep = wattprof_in_process("report", str(run))
     assert rep.returncode == 0, rep.stderr
 
 
@@ -89,6 +90,7 @@ def _tmpfs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_disk_full_while_recording(tmp_path):
     """Guarantee: on a file system that fills up during the run (ENOSPC), the samples written
     before stay intact and readable, the error is clear (stderr, events, meta.json's errors), the
@@ -108,7 +110,7 @@ def test_disk_full_while_recording(tmp_path):
         assert "storage_error" in kinds(run)
         assert not (run / ".reserve").exists()
         _check_intact_prefix(run)
-        rep = wattprof("report", str(run))
+        rep = wattprof_in_process("report", str(run))
         assert rep.returncode == 0, rep.stderr
 
 

@@ -30,8 +30,10 @@ from wattprof.errors import InputError, RunError
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(os.environ.get("WATTPROF_FIXTURES", REPO / "tests" / "fixtures"))
 
-#: Examples per target in the test suite (``WATTPROF_FUZZ_EXAMPLES`` overrides).
-CI_EXAMPLES = int(os.environ.get("WATTPROF_FUZZ_EXAMPLES", "200"))
+#: Examples per target in the test suite: 50 by default, 200 with ``pytest --slow`` (which .ci/run
+#: uses); ``WATTPROF_FUZZ_EXAMPLES`` overrides both. ``benchmarks/fuzz.py --examples 10000`` at length.
+DEFAULT_EXAMPLES, THOROUGH_EXAMPLES = 50, 200
+CI_EXAMPLES = int(os.environ.get("WATTPROF_FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
 
 
 def fuzz_settings(examples: int = CI_EXAMPLES, **kw: Any) -> settings:

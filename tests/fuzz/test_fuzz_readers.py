@@ -1,8 +1,8 @@
 """Property: every reader of outside input either parses it or raises the error it promises
 (InputError; RunError for run directories, or drops the damage with a warning): never another
-exception. Inputs: mutated real captures (tests/fuzz/fuzzkit.py). CI runs a few hundred
-derandomized examples per reader (``WATTPROF_FUZZ_EXAMPLES``); ``benchmarks/fuzz.py --examples
-10000`` runs the same targets at length."""
+exception. Inputs: mutated real captures (tests/fuzz/fuzzkit.py). The default run tries 50
+derandomized examples per reader, ``pytest --slow`` (CI) 200 (``WATTPROF_FUZZ_EXAMPLES``);
+``benchmarks/fuzz.py --examples 10000`` runs the same targets at length."""
 
 from __future__ import annotations
 

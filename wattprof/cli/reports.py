@@ -35,6 +35,10 @@ def report(run_dir: str, fmt: str | None, output: str | None, region: str | None
       wattprof report RUN -o report.html --country FRA       # one self-contained file with plots
       wattprof report RUN --format json -o report.json
     """
+    from ..repair import finalise_if_abandoned
+
+    if (fixed := finalise_if_abandoned(run_dir, by="wattprof report")) is not None:  # as `wattprof repair` does
+        click.echo(f"wattprof: the run's recorder is gone: finalised it ({'; '.join(fixed.actions)})", err=True)
     print_report(run_dir, fmt, output, carbon_context(region, country, intensity, pue))
 
 

@@ -14,8 +14,10 @@ limit go to the devices table. Fields wattprof has no column for are ignored.
 :func:`parse_csv` reads a file; :class:`LineParser` reads a live stream line by line. Both run
 the same conversion code (:class:`_Layout`), so they give identical values. The file is read as a
 stream of chunks of :data:`CHUNK_LINES` lines, each converted to float64 arrays at once: memory
-holds the result (about 0.4 bytes per byte of a typical capture), not the text
-(``benchmarks/csv_memory.py``).
+holds the result (float64 metric columns and a one-byte device code per row: about 0.4 bytes per
+byte of a typical capture), not the text (``benchmarks/csv_memory.py``). Each distinct printed value
+is converted once per chunk, and only lines that start a value like a field name are checked for
+being a header.
 
 Values no GPU prints are rejected with the line: negative power, utilisation, clocks or memory.
 Timestamps of a GPU going backwards are sorted, and a GPU's duplicate timestamps keep their first
@@ -116,13 +118,17 @@ _SPECS: dict[str, _Spec] = {
 FIELD_MAP: dict[str, str] = {name: spec.column for name, spec in _SPECS.items()}
 _POWER_COLUMNS = ("power_w", "power_avg_w")
 _KNOWN = frozenset(_SPECS) | frozenset(IDENTITY) | {TIMESTAMP, INDEX}
+_NAME_STARTS = frozenset(name[0] for name in _KNOWN)
+#: A line where some value starts like a field name: only those can be header lines.
+_MAYBE_HEADER_RE = re.compile(r"(?:^|,)\s*[" + "".join(sorted(_NAME_STARTS)) + "]")
 
 
 @dataclass
 class ParseResult:
     """What :func:`parse_csv` returns."""
 
-    #: Columns ``t``, ``device`` and schema metric columns (float64), sorted by ``t``.
+    #: Columns ``t``, ``device`` (a categorical of ``gpu:N``; ``.astype(str)`` for plain strings) and
+    #: schema metric columns (float64), sorted by ``t`` then device.
     samples: pd.DataFrame
     #: ``{"gpu:0": {"name": ..., "uuid": ..., "power_limit_w": ...}}`` (keys where known).
     devices: dict[str, dict]
@@ -131,7 +137,7 @@ class ParseResult:
 
 
 #: Lines converted at once by :func:`parse_csv` (bounds the memory of the text being converted).
-CHUNK_LINES = 16384
+CHUNK_LINES = 8192
 #: Time zones are within UTC-12..UTC+14 (the vLLM reader takes the same range).
 MAX_UTC_OFFSET_H = 14.0
 
@@ -155,7 +161,7 @@ def _is_missing(text: str) -> bool:
 
 
 def _split(line: str) -> list[str]:
-    return [v.strip() for v in line.split(",")]
+    return list(map(str.strip, line.split(",")))
 
 
 def _header_name(token: str) -> tuple[str, str | None]:
@@ -167,7 +173,9 @@ def _header_name(token: str) -> tuple[str, str | None]:
 
 
 def _is_header(values: Sequence[str]) -> bool:
-    return any(_header_name(v)[0] in _KNOWN for v in values)
+    # A field name starts with one of a few lowercase letters; data values (digits, "NVIDIA ...",
+    # "GPU-...", "[N/A]") almost never do, so the regex runs on a handful of tokens, not every one.
+    return any(v[:1] in _NAME_STARTS and _header_name(v)[0] in _KNOWN for v in values)
 
 
 def _to_unix(stamps: np.ndarray, utc_offset_h: float) -> np.ndarray:
@@ -178,11 +186,6 @@ def _to_unix(stamps: np.ndarray, utc_offset_h: float) -> np.ndarray:
     out = (us - round(utc_offset_h * 3600e6)) / 1e6
     out[bad] = np.nan
     return out
-
-
-def _first_bad_line(values: np.ndarray, bad_value: str, lines: np.ndarray) -> int:
-    # not ``values == bad_value``: numpy drops trailing NULs of str scalars, so "1\x00" never matches
-    return int(lines[next(i for i, v in enumerate(values) if v == bad_value)])
 
 
 # --- the shared conversion ----------------------------------------------------------------------
@@ -251,23 +254,24 @@ class _Layout:
     def _metric(self, i: int, values: np.ndarray, lines: np.ndarray) -> np.ndarray:
         """Convert once per distinct value (fast on long captures), then spread to the rows."""
         spec, name = _SPECS[self.fields[i]], self.fields[i]
-        table: dict[str, float] = {}
-        for v in pd.unique(values):
+        codes, uniques = pd.factorize(values)
+        table = np.empty(len(uniques), dtype=np.float64)
+        for j, v in enumerate(uniques):  # in order of first appearance: the first bad value is reported
             try:
-                table[v] = spec.convert(v)
+                table[j] = spec.convert(v)
             except ValueError as e:
                 raise InputError(f"{name} is {v!r}: {e}", path=self.path,
-                                 line=_first_bad_line(values, v, lines)) from None
-        return np.fromiter((table[v] for v in values), dtype=np.float64, count=len(values))
+                                 line=int(lines[np.argmax(codes == j)])) from None
+        return table[codes]
 
     def _devices(self, cols: np.ndarray, lines: np.ndarray) -> np.ndarray:
         if INDEX in self.fields:
-            values = cols[self.fields.index(INDEX)]
-            for v in pd.unique(values):
+            codes, uniques = pd.factorize(cols[self.fields.index(INDEX)])
+            for j, v in enumerate(uniques):
                 if not (v.isascii() and v.isdigit()):  # "²".isdigit() is True, int("²") fails
                     raise InputError(f"index is {v!r}, expected a GPU index (0, 1, ...)",
-                                     path=self.path, line=_first_bad_line(values, v, lines))
-            return np.array([f"gpu:{int(v)}" for v in values], dtype=object)
+                                     path=self.path, line=int(lines[np.argmax(codes == j)]))
+            return np.array([f"gpu:{int(v)}" for v in uniques], dtype=object)[codes]
         uuid_at = next((i for i, f in enumerate(self.fields) if IDENTITY.get(f) == "uuid"), None)
         if uuid_at is None:
             return np.full(len(lines), "gpu:0", dtype=object)
@@ -478,7 +482,7 @@ def _take_row(item: tuple[int, str], n: int, path: str, rows: list[list[str]], n
               last: bool, warnings: list[str] | None = None) -> None:
     number, text = item
     values = _split(text)
-    if _is_header(values):
+    if _MAYBE_HEADER_RE.search(text) and _is_header(values):
         return
     if last and len(values) < n and warnings is not None:
         warnings.append(f"{path}:{number}: last line has {len(values)} of {n} values "
@@ -500,8 +504,9 @@ def _frame(store: _Columns, columns: list[str], path: str, warnings: list[str]) 
         warnings.append(f"{name}: timestamps went backwards {store.backwards} time(s) (a GPU's rows out of "
                         "order); rows sorted by time")
     order = None
+    # each device's place in name order (the sort's key and the categorical's code)
+    rank = np.argsort(np.argsort(np.array(names, dtype=object))).astype(np.int8 if len(names) < 128 else np.int32)
     if not store.in_order:
-        rank = np.argsort(np.argsort(np.array(names, dtype=object))).astype(np.int32)  # device order by name
         order = np.lexsort((rank[codes], t))
         t, codes = t[order], codes[order]
     dup = np.zeros(len(t), dtype=bool)
@@ -524,15 +529,17 @@ def _frame(store: _Columns, columns: list[str], path: str, warnings: list[str]) 
         warnings.append(f"{name}: {int(dup.sum())} duplicate timestamp(s) of a GPU"
                         + (f", {n_conf} with conflicting values" if n_conf else "")
                         + "; the first row of each kept")
-    device_names = np.array(names, dtype=object)
-    out = {T: t, DEVICE: device_names[codes]}
+        keep = ~dup
+        t, codes = t[keep], codes[keep]
+        for k in cols:  # one column at a time (no second copy of the frame)
+            cols[k] = cols[k][keep]
+    # a categorical (one byte per row, not a string), its categories in name order whatever order the
+    # chunks met the devices in; the frame is made of these arrays, not copies
+    device = pd.Categorical.from_codes(rank[codes], categories=sorted(names))
+    out: dict[str, Any] = {T: t, DEVICE: device}
     del codes
     out.update(cols)
     del cols
-    if any_dup:
-        keep = ~dup
-        for k in list(out):  # in place, one column at a time (no second copy of the frame)
-            out[k] = out[k][keep]
     return pd.DataFrame(out, copy=False)
 
 
