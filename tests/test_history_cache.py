@@ -178,4 +178,6 @@ def test_discovery_with_and_without_the_cache_agree(history, seed):
     expected = find_runs([history])
     assert [Path(d) for d, _ in read_summaries([history])] == expected  # builds the cache
     assert [Path(d) for d, _ in read_summaries([history])] == expected  # uses it
+    assert [Path(d) for d, _ in read_summaries([history], cache=False)] == expected
+    assert load_history([history], cache=False) == load_history([history])
     assert len(expected) == 9

@@ -273,20 +273,21 @@ class _Cache:
             os.close(fd)
 
 
-def read_summaries(paths: list[str | Path]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+def read_summaries(paths: list[str | Path], *, cache: bool = True) -> Iterator[tuple[str, dict[str, Any] | None]]:
     """Every run found under ``paths`` (as :func:`find_runs`), with its current stored summary or
-    None (then it must be computed). A directory of runs reads and updates its summaries cache."""
+    None (then it must be computed). A directory of runs reads and updates its summaries cache
+    (unless ``cache`` is False: then every ``summary.json`` is read)."""
     for raw in paths:
         p = Path(raw)
-        if (p / META).is_file() or not p.is_dir():
+        if not cache or (p / META).is_file() or not p.is_dir():
             for run_dir, _, _ in _find(p, frozenset()):
                 yield run_dir, read_summary(Path(run_dir))
             continue
-        cache = _Cache(p)
-        runs = _find(p, frozenset(cache.entries))
+        c = _Cache(p)
+        runs = _find(p, frozenset(c.entries))
         for run_dir, key, meta_sig in runs:
-            yield run_dir, cache.summary(run_dir, key, meta_sig)
-        cache.save({key for _, key, _ in runs})
+            yield run_dir, c.summary(run_dir, key, meta_sig)
+        c.save({key for _, key, _ in runs})
 
 
 _MOVED = ("RunSummary", "METRICS", "summarize", "to_json", "from_json", "write_summary", "try_write_summary",

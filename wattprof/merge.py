@@ -80,10 +80,8 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def merge_runs(shards: list[str | Path], out: str | Path, *, names: list[str] | None = None, correct: bool = True,
-               threshold_s: float | None = None, name: str | None = None) -> MergeResult:
-    """Merge the runs ``shards`` (one per node; the first is the clock reference) into a new run
-    at ``out``. ``names``: node names (default: each shard's ``node`` tag, else ``node<i>``)."""
+def _open_shards(shards: list[str | Path], out: str | Path) -> list[Run]:
+    """The shards opened, refused when the output holds a run or a shard is given twice (or copied)."""
     if len(shards) < 1:
         raise InputError("merge needs at least one run")
     if (Path(out) / "meta.json").exists():
@@ -101,13 +99,14 @@ def merge_runs(shards: list[str | Path], out: str | Path, *, names: list[str] | 
         if rid and ids.index(rid) != i:
             raise InputError(f"{shards[ids.index(rid)]} and {shards[i]} are copies of one run (id {rid}): a run is "
                              "merged with other nodes' runs, never with itself", path=str(shards[i]))
-    nodes = _node_names(runs, names)
-    intervals = [float(r.meta.get("interval_s") or 0) for r in runs]
-    threshold = float(threshold_s) if threshold_s is not None else max(max(intervals), 0.01)
-    ref = runs[0]
-    ref_steps, ref_samples = ref.steps, ref.samples
+    return runs
+
+
+def _clock_offsets(runs: list[Run], nodes: list[str], threshold: float, correct: bool,
+                   flags: list[str]) -> dict[str, ClockOffset]:
+    """Each node's clock offset against the first (the reference); what is notable goes to ``flags``."""
+    ref_steps, ref_samples = runs[0].steps, runs[0].samples
     offsets: dict[str, ClockOffset] = {nodes[0]: ClockOffset(0.0, 0.0, "reference")}
-    flags: list[str] = []
     for node, r in zip(nodes[1:], runs[1:], strict=True):
         est = offset_from_steps(r.steps, ref_steps) or offset_from_power(r.samples, ref_samples)
         if est is None:
@@ -122,6 +121,62 @@ def merge_runs(shards: list[str | Path], out: str | Path, *, names: list[str] | 
                          + ("corrected: its samples, steps and events were shifted onto the reference clock"
                             if correct else "NOT corrected: its energy is attributed to shifted steps"))
         offsets[node] = est
+    return offsets
+
+
+def _copy_lines(path: Path, records: list[dict], node: str, shift: float, times: tuple[str, ...]) -> None:
+    """Write a node's steps or events to ``path``: missing values left out, ``times`` shifted onto
+    the reference clock, each tagged with its node."""
+    app = JsonlAppender(path)
+    try:
+        for rec in records:
+            row = {k: c for k, v in rec.items() if (c := _clean(v)) is not None}
+            for t in times:
+                if isinstance(row.get(t), int | float):
+                    row[t] = float(row[t]) - shift
+            row["node"] = node
+            app.append(row)
+    finally:
+        app.close()
+
+
+def _copy_node(writer: RunWriter, node: str, r: Run, shift: float) -> tuple[int, int]:
+    """Copy one node's samples, devices, steps and events into the merged run; (samples, steps)."""
+    n_samples = n_steps = 0
+    s = r.samples
+    if not s.empty:
+        s = s.copy()
+        s[schema.T] = s[schema.T].astype(float) - shift
+        s[schema.DEVICE] = node + "/" + s[schema.DEVICE].astype(str)
+        source_key = writer.add_source(node, {"kind": "merge", "node": node, "from": str(Path(r.path).resolve()),
+                                              "run_id": r.meta.get("id"), "sources": r.meta.get("sources") or {},
+                                              "clock_shift_s": -shift,
+                                              "devices": sorted(s[schema.DEVICE].unique().tolist())})
+        writer.write_samples_frame(source_key, s)
+        n_samples = len(s)
+    for dev, info in (r.meta.get("devices") or {}).items():
+        writer.meta["devices"][f"{node}/{dev}"] = {**info, "node": node}
+    st = r.steps
+    if not st.empty:
+        _copy_lines(writer.path / f"steps-{node}.jsonl", st.to_dict("records"), node, shift, ("t_start", "t_end"))
+        n_steps = len(st)
+    ev = r.events
+    if not ev.empty:
+        _copy_lines(writer.path / f"events-{node}.jsonl", ev.to_dict("records"), node, shift, ("t",))
+    return n_samples, n_steps
+
+
+def merge_runs(shards: list[str | Path], out: str | Path, *, names: list[str] | None = None, correct: bool = True,
+               threshold_s: float | None = None, name: str | None = None) -> MergeResult:
+    """Merge the runs ``shards`` (one per node; the first is the clock reference) into a new run
+    at ``out``. ``names``: node names (default: each shard's ``node`` tag, else ``node<i>``)."""
+    runs = _open_shards(shards, out)
+    nodes = _node_names(runs, names)
+    intervals = [float(r.meta.get("interval_s") or 0) for r in runs]
+    threshold = float(threshold_s) if threshold_s is not None else max(max(intervals), 0.01)
+    ref = runs[0]
+    flags: list[str] = []
+    offsets = _clock_offsets(runs, nodes, threshold, correct, flags)
 
     writer = RunWriter.create(out, name=name or f"{ref.name} (merged)", tags={
         k: v for k, v in (ref.meta.get("tags") or {}).items() if k != "node"}, command=ref.meta.get("command"),
@@ -135,56 +190,16 @@ def merge_runs(shards: list[str | Path], out: str | Path, *, names: list[str] | 
     for node, r in zip(nodes, runs, strict=True):
         off = offsets[node]
         shift = off.offset_s if off.corrected else 0.0
-        # samples
-        s = r.samples
-        if not s.empty:
-            s = s.copy()
-            s[schema.T] = s[schema.T].astype(float) - shift
-            s[schema.DEVICE] = node + "/" + s[schema.DEVICE].astype(str)
-            source_key = writer.add_source(node, {"kind": "merge", "node": node, "from": str(Path(r.path).resolve()),
-                                           "run_id": r.meta.get("id"), "sources": r.meta.get("sources") or {},
-                                           "clock_shift_s": -shift,
-                                           "devices": sorted(s[schema.DEVICE].unique().tolist())})
-            writer.write_samples_frame(source_key, s)
-            total_samples += len(s)
-        for dev, info in (r.meta.get("devices") or {}).items():
-            meta["devices"][f"{node}/{dev}"] = {**info, "node": node}
-        # steps
-        st = r.steps
-        if not st.empty:
-            app = JsonlAppender(writer.path / f"steps-{node}.jsonl")
-            try:
-                for rec in st.to_dict("records"):
-                    row = {k: _clean(v) for k, v in rec.items()}
-                    row = {k: v for k, v in row.items() if v is not None}
-                    row["t_start"] = float(row["t_start"]) - shift
-                    row["t_end"] = float(row["t_end"]) - shift
-                    row["node"] = node
-                    app.append(row)
-            finally:
-                app.close()
-            total_steps += len(st)
-        # events
-        ev = r.events
-        if not ev.empty:
-            app = JsonlAppender(writer.path / f"events-{node}.jsonl")
-            try:
-                for rec in ev.to_dict("records"):
-                    row = {k: _clean(v) for k, v in rec.items() if _clean(v) is not None}
-                    if isinstance(row.get("t"), int | float):
-                        row["t"] = float(row["t"]) - shift
-                    row["node"] = node
-                    app.append(row)
-            finally:
-                app.close()
+        n_samples, n_steps = _copy_node(writer, node, r, shift)
+        total_samples += n_samples
+        total_steps += n_steps
         m = r.meta
         if m.get("started_at") is not None:
             starts.append(float(m["started_at"]) - shift)
         if m.get("ended_at") is not None:
             ends.append(float(m["ended_at"]) - shift)
-        st_name = r.status
-        if _STATUS_RANK.get(st_name, 1) > _STATUS_RANK.get(status, 0):
-            status = st_name
+        if _STATUS_RANK.get(r.status, 1) > _STATUS_RANK.get(status, 0):
+            status = r.status
         if exit_code is None and m.get("exit_code"):
             exit_code = m.get("exit_code")
         meta["nodes"][node] = {

@@ -146,11 +146,13 @@ def load_summary(run_dir: str | Path, *, write: bool = True) -> RunSummary:
     return s if s is not None else _recompute(p, write=write)
 
 
-def load_history(paths: list[str | Path], *, warnings: list[str] | None = None) -> list[RunSummary]:
+def load_history(paths: list[str | Path], *, warnings: list[str] | None = None,
+                 cache: bool = True) -> list[RunSummary]:
     """Summaries of every run found; a run that cannot be read is skipped with a warning naming it.
-    Current stored summaries come through the history's cache (:func:`wattprof.history.read_summaries`)."""
+    Current stored summaries come through the history's cache (:func:`wattprof.history.read_summaries`;
+    ``cache=False`` reads every ``summary.json``)."""
     found = []
-    for run_dir, d in history.read_summaries(paths):
+    for run_dir, d in history.read_summaries(paths, cache=cache):
         try:
             s = _from_stored(d) if d is not None else None
             if s is None:
