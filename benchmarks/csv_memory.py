@@ -93,6 +93,8 @@ def main() -> None:
         results.append({"file_bytes": size, "rows": rows, **m})
         if not args.keep:
             path.unlink()
+    if not args.keep:
+        work.rmdir()  # the temporary directory too, not only the files
     print(table(["file MB", "rows", "peak RSS MB", "after imports MB", "frame MB", "peak / file", "s", "target"],
                 [[f"{r['file_bytes'] / 1e6:.0f}", f"{r['rows']:,}",
                   f"{r['peak_bytes'] / 1e6:.0f}" if "peak_bytes" in r else r.get("error", "?"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import H100_SERVE, fixture_dir, wattprof
+from conftest import H100_SERVE, fixture_dir, wattprof_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from otlpkit import serve_tasks, write_lines
@@ -107,10 +107,10 @@ def test_serving_capture_tasks_match_the_counter(tmp_path: Path, per_task: int, 
     reqs = [json.loads(x) for x in (d / "requests_wallclock.jsonl").read_text().splitlines() if x.strip()]
     spans = write_lines(tmp_path / "spans.jsonl", serve_tasks(reqs, per_task))
     run = tmp_path / "run"
-    wattprof("import", str(run), "--samples", str(d / "nvml_samples_10ms.csv"), check=True)
-    p = wattprof("import", str(run), "--steps", str(spans), check=True)  # format auto-detected
+    wattprof_in_process("import", str(run), "--samples", str(d / "nvml_samples_10ms.csv"), check=True)
+    p = wattprof_in_process("import", str(run), "--steps", str(spans), check=True)  # format auto-detected
     assert "otlp-json" in p.stderr
-    rep = json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "--format", "json", check=True).stdout)
     tasks = rep["tasks"]
     assert len(tasks) == -(-len(reqs) // per_task)
     # token totals exact

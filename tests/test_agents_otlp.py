@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wattprof
+from conftest import wattprof, wattprof_in_process
 from otlpkit import new_id, request, span
 
 from wattprof.analysis.align import merge_intervals
@@ -49,7 +49,7 @@ def test_record_otlp_real_sdk_agent_tasks_tokens_and_energy(agent_run) -> None:
     out, sent, p = agent_run
     assert p.returncode == 0, p.stderr
     assert "receiving OTLP traces on http://127.0.0.1:" in p.stderr
-    doc = json.loads(wattprof("report", str(out), "-f", "json", check=True).stdout)
+    doc = json.loads(wattprof_in_process("report", str(out), "-f", "json", check=True).stdout)
     tasks = {t["name"]: t for t in doc["tasks"]}
     assert sorted(tasks) == sorted(sent["tasks"])
     # token totals exact, calls counted once
@@ -127,7 +127,7 @@ print("endpoint-after", os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr
     assert "endpoint-after None" in p.stdout  # the block's endpoint is undone afterwards
-    doc = json.loads(wattprof("report", str(tmp_path / "run"), "-f", "json", check=True).stdout)
+    doc = json.loads(wattprof_in_process("report", str(tmp_path / "run"), "-f", "json", check=True).stdout)
     (t,) = doc["tasks"]
     assert (t["name"], t["llm_calls"], t["input_tokens"], t["output_tokens"]) == ("planner", 1, 11, 7)
     assert t["energy_j"] > 0

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from conftest import H100_SERVE, wattprof
+from conftest import H100_SERVE, wattprof_in_process
 
 from wattprof.analysis.clock_offset import refine_offset
 from wattprof.formats.nvml_trace import read_nvml_trace
@@ -43,9 +43,9 @@ def test_weak_power_contrast_is_refined_with_every_signal():
 
 def test_the_report_carries_the_offset_and_no_advice_to_refine_after_refining(tmp_path):
     run = tmp_path / "r"
-    wattprof("import", str(run), "--samples", str(H100_SERVE / "nvml_samples_10ms.csv"), "--steps",
+    wattprof_in_process("import", str(run), "--samples", str(H100_SERVE / "nvml_samples_10ms.csv"), "--steps",
              str(H100_SERVE / "vllm_bench_detailed.json"), check=True)
-    rep = json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "--format", "json", check=True).stdout)
     (clock,) = rep["step_clocks"].values()
     assert clock["offset_method"].startswith("xcorr:") and clock["offset_uncertainty_s"] < 1.0
     assert isinstance(clock["offset_s"], float) and clock["offset_signals"]

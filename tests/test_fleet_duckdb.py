@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, need, wattprof
+from conftest import REPO, need, wattprof_in_process
 from test_nightly import replay_run
 
 from wattprof.reports.summary import load_history
@@ -36,7 +36,7 @@ def fleet(tmp_path_factory) -> Path:
 
 def test_duckdb_reproduces_the_nightly_gate_per_benchmark(fleet):
     need("duckdb")
-    doc = json.loads(wattprof("nightly", str(fleet), "--baseline", "median:7", "-f", "json", check=True).stdout)
+    doc = json.loads(wattprof_in_process("nightly", str(fleet), "--baseline", "median:7", "-f", "json", check=True).stdout)
     gate = {b["benchmark"]: b["change"] for b in doc["benchmarks"]}
     con = fleet_query.connect(fleet)
     rows = con.sql(fleet_query.queries()["nightly"]).fetchall()

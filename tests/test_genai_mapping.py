@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import wattprof
+from conftest import wattprof_in_process
 from otlpkit import new_id, request, span, write_lines
 
 from wattprof.formats import otlp_json
@@ -77,11 +77,11 @@ def test_import_of_a_broken_otlp_file_is_one_line_with_file_and_line(tmp_path: P
     f = write_lines(tmp_path / "spans.jsonl", [good])
     with f.open("a") as fh:
         fh.write('{"resourceSpans": [ oops\n')
-    p = wattprof("import", str(tmp_path / "run"), "--steps", str(f), "--steps-format", "otlp-json")
+    p = wattprof_in_process("import", str(tmp_path / "run"), "--steps", str(f), "--steps-format", "otlp-json")
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert f"{f}:2: not JSON" in p.stderr and "ExportTraceServiceRequest" in p.stderr
     assert "Traceback" not in p.stderr
     # spans but none of them GenAI
     g = write_lines(tmp_path / "plain.jsonl", [request([span(new_id(32), "GET /", 1.0, 2.0)])])
-    p = wattprof("import", str(tmp_path / "run2"), "--steps", str(g))
+    p = wattprof_in_process("import", str(tmp_path / "run2"), "--steps", str(g))
     assert p.returncode == 2 and "no GenAI model-call or tool spans" in p.stderr and p.stderr.count("\n") == 1

@@ -4,7 +4,7 @@ or scrolled sideways, the energy bars stay linear when idle is tiny, banners say
 from __future__ import annotations
 
 import pytest
-from conftest import H100, H100_GPM, fixture_dir, wattprof
+from conftest import H100, H100_GPM, fixture_dir, wattprof_in_process
 
 from wattprof.reports import figures
 from wattprof.reports import html as html_mod
@@ -17,7 +17,7 @@ def runs(tmp_path_factory) -> dict[str, Run]:
     root = tmp_path_factory.mktemp("fit")
     out = {}
     for name, fx in (("h100", fixture_dir(H100)), ("gpm", fixture_dir(H100_GPM))):
-        wattprof("import", str(root / name), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps",
+        wattprof_in_process("import", str(root / name), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps",
                  str(fx / "steps.jsonl"), check=True)
         out[name] = Run.open(root / name)
     return out

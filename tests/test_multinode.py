@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import need
+from conftest import need, wattprof_in_process
 
 from wattprof import distributed
 from wattprof.importer import import_samples, import_steps, open_or_create
@@ -184,17 +184,15 @@ def test_merged_report_has_per_node_subtotals_and_the_offset_flag(tmp_path, h100
 
 
 def test_cli_merge_prints_the_offset_and_the_report_sums_both_nodes(tmp_path, h100):
-    from conftest import wattprof
-
     a = _shard(tmp_path, h100, "a", 0.0)
     b = _shard(tmp_path, h100, "b", 2.0)
-    p = wattprof("merge", str(a), str(b), "-o", str(tmp_path / "m"), "--node", "left", "--node", "right")
+    p = wattprof_in_process("merge", str(a), str(b), "-o", str(tmp_path / "m"), "--node", "left", "--node", "right")
     assert p.returncode == 0, p.stderr
     assert "right: clock offset +2.000 s" in p.stdout and "corrected" in p.stdout
-    rep = json.loads(wattprof("report", str(tmp_path / "m"), "-f", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(tmp_path / "m"), "-f", "json", check=True).stdout)
     assert sorted(d["device"] for d in rep["devices"]) == ["left/gpu:0", "right/gpu:0"]
     assert any("clock offset: right is +2.000 s" in f for f in rep["flags"])
-    assert wattprof("merge", str(a), "-o", str(tmp_path / "m")).returncode == 2  # already a run there
+    assert wattprof_in_process("merge", str(a), "-o", str(tmp_path / "m")).returncode == 2  # already a run there
 
 
 

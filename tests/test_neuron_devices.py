@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import NEURON, collect
+from conftest import NEURON, collect, wattprof_in_process
 
 from wattprof.collectors.neuron import NeuronCollector, type_from_instance, type_from_name
 from wattprof.errors import CollectorError
@@ -324,11 +324,9 @@ def test_container_devices_can_be_paired_by_option(monitor, tmp_path):
 # --- wattprof import --samples neuron.jsonl ------------------------------------------------------------
 
 def test_import_a_neuron_monitor_log_rebuilds_times_from_periods(tmp_path):
-    from conftest import wattprof
-
     from wattprof.run import Run
     run = tmp_path / "run"
-    p = wattprof("import", str(run), "--samples", str(TRN2_48), "--start", "1764590400")
+    p = wattprof_in_process("import", str(run), "--samples", str(TRN2_48), "--start", "1764590400")
     assert p.returncode == 0, p.stderr
     assert "import-neuron-monitor-jsonl" in p.stderr  # detected from the first line, no --samples-format
     r = Run.open(run)
@@ -344,11 +342,10 @@ def test_import_a_neuron_monitor_log_rebuilds_times_from_periods(tmp_path):
 
 
 def test_import_of_a_bad_neuron_monitor_line_names_file_and_line(tmp_path):
-    from conftest import wattprof
     bad = tmp_path / "nm.jsonl"
     lines = INF2.read_text().splitlines()
     bad.write_text(lines[0] + "\n" + lines[1][:-3] + "\n" + lines[2] + "\n")
-    p = wattprof("import", str(tmp_path / "run"), "--samples", str(bad), "--samples-format", "neuron-monitor-jsonl")
+    p = wattprof_in_process("import", str(tmp_path / "run"), "--samples", str(bad), "--samples-format", "neuron-monitor-jsonl")
     assert p.returncode == 2 and "nm.jsonl:2: not JSON" in p.stderr and "Traceback" not in p.stderr
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import H100, fixture_dir, wattprof
+from conftest import H100, fixture_dir, wattprof_in_process
 
 import wattprof as wp
 
@@ -17,7 +17,7 @@ import wattprof as wp
 def run_dir(tmp_path_factory):
     fx = fixture_dir(H100)
     out = tmp_path_factory.mktemp("api") / "run"
-    wattprof("import", str(out), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps", str(fx / "steps.jsonl"),
+    wattprof_in_process("import", str(out), "--samples", str(fx / "nvml_samples_10ms.csv"), "--steps", str(fx / "steps.jsonl"),
              "-n", "h100", check=True)
     return out
 

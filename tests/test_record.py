@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import wattprof
+from conftest import wattprof, wattprof_in_process
 
 CHILD = """
 import sys, time, wattprof
@@ -44,7 +44,7 @@ def test_child_steps_join_the_parent_run_and_its_exit_status_is_kept(tmp_path):
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "failed" and meta["exit_code"] == 3
     assert meta["command"][0] == sys.executable
-    rep = json.loads(wattprof("report", str(run), "-f", "json", check=True).stdout)
+    rep = json.loads(wattprof_in_process("report", str(run), "-f", "json", check=True).stdout)
     assert rep["by_label"]["train"]["steps"] == 5 and rep["by_label"]["train"]["energy_j"] > 0
     assert "energy" in p.stderr.lower()  # the summary
 

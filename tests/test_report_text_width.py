@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import H100, H100_GPM, H100_SERVE, fixture_dir, wattprof
+from conftest import H100, H100_GPM, H100_SERVE, fixture_dir, wattprof, wattprof_in_process
 
 CAPTURES = ["h100-nvml", "h100-smi", "h100-gpm", "serve-vllm", "serve-smi", "neuron"]
 
@@ -19,7 +19,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     h100, gpm, serve = fixture_dir(H100), fixture_dir(H100_GPM), fixture_dir(H100_SERVE)
 
     def imp(name: str, *args: str) -> Path:
-        wattprof("import", str(root / name), *args, check=True)
+        wattprof_in_process("import", str(root / name), *args, check=True)
         return root / name
 
     out = {
@@ -34,7 +34,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "serve-smi": imp("serve-smi", "--samples", str(serve / "nvidia-smi-query-100ms.csv"), "--steps",
                          str(serve / "requests_wallclock.jsonl")),
     }
-    wattprof("import", str(out["h100-gpm"]), "--samples", str(gpm / "gpm_samples_500ms.csv"), check=True)
+    wattprof_in_process("import", str(out["h100-gpm"]), "--samples", str(gpm / "gpm_samples_500ms.csv"), check=True)
     from test_collectors_smi_neuron import fake_env, sysfs_tree
 
     sysroot = sysfs_tree(root / "sys")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chromium import Page, open_in_chromium
-from conftest import H100, H100_SERVE, fixture_dir, wattprof
+from conftest import H100, H100_SERVE, fixture_dir, wattprof_in_process
 from PIL import Image
 
 from wattprof.analysis.carbon import resolve_intensity
@@ -42,7 +42,7 @@ LABELS = ["train", "train_stalled", "membound", "decode"]
 
 def _import(tmp: Path, name: str, steps: Path) -> Run:
     h100 = fixture_dir(H100)
-    wattprof("import", str(tmp), "--name", name, "--samples", str(h100 / "nvml_samples_10ms.csv"),
+    wattprof_in_process("import", str(tmp), "--name", name, "--samples", str(h100 / "nvml_samples_10ms.csv"),
              "--steps", str(steps), check=True)
     return Run.open(tmp)
 
@@ -421,7 +421,7 @@ def test_renderers_cope_with_a_bare_estimated_multi_device_report(report: Report
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Report:
     d = fixture_dir(H100_SERVE)
     run = tmp_path_factory.mktemp("serve") / "run"
-    wattprof("import", str(run), "--samples", str(d / "nvml_samples_10ms.csv"), "--steps",
+    wattprof_in_process("import", str(run), "--samples", str(d / "nvml_samples_10ms.csv"), "--steps",
              str(d / "vllm_bench_detailed.json"), check=True)
     return build_report(Run.open(run))
 

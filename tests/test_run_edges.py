@@ -50,7 +50,7 @@ def test_an_implausible_mean_power_and_a_far_off_self_check_are_flagged(tmp_path
     import json
 
     import pandas as pd
-    from conftest import H100, wattprof
+    from conftest import H100, wattprof_in_process
 
     d = pd.read_csv(H100 / "nvml_samples_10ms.csv")
     # the counter stalls through the training phase (a driver fault), then counts on from where it stopped
@@ -61,7 +61,7 @@ def test_an_implausible_mean_power_and_a_far_off_self_check_are_flagged(tmp_path
     csv = tmp_path / "nvml_samples_10ms.csv"
     d.to_csv(csv, index=False)
     run = tmp_path / "r"
-    wattprof("import", str(run), "--samples", str(csv), "--steps", str(H100 / "steps.jsonl"), check=True)
-    rep = json.loads(wattprof("report", str(run), "--format", "json", check=True).stdout)
+    wattprof_in_process("import", str(run), "--samples", str(csv), "--steps", str(H100 / "steps.jsonl"), check=True)
+    rep = json.loads(wattprof_in_process("report", str(run), "--format", "json", check=True).stdout)
     assert any("label train: mean power" in f and "not plausible" in f for f in rep["flags"]), rep["flags"]
     assert any(f.startswith("self-check gpu:0") for f in rep["flags"]), rep["flags"]

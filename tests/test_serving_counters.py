@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import H100_SERVE, fixture_dir, wattprof
+from conftest import H100_SERVE, fixture_dir, wattprof, wattprof_in_process
 
 from wattprof.clock import ManualClock
 from wattprof.collectors.nvml import NvmlReplayCollector
@@ -149,7 +149,7 @@ def test_token_rates_and_j_per_token_from_a_fake_vllm_with_a_restart(tmp_path: P
     assert len(busy) >= 6 and all(w["j_per_output_token"] > 0 for w in busy)
     running = run.samples.dropna(subset=["requests_running"])
     assert running["requests_running"].max() == 8
-    text = wattprof("report", str(tmp_path / "run"), check=True).stdout
+    text = wattprof_in_process("report", str(tmp_path / "run"), check=True).stdout
     assert "Serving engines (token counters)" in text and "serve:vllm" in text
 
 

@@ -106,8 +106,13 @@ def test_wall_clock_jump_while_sampling_keeps_the_schedule_on_the_monotonic_cloc
     t = np.sort(run.samples["t"].to_numpy())
     d = np.diff(t)
     assert (d > 100).sum() == 1 and d[d > 100][0] == pytest.approx(120.05, abs=0.5)
-    assert d[d < 100].max() < 3 * 0.05
-    assert 45 <= len(t) <= 62, len(t)  # 3 s at 20 Hz: no burst to "catch up", no stall
+    # A stall (waiting out the jump on the wall clock) leaves no samples after it; a burst (catching
+    # up 120 s of ticks) thousands. The bounds allow for a loaded machine's scheduling (late ticks
+    # are skipped, not bunched): 1.7 s at 20 Hz is 34 ticks after the jump, 3 s is 60 in all.
+    after = int((t > t[0] + 100).sum())
+    assert 20 <= after <= 36, after
+    assert 40 <= len(t) <= 62, len(t)
+    assert d[d < 100].max() < 10 * 0.05
     jumps = run.events[run.events["kind"] == "clock_jump"]
     assert len(jumps) == 1 and jumps["jump_s"].iloc[0] == pytest.approx(120.0, abs=0.5)
 

@@ -13,6 +13,9 @@ from faultkit import events, kinds, max_gap, meta, plugin_env
 from wattprof.run import Run
 
 INTERVAL = 0.05
+#: Largest gap of a collector that stays on schedule: a collector held up by another one would
+#: show a gap of seconds; scheduling jitter on a loaded 2-core machine reaches ~0.25 s.
+ON_SCHEDULE_S = 10 * INTERVAL
 
 
 def _record(tmp_path, *collectors: str, seconds: float = 3.0, timeout: float = 120):
@@ -46,7 +49,7 @@ def test_a_collector_failing_every_nth_read_loses_only_those_reads(tmp_path):
     errors = [e for e in events(run) if e["kind"] == "collector_error"]
     assert 3 <= len(errors) <= 3 + ticks // 100 + 1
     assert all("injected failure" in e["message"] for e in errors)
-    assert max_gap(gpu) < 4 * INTERVAL
+    assert max_gap(gpu) < ON_SCHEDULE_S
     assert meta(run)["status"] == "finished"
 
 
@@ -60,7 +63,7 @@ def test_a_hanging_collector_is_timed_out_and_the_others_stay_on_schedule(tmp_pa
     assert p.returncode == 0, p.stderr
     gpu = _device_times(run, "gpu:0")
     hung = _device_times(run, "gpu:6")
-    assert max_gap(gpu) < 4 * INTERVAL, "the replayed GPU must stay on schedule during the hang"
+    assert max_gap(gpu) < ON_SCHEDULE_S, "the replayed GPU must stay on schedule during the hang"
     assert 2.3 < max_gap(hung) < 3.5  # the hang, then sampling again
     assert hung.max() > gpu.max() - 1.0  # it came back
     k = kinds(run)
@@ -77,7 +80,7 @@ def test_a_collector_hanging_for_ever_does_not_stop_the_run_from_finishing(tmp_p
     assert p.returncode == 0, p.stderr
     assert took < 15
     assert meta(run)["status"] == "finished"
-    assert max_gap(_device_times(run, "gpu:0")) < 4 * INTERVAL
+    assert max_gap(_device_times(run, "gpu:0")) < ON_SCHEDULE_S
     msgs = [e["message"] for e in events(run)]
     assert any("still running when the run stopped" in m for m in msgs)
     assert "collector_timeout" in kinds(run)
