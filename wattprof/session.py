@@ -111,7 +111,7 @@ class RecordingSession:
             log.warning("the run in %s could not be finalised: %s", self.run_dir, e)
         self.result = SessionResult(self.run_dir, status, exit_code, error)
         if summary and error is None:
-            from .history import try_write_summary
+            from .reports.summary import try_write_summary
 
             try_write_summary(self.run_dir)
         return self.result

@@ -61,8 +61,8 @@ def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region:
       wattprof compare runs/a runs/b --format markdown --region aws:us-east-1
     """
     from ..analysis import nightly
-    from ..history import load_summary
     from ..reports import nightly as render
+    from ..reports.summary import load_summary
 
     f = format_for(fmt, output)
     ctx, _ = carbon_context(region, country, intensity, pue)
@@ -109,8 +109,9 @@ def nightly(runs: tuple[str, ...], benchmarks: tuple[str, ...], baseline: str, t
       wattprof nightly runs/ --benchmark agent-eval --metric j_per_task
     """
     from ..analysis import nightly as nl
-    from ..history import find_runs, load_history, load_summary
+    from ..history import find_runs
     from ..reports.nightly import NIGHTLY_RENDERERS, nightly_summary
+    from ..reports.summary import load_history, load_summary
 
     f = format_for(fmt, output)
     kind, _ = nl.parse_baseline(baseline)

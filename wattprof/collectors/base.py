@@ -189,7 +189,7 @@ class Collector(ABC):
 
     @property
     def version(self) -> str:
-        from .. import __version__
+        from .._version import __version__
 
         return __version__
 
