@@ -88,6 +88,8 @@ class SampleScan:
     #: devices, sorted
     devices: list[str]
     batch_rows: int = BATCH_ROWS
+    #: devices may be read by several threads at once (each has its own file readers)
+    threads = True
 
     @classmethod
     def open(cls, run_path: str | Path, batch_rows: int = BATCH_ROWS) -> SampleScan:
@@ -250,7 +252,10 @@ def read_steps_columnar(files: list[Path]) -> pd.DataFrame | None:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
             return None
         if table.num_rows:
-            df = _steps_of(table)
+            try:
+                df = _steps_of(table)
+            except (pa.ArrowException, ValueError, TypeError):  # a column pyarrow cannot convert
+                return None
             if df is None:
                 return None
             frames.append(df)

@@ -15,9 +15,10 @@ from ..analysis import energy as energy_mod
 from ..analysis import quality, tokens
 from ..run import Run
 from ..scan import BATCH_ROWS, NotScannable, SampleScan
+from . import evidence
 from . import sample_digest as digest
+from .evidence import IDLE_RULE, PLAUSIBLE_MARGIN  # noqa: F401 - the report's rules, as before
 from .model import (
-    BottleneckVerdict,
     CarbonReport,
     DeviceReport,
     IdleReport,
@@ -26,9 +27,7 @@ from .model import (
     Report,
     Segment,
     Series,
-    UnlabelledReport,
     WastedEnergy,
-    WindowVerdict,
 )
 from .sample_digest import DeviceFrames, WholeSamples
 
@@ -115,9 +114,9 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
         flags.append(f"no energy measured for label(s) {', '.join(unmeasured)}: their figures are null, not 0")
     segments = [Segment(str(r.label), float(r.t_start), float(r.t_end))
                 for r in align_mod.label_segments(steps).itertuples(index=False)]
-    ev = digest.evidence_pass(frames, _evidence_request(figures, frames, steps, run.devices, chosen, a, segments,
+    ev = digest.evidence_pass(frames, evidence.evidence_request(figures, frames, steps, run.devices, chosen, a, segments,
                                                         bottlenecks))
-    unlabelled, idle = _unlabelled_and_idle(steps, chosen, used_curves, a, ev)
+    unlabelled, idle = evidence.unlabelled_and_idle(steps, chosen, used_curves, a, ev)
     flags += _run_flags(run, devices, by_label, a, ev, gaps)
     nodes = _nodes(meta, devices, chosen)
     host = next((d for d in devices if d.kind == "host"), None)
@@ -126,7 +125,7 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
     bt: list[dict] = []
     wasted = None
     if bottlenecks:
-        bt = _bottlenecks(ev, steps, segments, by_label, unlabelled)
+        bt = evidence.bottleneck_verdicts(ev, steps, segments, by_label, unlabelled)
         wasted = _wasted(by_label, idle, float(sum(d.energy_j for d in chosen)))
     from .agents import agent_sections
 
@@ -235,7 +234,7 @@ def _run_flags(run: Run, devices: list[DeviceReport], by_label: dict[str, LabelR
     flags: list[str] = []
     flags += quality.clock_skew_flags(steps, a.t_first, a.t_last)
     flags += a.overlap_notes
-    flags += _plausibility_flags(by_label, a, ev)
+    flags += evidence.plausibility_flags(by_label, a, ev)
     flags += [f"self-check {d.device}: counter and integrated instant power differ by "
               f"{d.self_check['difference_pct']:+.1f} % (more than {SELF_CHECK_LIMIT_PCT:g} %): one of them is wrong "
               "(counter reset, sensor fault, gaps); trust neither blindly"
@@ -255,25 +254,6 @@ def _run_flags(run: Run, devices: list[DeviceReport], by_label: dict[str, LabelR
 #: A counter and integrated instant power agree to ~1-3 % on real H100 runs (aliasing on short steps up
 #: to ~6 %): beyond this, something is wrong.
 SELF_CHECK_LIMIT_PCT = 10.0
-#: A window's mean power may sit this far outside its readings' range (calibration of averaged vs
-#: instant readings, edges) before it is implausible.
-PLAUSIBLE_MARGIN = 0.03
-
-
-def _plausibility_flags(by_label: dict[str, LabelReport], a: align_mod.Alignment,
-                        ev: digest.Evidence) -> list[str]:
-    """A mean power outside every power reading in its window is not physical: flag it."""
-    out = []
-    for label, lr in by_label.items():
-        if lr.mean_power_w is None or lr.energy_j is None or a.labels.get(label) is None:
-            continue
-        if label not in ev.power_range:
-            continue
-        lo, hi = ev.power_range[label]
-        if lr.mean_power_w < (1 - PLAUSIBLE_MARGIN) * lo or lr.mean_power_w > (1 + PLAUSIBLE_MARGIN) * hi:
-            out.append(f"label {lr.label}: mean power {lr.mean_power_w:.1f} W lies outside every power reading in "
-                       f"its time ({lo:.1f}-{hi:.1f} W): its energy is not plausible (edges, gaps or a faulty source)")
-    return out
 
 
 def _span(figures: Iterable[digest.DeviceFigures]) -> float:
@@ -289,79 +269,6 @@ def _outside_by_label(steps: pd.DataFrame, t_first: float, t_last: float) -> dic
         return {}
     out = (steps["t_end"] < t_first) | (steps["t_start"] > t_last)
     return {str(k): int(v) for k, v in out.groupby(steps["label"]).sum().items()}
-
-
-IDLE_RULE = ("every accelerator within 1.3 x its idle power floor with utilisation <= 10 % and no SM activity, "
-             "inside the unlabelled time")
-
-
-def _unlabelled_and_idle(steps: pd.DataFrame, chosen: list[DeviceReport], curves: list[energy_mod.EnergyCurve],
-                         a: align_mod.Alignment, ev: digest.Evidence) -> tuple[UnlabelledReport, IdleReport]:
-    """Unlabelled time (outside every label's span) and, inside it, the time the accelerators idled."""
-    from ..analysis import idle as idle_mod
-
-    def mean(e: float, d: float) -> float | None:
-        return e / d if d > 0 else None
-
-    accel = [d.device for d in chosen if d.kind != "host"]
-    idle_j = idle_s = 0.0
-    floors: dict[str, float] = {}
-    if accel and curves and math.isfinite(a.t_first):
-        segs = align_mod.label_segments(steps)
-        s0, s1 = align_mod.merge_intervals(segs["t_start"].to_numpy(float), segs["t_end"].to_numpy(float))
-        u0, u1 = idle_mod.unlabelled_windows(a.t_first, a.t_last, s0, s1)
-        (i0, i1), floors = ev.idle, ev.idle_floors
-        i0, i1 = idle_mod.intersect(u0, u1, i0, i1)
-        idle_j = float(align_mod.energy_over(curves, i0, i1).sum()) if len(i0) else 0.0
-        idle_s = float((i1 - i0).sum())
-    un = UnlabelledReport(energy_j=a.idle_energy_j, duration_s=a.idle_duration_s,
-                          mean_power_w=mean(a.idle_energy_j, a.idle_duration_s), idle_energy_j=idle_j,
-                          idle_duration_s=idle_s)
-    idle = IdleReport(energy_j=idle_j, duration_s=idle_s, mean_power_w=mean(idle_j, idle_s),
-                      idle_power_floor_w={k: round(v, 2) for k, v in floors.items() if math.isfinite(v)},
-                      rule=IDLE_RULE)
-    return un, idle
-
-
-def _evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFrames, steps: pd.DataFrame,
-                      devices: dict[str, dict], chosen: list[DeviceReport], a: align_mod.Alignment,
-                      segments: list[Segment], bottlenecks: bool) -> digest.EvidenceRequest:
-    """What the second pass over the samples computes: bottleneck evidence of the labels, the
-    unlabelled time and the timeline (GPUs); idle intervals (accelerators); power ranges per label."""
-    from ..analysis import bottleneck
-
-    limits = {d: float(i["power_limit_w"]) for d, i in devices.items() if i.get("power_limit_w")}
-    req = digest.EvidenceRequest(power_limits=limits,
-                                 power_columns={d: f.power_columns for d, f in figures.items()})
-    accel = [d.device for d in chosen if d.kind != "host"]
-    if accel and math.isfinite(a.t_first):
-        req.idle_devices = accel
-        req.idle_power_w = {d: float(i["idle_power_w"]) for d, i in devices.items() if i.get("idle_power_w")}
-    req.range_devices = [d.device for d in chosen]
-    req.range_column = next((c for c in ("power_w", "power_avg_w") if any(c in f.power_columns
-                                                                         for f in figures.values())), None)
-    req.label_spans = digest.label_spans(a.labels)
-    gpus = [d for d in figures if schema.device_kind(d) == "gpu"]
-    if not bottlenecks or not gpus or "util_pct" not in frames.columns:
-        return req
-    req.gpus = gpus
-    if segments:
-        windows = pd.DataFrame([{"label": s.label, "t_start": s.t_start, "t_end": s.t_end} for s in segments])
-        codes, labels, w0, w1 = bottleneck.label_groups(windows)
-        req.windows["labels"] = digest.WindowSet(w0, w1, codes, len(labels))
-    # unlabelled: the gaps of the run that no label's span covers
-    s0, s1 = align_mod.merge_intervals(np.array([s.t_start for s in segments]), np.array([s.t_end for s in segments]))
-    edges = np.concatenate([[a.t_first], np.ravel(np.column_stack([s0, s1])), [a.t_last]])
-    g0, g1 = np.clip(edges[0::2], a.t_first, a.t_last), np.clip(edges[1::2], a.t_first, a.t_last)
-    keep = g1 - g0 > 0
-    if keep.any():
-        req.windows["unlabelled"] = digest.WindowSet(g0[keep], g1[keep], np.zeros(int(keep.sum()), int), 1)
-    window = max(5.0, (a.t_last - a.t_first) / 60.0) if math.isfinite(a.t_last - a.t_first) else 5.0
-    t0, t1 = bottleneck.timeline_windows(min(figures[d].t_min for d in gpus), max(figures[d].t_max for d in gpus),
-                                         window)
-    if len(t0):
-        req.windows["timeline"] = digest.WindowSet(t0, t1, np.arange(len(t0)), len(t0))
-    return req
 
 
 def _wasted(by_label: dict[str, LabelReport], idle: IdleReport, energy_j: float) -> WastedEnergy:
@@ -484,26 +391,6 @@ def _event_flags(events: pd.DataFrame) -> list[str]:
         more = f" (+{len(ev) - 1} more, see events-*.jsonl)" if len(ev) > 1 else ""
         out.append(f"{what}: {ev['message'].iloc[0]}{more}")
     return out
-
-
-def _bottlenecks(ev: digest.Evidence, steps: pd.DataFrame, segments: list[Segment],
-                 by_label: dict[str, LabelReport], idle: UnlabelledReport) -> list[WindowVerdict]:
-    """Fill each label's (and the unlabelled time's) verdict; return the verdicts of the run's time windows."""
-    from ..analysis import bottleneck
-
-    if "labels" in ev.windows:
-        labels = list(dict.fromkeys(s.label for s in segments))
-        gaps = bottleneck.gap_fractions(steps)
-        found = bottleneck.verdicts(ev.windows["labels"], [gaps.get(label) for label in labels])
-        for label, v in zip(labels, found, strict=True):
-            if v is not None and label in by_label:
-                by_label[label].bottleneck = BottleneckVerdict.of(v)
-    if "unlabelled" in ev.windows:
-        (v,) = bottleneck.verdicts(ev.windows["unlabelled"])
-        idle.bottleneck = BottleneckVerdict.of(v) if v is not None else None
-    w = ev.windows.get("timeline", [])
-    edges = ev.sets.get("timeline")
-    return [WindowVerdict.of(edges.a[i], edges.b[i], v) for i, v in enumerate(bottleneck.verdicts(w)) if v is not None]
 
 
 def _carbon(ctx: CarbonContext, energy_j: float, by_label: dict[str, LabelReport], j_per_token: float | None,

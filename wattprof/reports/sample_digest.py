@@ -54,7 +54,10 @@ class DeviceFrames(Protocol):
 
 
 class WholeSamples:
-    """A samples table already in memory, served one device at a time."""
+    """A samples table already in memory, served one device at a time (by one thread: a shared
+    pandas frame)."""
+
+    threads = False
 
     def __init__(self, samples: pd.DataFrame) -> None:
         self.samples = samples
@@ -99,7 +102,7 @@ PARALLEL_MAX_ROWS = 2_000_000
 def _each_device(frames: DeviceFrames, devices: list[str], fn: Callable[[str], T_]) -> list[T_]:
     """``fn(device)`` for each device, in order; two at a time when the devices are small enough."""
     big = max((frames.rows(d) for d in devices), default=0) > PARALLEL_MAX_ROWS
-    if big or len(devices) < 2 or (os.cpu_count() or 1) < 2:
+    if big or not getattr(frames, "threads", False) or len(devices) < 2 or (os.cpu_count() or 1) < 2:
         return [fn(d) for d in devices]
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         return list(pool.map(fn, devices))
