@@ -148,31 +148,33 @@ def _idle(ev: dict[str, float], active: float, modifiers: list[str], basis: Basi
           th: Thresholds) -> Verdict | None:
     """No activity, or (util alone is not the verdict) a few % of utilisation at the idle power floor."""
     busy, sm, power, floor = (ev.get(k) for k in ("busy_time_frac", "sm_active_pct", "power_w", "idle_power_w"))
-    at_floor = power is not None and floor is not None and bool(np.isfinite(floor)) and floor > 0
+    pw = power if power is not None else float("nan")
+    fl = floor if floor is not None else float("nan")
+    at_floor = power is not None and floor is not None and bool(np.isfinite(fl)) and fl > 0
     idle = active < th.idle_util_pct
     if idle and busy is not None:
         idle = busy < th.idle_busy_time_frac
     if idle and sm is not None:
         idle = sm < th.idle_sm_active_pct
     if idle and at_floor:
-        idle = power <= th.idle_power_ratio * floor
-    floor_idle = (not idle and at_floor and power <= th.idle_floor_ratio * floor
+        idle = pw <= th.idle_power_ratio * fl
+    floor_idle = (not idle and at_floor and pw <= th.idle_floor_ratio * fl
                   and active < th.idle_floor_util_pct and (sm is None or sm < th.idle_sm_active_pct)
                   and (busy is None or busy < th.idle_floor_busy_frac))
     if not (idle or floor_idle):
         return None
     if floor_idle:
-        why = (f"power {_fmt(power, th.idle_floor_ratio * floor)} W <= {th.idle_floor_ratio:g} x idle floor "
-               f"{floor:.0f} W with util {_fmt(active, th.idle_floor_util_pct, th.idle_util_pct)} % < "
+        why = (f"power {_fmt(pw, th.idle_floor_ratio * fl)} W <= {th.idle_floor_ratio:g} x idle floor "
+               f"{fl:.0f} W with util {_fmt(active, th.idle_floor_util_pct, th.idle_util_pct)} % < "
                f"{th.idle_floor_util_pct:g} %")
     else:
         why = (f"util {_fmt(active, th.idle_util_pct)} % < {th.idle_util_pct:g} %"
                + (f", kernels in {busy:.0%} of periods" if busy is not None else "")
-               + (f", power {power:.0f} W near idle floor {floor:.0f} W" if power is not None and floor else ""))
-    pw = f"{power:.0f} W" if power is not None else "unknown power"
+               + (f", power {power:.0f} W near idle floor {fl:.0f} W" if power is not None and floor else ""))
+    drew = f"{power:.0f} W" if power is not None else "unknown power"
     return Verdict(
         "idle", [m for m in modifiers if m != "power-capped"], ev,
-        f"The GPU did no work for {_span(ev['duration_s'])} yet drew {pw}: release it (end the job or free the "
+        f"The GPU did no work for {_span(ev['duration_s'])} yet drew {drew}: release it (end the job or free the "
         "allocation) or give it other work; if the idle time is a wait, shorten it.",
         basis, why,
     )

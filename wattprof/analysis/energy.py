@@ -279,7 +279,7 @@ def device_curve(dev: pd.DataFrame, device: str, source: schema.EnergySource | N
 
 def curves(samples: pd.DataFrame, sources: dict[str, schema.EnergySource] | None = None) -> dict[str, EnergyCurve]:
     """One curve per device present in ``samples`` (optionally forcing a source per device)."""
-    out = {}
+    out: dict[str, EnergyCurve] = {}
     if samples.empty:
         return out
     for device, dev in samples.groupby(schema.DEVICE, sort=True):

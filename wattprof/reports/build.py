@@ -28,6 +28,7 @@ from .model import (
     Segment,
     Series,
     WastedEnergy,
+    WindowVerdict,
 )
 from .sample_digest import DeviceFrames, WholeSamples
 
@@ -122,7 +123,7 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
     host = next((d for d in devices if d.kind == "host"), None)
     if host is not None and host in chosen:
         host = None
-    bt: list[dict] = []
+    bt: list[WindowVerdict] = []
     wasted = None
     if bottlenecks:
         bt = evidence.bottleneck_verdicts(ev, steps, segments, by_label, unlabelled)

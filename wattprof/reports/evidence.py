@@ -136,4 +136,6 @@ def bottleneck_verdicts(ev: digest.Evidence, steps: pd.DataFrame, segments: list
         idle.bottleneck = BottleneckVerdict.of(v) if v is not None else None
     w = ev.windows.get("timeline", [])
     edges = ev.sets.get("timeline")
+    if edges is None:
+        return []
     return [WindowVerdict.of(edges.a[i], edges.b[i], v) for i, v in enumerate(bottleneck.verdicts(w)) if v is not None]

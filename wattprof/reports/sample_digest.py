@@ -22,10 +22,10 @@ same either way.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from ..analysis import bottleneck, quality
 from ..analysis import energy as energy_mod
 from ..analysis import idle as idle_mod
 from ..analysis.align import merge_intervals
+
+if TYPE_CHECKING:
+    from ..analysis.align import LabelEnergy
 
 ENERGY_COLUMNS = tuple(schema.SOURCE_COLUMN[s] for s in schema.ENERGY_SOURCES)
 POWER_COLUMNS = ("power_w", "power_avg_w", "power_est_w")
@@ -295,7 +298,7 @@ def _label_power_range(df: pd.DataFrame, col: str, spans: dict[str, tuple[np.nda
     return out, len(t) > 0
 
 
-def label_spans(labels: dict[str, object]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def label_spans(labels: Mapping[str, LabelEnergy]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each label's merged span from its segments (``LabelEnergy.segments``)."""
     return {k: merge_intervals(le.segments["t_start"].to_numpy(float), le.segments["t_end"].to_numpy(float))
-            for k, le in labels.items()}  # type: ignore[attr-defined]
+            for k, le in labels.items()}
