@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..power_columns import MEASURED_POWER, preferred_power_column
 from ..schema import DEVICE, T, device_kind
 from .bottleneck_rules import DEFAULT_THRESHOLDS, Basis, Thresholds, Verdict, VerdictName, classify
 from .neuron_evidence import annotate as annotate_neuron
@@ -66,7 +67,7 @@ THERMAL_BITS = 0x20 | 0x40  # SW thermal, HW thermal slowdown (REFERENCE.md)
 GPM_COLUMNS = ("sm_active_pct", "sm_occupancy_pct", "tensor_active_pct", "dram_active_pct")
 NVML_COLUMNS = ("util_pct", "mem_util_pct", "sm_clock_mhz", "power_limit_w")
 #: Every sample column the evidence reads (with the Neuron columns of :mod:`.neuron_evidence`).
-EVIDENCE_COLUMNS = (*NVML_COLUMNS, *GPM_COLUMNS, "power_w", "power_avg_w", "throttle_reasons",
+EVIDENCE_COLUMNS = (*NVML_COLUMNS, *GPM_COLUMNS, *MEASURED_POWER, "throttle_reasons",
                     "core_util_min_pct", "core_util_max_pct", "latency_p50_s", "device_latency_p50_s",
                     "runtime_err_per_s")
 
@@ -151,8 +152,7 @@ def _derived_columns(df: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
     for c in (*NVML_COLUMNS, *GPM_COLUMNS):
         if c in df.columns:
             yield c, _numbers(df, c)
-    power_col = next((c for c in ("power_w", "power_avg_w") if c in df.columns
-                      and df[c].notna().any()), None)
+    power_col = preferred_power_column(df, measured_only=True)
     if power_col is not None:
         yield "power_w", _numbers(df, power_col)
     if "util_pct" in df.columns:
@@ -245,7 +245,7 @@ def _gpu_devices(samples: pd.DataFrame, devices: Sequence[str] | None) -> list[s
 
 
 def _idle_floor(df: pd.DataFrame, limit: float, th: Thresholds) -> float:
-    col = next((c for c in ("power_w", "power_avg_w") if c in df.columns and df[c].notna().any()), None)
+    col = preferred_power_column(df, measured_only=True)
     if col is None:
         return float("nan")
     floor = float(np.nanpercentile(df[col].to_numpy(dtype="float64"), 2))

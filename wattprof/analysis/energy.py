@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from ..power_columns import POWER_PREFERENCE
 
 
 @dataclass
@@ -291,7 +292,7 @@ def curves(samples: pd.DataFrame, sources: dict[str, schema.EnergySource] | None
 def mean_power(samples: pd.DataFrame, device: str) -> tuple[float | None, float | None]:
     """(mean, max) of the device's best power column, for the report; None when it has none."""
     mine = (samples[schema.DEVICE] == device).to_numpy()
-    for col in ("power_w", "power_avg_w", "power_est_w"):
+    for col in POWER_PREFERENCE:
         if col in samples.columns:
             v = samples[col] if mine.all() else samples.loc[mine, col]  # one column, not a copy of the frame
             if v.notna().any():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..power_columns import MEASURED_POWER
 from ..schema import DEVICE, T
 from .bottleneck import DEFAULT_THRESHOLDS, _idle_floor
 
@@ -54,7 +55,7 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
     t = df[T].to_numpy(dtype=float)
     if len(t) == 0:
         return np.empty(0), np.empty(0)
-    power = _column(df, "power_w", "power_avg_w")
+    power = _column(df, *MEASURED_POWER)
     util = _column(df, "util_pct")
     sm = _column(df, "sm_active_pct")
     if power is None and util is None:

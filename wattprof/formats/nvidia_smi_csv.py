@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..power_columns import MEASURED_POWER
 from ..schema import DEVICE, METRICS, T
 
 _MIB = 1024.0 * 1024.0
@@ -116,7 +117,7 @@ _SPECS: dict[str, _Spec] = {
 
 #: nvidia-smi field name -> wattprof schema column (fields not listed are ignored).
 FIELD_MAP: dict[str, str] = {name: spec.column for name, spec in _SPECS.items()}
-_POWER_COLUMNS = ("power_w", "power_avg_w")
+_POWER_COLUMNS = MEASURED_POWER
 _KNOWN = frozenset(_SPECS) | frozenset(IDENTITY) | {TIMESTAMP, INDEX}
 _NAME_STARTS = frozenset(name[0] for name in _KNOWN)
 #: A line where some value starts like a field name: only those can be header lines.

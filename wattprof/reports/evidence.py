@@ -13,6 +13,7 @@ import pandas as pd
 from .. import schema
 from ..analysis import align as align_mod
 from ..analysis import energy as energy_mod
+from ..power_columns import MEASURED_POWER
 from . import sample_digest as digest
 from .model import (
     BottleneckVerdict,
@@ -93,7 +94,7 @@ def evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFra
         req.idle_devices = accel
         req.idle_power_w = {d: float(i["idle_power_w"]) for d, i in devices.items() if i.get("idle_power_w")}
     req.range_devices = [d.device for d in chosen]
-    req.range_column = next((c for c in ("power_w", "power_avg_w") if any(c in f.power_columns
+    req.range_column = next((c for c in MEASURED_POWER if any(c in f.power_columns
                                                                          for f in figures.values())), None)
     req.label_spans = digest.label_spans(a.labels)
     gpus = [d for d in figures if schema.device_kind(d) == "gpu"]

@@ -35,13 +35,14 @@ from ..analysis import bottleneck, quality
 from ..analysis import energy as energy_mod
 from ..analysis import idle as idle_mod
 from ..analysis.align import merge_intervals
+from ..power_columns import MEASURED_POWER, POWER_PREFERENCE
 
 if TYPE_CHECKING:
     from ..analysis.align import LabelEnergy
 
 ENERGY_COLUMNS = tuple(schema.SOURCE_COLUMN[s] for s in schema.ENERGY_SOURCES)
-POWER_COLUMNS = ("power_w", "power_avg_w", "power_est_w")
-IDLE_COLUMNS = ("power_w", "power_avg_w", "util_pct", "sm_active_pct")
+POWER_COLUMNS = POWER_PREFERENCE
+IDLE_COLUMNS = (*MEASURED_POWER, "util_pct", "sm_active_pct")
 T_ = TypeVar("T_")
 
 
@@ -125,7 +126,7 @@ def energy_pass(frames: DeviceFrames, timeline_points: int) -> tuple[dict[str, D
             device=dev, curve=c, mean_power_w=mean_w, max_power_w=max_w,
             gap_note=quality.gap_flag(dev, np.sort(t)), self_check=self_check(df, dev, c),
             t_min=float(np.nanmin(t)) if len(t) else float("nan"), t_max=float(np.nanmax(t)) if len(t) else float("nan"),
-            power_columns={p for p in ("power_w", "power_avg_w") if p in df.columns and df[p].notna().any()},
+            power_columns={p for p in MEASURED_POWER if p in df.columns and df[p].notna().any()},
             series=power_series(df, timeline_points)), df if serve else None
 
     done = _each_device(frames, frames.devices, one)
@@ -227,8 +228,8 @@ def evidence_pass(frames: DeviceFrames, req: EvidenceRequest) -> Evidence:
 
     def one(dev: str) -> None:
         # power: the device's first column with readings is the one every rule uses
-        power = next((p for p in ("power_w", "power_avg_w") if p in req.power_columns.get(dev, ())), None)
-        df = frames.frame(dev, [c for c in cols if c not in ("power_w", "power_avg_w") or c in (power,
+        power = next((p for p in MEASURED_POWER if p in req.power_columns.get(dev, ())), None)
+        df = frames.frame(dev, [c for c in cols if c not in MEASURED_POWER or c in (power,
                                                                                                req.range_column)])
         if dev in req.gpus and allw is not None:
             per_gpu[dev] = bottleneck.device_evidence(df, allw.a, allw.b, allw.codes, allw.n,
