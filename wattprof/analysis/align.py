@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .energy import EnergyCurve
+from .segments import label_segments
 
 
 def merge_intervals(t0: np.ndarray, t1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,22 +54,6 @@ def energy_over(curves: list[EnergyCurve], t0: np.ndarray | float, t1: np.ndarra
 def step_energy(curves: list[EnergyCurve], steps: pd.DataFrame) -> np.ndarray:
     """Energy (J) of every step, all devices summed."""
     return energy_over(curves, steps["t_start"].to_numpy(float), steps["t_end"].to_numpy(float))
-
-
-def label_segments(steps: pd.DataFrame) -> pd.DataFrame:
-    """Segments of consecutive same-label steps: columns ``label``, ``t_start``, ``t_end``, ``steps``."""
-    if steps.empty:
-        return pd.DataFrame(columns=["label", "t_start", "t_end", "steps"])
-    s = steps.sort_values(["t_start", "t_end"], kind="stable")
-    labels = s["label"].to_numpy()
-    seg = np.concatenate([[0], np.cumsum(labels[1:] != labels[:-1])])
-    g = s.groupby(seg, sort=True)
-    return pd.DataFrame({
-        "label": g["label"].first().to_numpy(),
-        "t_start": g["t_start"].min().to_numpy(),
-        "t_end": g["t_end"].max().to_numpy(),
-        "steps": g.size().to_numpy(),
-    })
 
 
 @dataclass

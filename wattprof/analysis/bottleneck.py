@@ -47,6 +47,7 @@ from ..schema import DEVICE, T, device_kind
 from .bottleneck_rules import DEFAULT_THRESHOLDS, Basis, Thresholds, Verdict, VerdictName, classify
 from .neuron_evidence import annotate as annotate_neuron
 from .neuron_evidence import neuron_columns
+from .segments import label_segments
 
 __all__ = ["DEFAULT_THRESHOLDS", "Basis", "Thresholds", "Verdict", "VerdictName", "classify", "classify_timeline",
            "classify_windows", "combine_evidence", "device_evidence", "gap_fractions", "timeline_windows",
@@ -225,12 +226,7 @@ def gap_fractions(steps: pd.DataFrame) -> dict[str, float]:
 def windows_from_steps(steps: pd.DataFrame) -> pd.DataFrame:
     """One window per run of consecutive same-label steps: ``label``, ``t_start`` (first start),
     ``t_end`` (last end). The windows include the gaps between the run's steps."""
-    s = steps[["t_start", "t_end", "label"]].sort_values(["t_start", "t_end"], kind="stable")
-    lab = s["label"].astype(str).to_numpy()
-    run = np.concatenate([[0], np.cumsum(lab[1:] != lab[:-1])]) if len(lab) else np.zeros(0, int)
-    g = s.assign(label=lab, run=run).groupby("run", sort=True)
-    return pd.DataFrame({"label": g["label"].first(), "t_start": g["t_start"].min(),
-                         "t_end": g["t_end"].max()}).reset_index(drop=True)
+    return label_segments(steps)[["label", "t_start", "t_end"]]
 
 
 # --- evidence and classification ---------------------------------------------------------------
