@@ -262,6 +262,9 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
     if not math.isfinite(utc_offset_h) or abs(utc_offset_h) > 14:
         raise ValueError(f"utc_offset_h must be within +/-14 h, got {utc_offset_h!r}")
     obj = _load(p)
+    if not isinstance(obj, dict):
+        raise InputError(f"top level is a JSON {type(obj).__name__}, expected an object "
+                         f"(a vLLM bench result with keys {', '.join(REQUIRED_KEYS)})", path=ps)
     bench, date = _summary(obj, ps, utc_offset_h)
     clock = (f"clock: the run window comes from 'date' ({date}, read as UTC{utc_offset_h:+g} h), which has "
              "1 s resolution and was stamped after the run ended; its edges are uncertain by about 1 s "
@@ -288,11 +291,8 @@ def read_vllm_bench(path: str | Path, *, utc_offset_h: float = 0.0) -> VllmBench
     return bench
 
 
-def _summary(obj: Any, ps: str, utc_offset_h: float) -> tuple[VllmBench, str]:
+def _summary(obj: dict[str, Any], ps: str, utc_offset_h: float) -> tuple[VllmBench, str]:
     """The whole-run figures (``date``, ``duration``, totals), checked; and ``date`` as written."""
-    if not isinstance(obj, dict):
-        raise InputError(f"top level is a JSON {type(obj).__name__}, expected an object "
-                         f"(a vLLM bench result with keys {', '.join(REQUIRED_KEYS)})", path=ps)
     missing = [k for k in REQUIRED_KEYS if k not in obj]
     if missing:
         raise InputError(f"not a vLLM bench result: missing key(s) {', '.join(repr(k) for k in missing)} "

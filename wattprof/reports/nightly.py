@@ -220,6 +220,11 @@ def nightly_json(results: list[BenchmarkResult], warnings: list[str]) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
+def _runs_or_none(r: BenchmarkResult) -> list[RunSummary | None]:
+    """The run behind each point of ``r.series`` (None for each when the result has no runs)."""
+    return list(r.runs) if r.runs else [None] * len(r.series)
+
+
 def _run_at(r: BenchmarkResult, path: str) -> RunSummary | None:
     return next((s for s in r.runs if s.path == path), None)
 
@@ -234,8 +239,8 @@ def trend_svg(r: BenchmarkResult) -> str | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    pts = [(i, v, s) for i, ((_, v, p), s) in enumerate(zip(r.series, r.runs or [None] * len(r.series),
-                                                             strict=True)) if v is not None]
+    pts = [(i, v, s) for i, ((_, v, p), s) in enumerate(zip(r.series, _runs_or_none(r), strict=True))
+           if v is not None]
     if not pts:
         return None
     c = r.change
@@ -340,7 +345,7 @@ def nightly_html(results: list[BenchmarkResult], warnings: list[str]) -> str:
                f"the band a change must leave to count.</figcaption></figure>") if svg else \
             "<p class='lead'>No run of this benchmark has a value for this metric: no chart.</p>"
         pts = []
-        for i, ((t, v, p), s) in enumerate(zip(r.series, r.runs or [None] * len(r.series), strict=True), start=1):
+        for i, ((t, v, p), s) in enumerate(zip(r.series, _runs_or_none(r), strict=True), start=1):
             ident = esc(_point_id(s)) if s is not None else esc("-")
             name = esc(s.name) if s is not None else esc("-")
             pts.append([esc(str(i)), esc(_when(t)), name, ident, esc(with_unit(c.metric, v)),
