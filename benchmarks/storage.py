@@ -243,7 +243,7 @@ def main() -> None:
     ap.add_argument("--json", help="where to write the results (default benchmarks/results/storage.json)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from wattprof.scan import BATCH_ROWS
+    from wattprof.run.scan import BATCH_ROWS
 
     batch_rows = BATCH_ROWS if args.batch_rows is None else args.batch_rows
     if args.child:

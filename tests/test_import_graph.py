@@ -8,16 +8,13 @@ to the package), plus the packages the import passes through (importing ``a.b.c`
 
 Module-level imports (those that run when a module is imported) must form no cycle at all. Imports
 inside functions (lazy, to keep ``import wattprof`` light) are checked too: a cycle through them is a
-back edge in the layering (e.g. the run store calling up into reports); the ones still there are
-listed in ``KNOWN_BACK_EDGES`` with who must change them, and any other cycle fails.
+back edge in the layering (e.g. the run store calling up into reports) and fails too.
 """
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import pytest
 
 import wattprof
 
@@ -144,8 +141,7 @@ def test_the_graph_sees_the_imports_it_must():
     assert "wattprof.run.meta" in g["wattprof.run.writer"]
     assert "wattprof._version" in g["wattprof.run.meta"]
     assert "wattprof.history" in g["wattprof.reports.summary"]
-    assert "wattprof.reports.build" not in g["wattprof.run.reader"]  # lazy, inside Run.report
-    assert "wattprof.reports.build" in import_graph(lazy=True)["wattprof.run.reader"]
+    assert "wattprof.reports.build" in import_graph(lazy=True)["wattprof.analysed_run"]  # inside report()
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -153,37 +149,7 @@ def test_module_level_imports_have_no_cycle():
     assert cycles(import_graph(lazy=False)) == []
 
 
-#: Back edges that close the cycles still there through imports inside functions: (module, the
-#: module it must stop importing, who changes it). Keep this list short; never add to it.
-KNOWN_BACK_EDGES: list[tuple[str, str, str]] = [
-    # Run.report() / Run.step_energy(): the reader calls up into the report builder (public API).
-    ("wattprof.run.reader", "wattprof.reports.build", "run store (E13-core): keep as the public convenience"),
-    # history forwards the moved names (RunSummary, load_history, ...) until every caller imports them
-    # from wattprof.reports.summary (cli, sampler, api, reports/nightly.py).
-    ("wattprof.history", "wattprof.reports.summary", "drop history.__getattr__ once callers switched"),
-    # `from .. import __version__` inside a function: wattprof._version is the one home.
-    ("wattprof.collectors.base", "wattprof", "collectors (E13-collectors): import wattprof._version"),
-    # a section renderer that imports the renderers and the text renderer's helpers (E13-reports: the
-    # formatting helpers' own module, renderers looked up by name).
-    ("wattprof.reports.agents_view", "wattprof.reports.text", "reports (E13-reports)"),
-    ("wattprof.reports.agents_view", "wattprof.reports.html", "reports (E13-reports)"),
-    ("wattprof.reports.agents_view", "wattprof.reports.markdown", "reports (E13-reports)"),
-]
-
-
-def _without_known(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    g = {k: set(v) for k, v in graph.items()}
-    for mod, target, _who in KNOWN_BACK_EDGES:
-        g.get(mod, set()).discard(target)
-    return g
-
-
-def test_no_cycle_through_lazy_imports_beyond_the_known_back_edges():
-    left = cycles(_without_known(import_graph(lazy=True)))
-    assert left == [], "\n".join(" <-> ".join(c) for c in left)
-
-
-@pytest.mark.xfail(strict=True, reason="back edges still to remove: "
-                   + "; ".join(f"{m} -> {t} ({who})" for m, t, who in KNOWN_BACK_EDGES))
 def test_no_cycle_at_all():
-    assert cycles(import_graph(lazy=True)) == []
+    """Not even through imports inside functions: the layers only ever import downwards."""
+    left = cycles(import_graph(lazy=True))
+    assert left == [], "\n".join(" <-> ".join(c) for c in left)

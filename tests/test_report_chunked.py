@@ -15,7 +15,7 @@ from wattprof.importer import ImportOptions, import_samples, import_steps, open_
 from wattprof.reports import json as json_report
 from wattprof.reports.build import build_report
 from wattprof.run import Run
-from wattprof.scan import NotScannable, SampleScan
+from wattprof.run.scan import NotScannable, SampleScan
 
 H100 = FIXTURES / "nvidia-h100"
 GPM = FIXTURES / "nvidia-h100-gpm"
@@ -139,7 +139,7 @@ def _line_by_line(files: list[Path]):
 def test_steps_read_column_wise_equal_the_line_by_line_reader(runs, name):
     import pandas as pd
 
-    from wattprof.scan import read_steps_columnar
+    from wattprof.run.scan import read_steps_columnar
 
     files = sorted(runs[name].glob("steps-*.jsonl"))
     fast = read_steps_columnar(files)
@@ -154,7 +154,7 @@ def test_steps_read_column_wise_equal_the_line_by_line_reader(runs, name):
     ('{"t_start": 1.0e9, "t_end": 1.0e9, "meta": {"a": 1}}', "nested"),
 ])
 def test_steps_needing_checks_take_the_line_by_line_reader(tmp_path, line, why):
-    from wattprof.scan import read_steps_columnar
+    from wattprof.run.scan import read_steps_columnar
 
     f = tmp_path / "steps-0-1.jsonl"
     f.write_text('{"t_start": 1.0e9, "t_end": 1.1e9, "tokens": 3, "phase": "a"}\n' + line + "\n")

@@ -28,9 +28,10 @@ from .options import DEFAULT_INTERVAL_S
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
+    from .analysed_run import AnalysedRun
+    from .analysed_run import AnalysedRun as Run
     from .api import Profile
     from .clock import Clock
-    from .run import Run
 
 __all__ = ["profile", "step", "mark", "load_run", "Run", "Profile", "__version__"]
 
@@ -97,20 +98,20 @@ def mark(**kwargs: Any) -> None:
         prof.mark(**kwargs)
 
 
-def load_run(path: str | os.PathLike) -> Run:
+def load_run(path: str | os.PathLike) -> AnalysedRun:
     """Open a run directory: ``run.report()`` (the report model), ``run.step_energy()`` (one row per
     step: ``energy_j``, ``j_per_token``, ``source``), ``run.samples`` / ``run.steps`` / ``run.events``
     (pandas DataFrames), ``run.meta``."""
-    from .run import Run
+    from .analysed_run import AnalysedRun
 
-    return Run.open(os.fspath(path))
+    return AnalysedRun.open(os.fspath(path))
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Run":
-        from .run import Run
+    if name == "Run":  # the run opened for analysis (wattprof.run.Run plus report() and step_energy())
+        from .analysed_run import AnalysedRun
 
-        return Run
+        return AnalysedRun
     if name == "Profile":
         from .api import Profile
 

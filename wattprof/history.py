@@ -289,16 +289,3 @@ def read_summaries(paths: list[str | Path], *, cache: bool = True) -> Iterator[t
             yield run_dir, c.summary(run_dir, key, meta_sig)
         c.save({key for _, key, _ in runs})
 
-
-_MOVED = ("RunSummary", "METRICS", "summarize", "to_json", "from_json", "write_summary", "try_write_summary",
-          "load_summary", "load_history")
-
-
-def __getattr__(name: str) -> Any:
-    """The summary model and its loading moved to :mod:`wattprof.reports.summary`; these names are
-    forwarded for the callers not yet switched (history itself never computes a summary)."""
-    if name in _MOVED:
-        from .reports import summary
-
-        return getattr(summary, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

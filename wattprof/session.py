@@ -33,8 +33,8 @@ from .recorder import LiveStats, Recorder
 from .run import RunWriter, default_run_dir
 
 if TYPE_CHECKING:
+    from .analysed_run import AnalysedRun
     from .collectors.base import Collector
-    from .run import Run
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ class SessionResult:
     def finalised(self) -> bool:
         return self.error is None
 
-    def open(self) -> Run:
-        """The run, opened for reading."""
-        from .run import Run
+    def open(self) -> AnalysedRun:
+        """The run, opened for reading and reporting."""
+        from .analysed_run import AnalysedRun
 
-        return Run.open(self.run_dir)
+        return AnalysedRun.open(self.run_dir)
 
 
 class RecordingSession:

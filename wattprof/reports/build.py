@@ -13,8 +13,7 @@ from .. import schema
 from ..analysis import align as align_mod
 from ..analysis import energy as energy_mod
 from ..analysis import quality, tokens
-from ..run import Run
-from ..scan import BATCH_ROWS, NotScannable, SampleScan
+from ..run.scan import BATCH_ROWS, NotScannable, SampleScan
 from . import evidence
 from . import sample_digest as digest
 from .evidence import IDLE_RULE, PLAUSIBLE_MARGIN  # noqa: F401 - the report's rules, as before
@@ -34,6 +33,7 @@ from .sample_digest import DeviceFrames, WholeSamples
 
 if TYPE_CHECKING:
     from ..analysis.carbon import CarbonContext
+    from ..run import Run
 
 NO_LOCATION = ("no location known: CO2 not computed (pass --region aws:REGION, --country ISO3[/REGION] "
                "or --intensity G_PER_KWH)")
@@ -58,7 +58,7 @@ def boundary_devices(devices: list[DeviceReport]) -> list[DeviceReport]:
 def sample_frames(run: Run, batch_rows: int | None = BATCH_ROWS) -> DeviceFrames:
     """The run's samples one device at a time: by Parquet row group (``batch_rows`` rows per read),
     or from the whole table when ``batch_rows`` is None or the files need the whole-table reader's
-    cleaning (:class:`~wattprof.scan.NotScannable`)."""
+    cleaning (:class:`~wattprof.run.scan.NotScannable`)."""
     if batch_rows is not None:
         try:
             return SampleScan.open(run.path, batch_rows)

@@ -14,8 +14,8 @@ from dataclasses import asdict
 from typing import Any
 
 from ..analysis.nightly import MIN_BASELINE_RUNS, BenchmarkResult, Change, Side
-from ..history import RunSummary
 from .registry import by_name
+from .summary import RunSummary
 
 # ---- compare --------------------------------------------------------------------------------------
 

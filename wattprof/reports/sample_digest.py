@@ -13,7 +13,7 @@ reduced and dropped before the next:
    set at once (labels, unlabelled time, timeline), the idle intervals and the power range
    inside each label's span (the plausibility check).
 
-A device's frame comes from a :class:`~wattprof.scan.SampleScan` (Parquet by row group: the
+A device's frame comes from a :class:`~wattprof.run.scan.SampleScan` (Parquet by row group: the
 bounded-memory path) or from the run's whole samples table (:class:`WholeSamples`: runs the scan
 cannot read without cleaning, and the reference the scan is tested against); the figures are the
 same either way.
@@ -47,7 +47,7 @@ T_ = TypeVar("T_")
 
 
 class DeviceFrames(Protocol):
-    """One device's samples at a time (:class:`~wattprof.scan.SampleScan` or :class:`WholeSamples`)."""
+    """One device's samples at a time (:class:`~wattprof.run.scan.SampleScan` or :class:`WholeSamples`)."""
 
     devices: list[str]
     columns: list[str]

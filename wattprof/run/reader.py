@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from .. import schema
 from ..errors import InputError
@@ -94,25 +94,6 @@ class Run:
         devices = ",".join(self.devices) or "no devices"
         return (f"<wattprof.Run {self.name!r} {self.status} id={self.meta.get('id')} devices={devices}"
                 + (f" tags: {tags}" if tags else "") + f" at {str(self.path)!r}>")
-
-    def report(self, **options: Any) -> Any:
-        """The run's :class:`wattprof.reports.model.Report` (options: ``carbon=``, ``carbon_note=``,
-        ``bottlenecks=``; see :func:`wattprof.reports.build.build_report`)."""
-        from ..reports.build import build_report
-
-        return build_report(self, **options)
-
-    def step_energy(self) -> pd.DataFrame:
-        """One row per step: ``energy_j``, ``j_per_token``, ``mean_power_w``, ``source`` and ``boundary``
-        (the report's: e.g. the GPUs' counters), see :mod:`wattprof.analysis.per_step`."""
-        from ..analysis import energy as energy_mod
-        from ..analysis.per_step import step_table
-        from ..reports.build import boundary_devices
-
-        rep = self.report(bottlenecks=False, timeline_points=2)
-        curves = energy_mod.curves(self.samples)
-        chosen = [d.device for d in boundary_devices(rep.devices)]
-        return step_table([curves[d] for d in chosen if d in curves], self.steps, rep.boundary)
 
     @property
     def name(self) -> str:
@@ -229,7 +210,7 @@ class Run:
         import pandas as pd
 
         from ..formats.steps_jsonl import normalize_step, steps_frame
-        from ..scan import read_steps_columnar
+        from .scan import read_steps_columnar
 
         fast = read_steps_columnar(sorted(self.path.glob("steps-*.jsonl")))  # None: needs the checks below
         if fast is not None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import schema
+from .. import schema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -283,7 +283,7 @@ def _steps_of(table: object) -> pd.DataFrame | None:
     """One file's steps as :func:`wattprof.formats.steps_jsonl.normalize_step` makes them, or None."""
     import pandas as pd
 
-    from .formats.steps_jsonl import MAX_TIME_S, MAX_TOKENS
+    from ..formats.steps_jsonl import MAX_TIME_S, MAX_TOKENS
 
     n = table.num_rows  # type: ignore[attr-defined]
     cols: dict[str, object] = {}
