@@ -64,10 +64,6 @@ def test_a_new_runs_meta_has_every_checked_field_once():
 
 
 PKG = Path(wattprof.__file__).resolve().parent
-#: modules that still replace files themselves (issue 13 item 4: they switch to wattprof.run.durable)
-KNOWN_COPIES = {"exporters/prometheus.py"}
-
-
 def _replacing_modules() -> set[str]:
     """Modules of the package that rename a file over another or touch the umask themselves."""
     out = set()
@@ -79,10 +75,6 @@ def _replacing_modules() -> set[str]:
     return out
 
 
-def test_no_new_copy_of_the_atomic_write():
-    assert _replacing_modules() <= KNOWN_COPIES
-
-
-@pytest.mark.xfail(strict=True, reason=f"still to switch to wattprof.run.durable: {sorted(KNOWN_COPIES)}")
 def test_atomic_writes_have_one_home():
+    """Only wattprof.run.durable renames a file over another (or touches the umask)."""
     assert _replacing_modules() == set()

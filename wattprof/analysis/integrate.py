@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from ..power_columns import POWER_PREFERENCE, POWER_SOURCE
+
 #: (column, energy source) of a device's power readings, best first for "its power now"
-POWER_READINGS: tuple[tuple[str, str], ...] = (
-    ("power_w", "instant_power"), ("power_avg_w", "averaged_power"), ("power_est_w", "estimate"))
-POWER_COLUMNS: tuple[str, ...] = tuple(c for c, _ in POWER_READINGS)
+#: (the rule's one home: :mod:`wattprof.power_columns`)
+POWER_READINGS: tuple[tuple[str, str], ...] = tuple((c, POWER_SOURCE[c]) for c in POWER_PREFERENCE)
+POWER_COLUMNS: tuple[str, ...] = POWER_PREFERENCE
 
 
 def finite(x: Any) -> float | None:

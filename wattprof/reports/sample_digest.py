@@ -35,7 +35,7 @@ from ..analysis import bottleneck, quality
 from ..analysis import energy as energy_mod
 from ..analysis import idle as idle_mod
 from ..analysis.align import merge_intervals
-from ..power_columns import MEASURED_POWER, POWER_PREFERENCE
+from ..power_columns import MEASURED_POWER, POWER_PREFERENCE, preferred_power_column
 
 if TYPE_CHECKING:
     from ..analysis.align import LabelEnergy
@@ -154,7 +154,7 @@ def self_check(dev: pd.DataFrame, device: str, c: energy_mod.EnergyCurve) -> dic
 
 def power_series(dev: pd.DataFrame, points: int) -> tuple[np.ndarray, np.ndarray, str | None]:
     """The device's best power column, as the mean per time bin (``points`` bins) when longer."""
-    col = next((c for c in POWER_COLUMNS if c in dev.columns and dev[c].notna().any()), None)
+    col = preferred_power_column(dev)
     if col is None:
         return np.empty(0), np.empty(0), None
     d = dev[[schema.T, col]].dropna()

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ... import schema
-from ..integrate import POWER_COLUMNS
+from ...power_columns import preferred_power_column
 from .fft import cross_correlation
 
 #: Correlation a power cross-correlation must reach to be trusted.
@@ -80,7 +80,7 @@ def _power_grid(samples: pd.DataFrame, h: float) -> tuple[float, np.ndarray] | N
     acc = samples[samples[schema.DEVICE].astype(str).map(schema.is_accelerator)]
     if acc.empty:
         return None
-    col = next((c for c in POWER_COLUMNS if c in acc.columns and acc[c].notna().sum() > 10), None)
+    col = preferred_power_column(acc, min_values=11)
     if col is None:
         return None
     t0 = float(acc[schema.T].min())

@@ -3,16 +3,15 @@ the series are listed in :mod:`wattprof.exporters.prometheus`."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...analysis.integrate import finite
 from ...errors import InputError
+from ...run.durable import write_text_atomic
 from ._client import PREFIX, RESERVED_LABELS, label_name, prometheus_core
 
 if TYPE_CHECKING:
@@ -146,18 +145,6 @@ def write_textfile(report: Report, path: str | os.PathLike[str], *, tags: Sequen
         log.warning("%s: node_exporter's textfile collector reads only *.prom files", target)
     if not target.parent.is_dir():
         raise InputError(f"{target.parent}: no such directory")
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        # mode 0666 through the kernel's umask: readable by node_exporter like any file the user
-        # writes, without an os.umask round trip (that would set a umask of 0 for every thread)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # a hidden temporary name node_exporter ignores, mode 0666 through the umask, fsync, rename
+    write_text_atomic(target, text, "Prometheus textfile")
     return target
