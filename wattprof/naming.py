@@ -110,8 +110,9 @@ def joined_profiles(run_dir: str | Path) -> list[tuple[str | None, dict[str, str
             if not isinstance(obj, dict) or obj.get("kind") != PROFILE_JOINED:
                 continue
             name = obj.get("name") if isinstance(obj.get("name"), str) else None
-            tags = obj.get("tags") if isinstance(obj.get("tags"), dict) else {}
-            t = obj.get("t") if isinstance(obj.get("t"), (int, float)) else 0.0
-            found.append((float(t), name, {str(k): str(v) for k, v in tags.items()}))
+            raw_tags, raw_t = obj.get("tags"), obj.get("t")
+            tags = raw_tags if isinstance(raw_tags, dict) else {}
+            t = float(raw_t) if isinstance(raw_t, (int, float)) else 0.0
+            found.append((t, name, {str(k): str(v) for k, v in tags.items()}))
     found.sort(key=lambda x: x[0])
     return [(n, tg) for _, n, tg in found]

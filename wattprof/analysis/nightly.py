@@ -10,6 +10,7 @@ Lower is better for every metric here (energy, J/token, time, power).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -69,7 +70,7 @@ def parse_baseline(text: str) -> tuple[str, int | str | None]:
     return "run", text
 
 
-def noise_pct(values: list[float]) -> float | None:
+def noise_pct(values: Sequence[float | None]) -> float | None:
     v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if len(v) < 3:
         return None
@@ -118,8 +119,7 @@ def evaluate(runs: list[RunSummary], *, baseline: str = "last", threshold_pct: f
             return None
         n = 1 if kind == "last" else int(arg)  # type: ignore[arg-type]
         base_runs = previous[-n:]
-        vals = [_value(s, metric, label) for s in base_runs]
-        vals = [v for v in vals if v is not None]
+        vals = [v for v in (_value(s, metric, label) for s in base_runs) if v is not None]
         base_value = float(np.median(vals)) if vals else None
         reference = previous[-max(n, DEFAULT_NOISE_RUNS):]
     noise = noise_pct([_value(s, metric, label) for s in reference])

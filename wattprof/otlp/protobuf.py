@@ -39,6 +39,7 @@ def fields(b: bytes) -> Iterator[tuple[int, int, Any]]:
     while i < n:
         key, i = _varint(b, i)
         num, wt = key >> 3, key & 7
+        v: int | bytes
         if num == 0:
             raise SpanError("protobuf: field number 0")
         if wt == 0:

@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Self, cast
 
 from .. import schema
 from ..errors import InputError
@@ -83,7 +83,7 @@ class Run:
         return read_meta(path, warnings)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Run:
+    def open(cls, path: str | os.PathLike[str]) -> Self:
         p = Path(path)
         warnings: list[str] = []
         meta = cls.read_meta(p, warnings)
