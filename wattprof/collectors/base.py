@@ -290,8 +290,12 @@ def create(spec: str | CollectorSpec, *, clock: Clock = SYSTEM_CLOCK) -> Collect
 
 def option_names(cls: type[Collector]) -> list[str] | None:
     """The keyword options a collector class takes (None when it takes any ``**kwargs``)."""
+    import dataclasses
     import inspect
 
+    options_class = getattr(cls, "options_class", None)  # a collector configured by an options dataclass
+    if options_class is not None and dataclasses.is_dataclass(options_class):
+        return [f.name for f in dataclasses.fields(options_class)]
     params = inspect.signature(cls.__init__).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None

@@ -10,8 +10,9 @@ collector: options, open, fetch, device metadata).
 """
 
 from .aws import Retry, aws_available, error_text, is_throttle, make_client, redact_url, resolve_region
-from .collector import DEFAULT_WAIT_S, CloudWatchCollector, parse_dims
+from .collector import CloudWatchCollector
 from .identity import Ec2Identity, PodIdentity, ec2_identity, pod_identity
+from .options import DEFAULT_WAIT_S, CloudWatchOptions, parse_dims
 from .query import (
     MAX_POINTS_PER_CALL,
     MAX_QUERIES_PER_CALL,
@@ -23,7 +24,7 @@ from .query import (
 from .sources import SOURCES, MetricMap, SourceSpec, agent_power_semantics
 
 __all__ = [
-    "DEFAULT_WAIT_S", "MAX_POINTS_PER_CALL", "MAX_QUERIES_PER_CALL", "RETENTION", "SOURCES", "SUB_MINUTE_PERIODS",
+    "CloudWatchOptions", "DEFAULT_WAIT_S", "MAX_POINTS_PER_CALL", "MAX_QUERIES_PER_CALL", "RETENTION", "SOURCES", "SUB_MINUTE_PERIODS",
     "CloudWatchCollector", "Ec2Identity", "MetricMap", "PodIdentity", "Retry", "SourceSpec", "agent_power_semantics",
     "aws_available", "choose_period", "ec2_identity", "error_text", "is_throttle", "make_client", "parse_dims",
     "plan_calls", "pod_identity", "redact_url", "resolve_region",

@@ -55,6 +55,7 @@ from .aws import Retry, aws_available, make_client, redact_url
 from .buckets import Series, tail_missing, window_rows
 from .discovery import NothingListed, SeriesDiscovery
 from .metric_data import MetricDataReader, ts
+from .options import CloudWatchOptions
 from .sources import (
     PowerSemantics,
     SourceSpec,
@@ -64,108 +65,46 @@ from .sources import source as find_source
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WAIT_S = 120.0  # the agent's 60 s buffer + ingestion + the last standard-resolution minute
-DEFAULT_POLL_S = 15.0
-
-
-def parse_dims(value: str | Mapping[str, Any] | None) -> dict[str, str]:
-    """``"K=V;K=V"`` (``;`` because ``,`` separates collector options) or a mapping -> dict."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
-    out: dict[str, str] = {}
-    for part in str(value).split(";"):
-        if not part.strip():
-            continue
-        k, eq, v = part.partition("=")
-        if not eq or not k.strip() or not v.strip():
-            raise InputError(f"cloudwatch dimensions: {part!r} is not NAME=VALUE (separate pairs with ';')")
-        out[k.strip()] = v.strip()
-    return out
-
-
-def _number(name: str, value: Any) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"cloudwatch {name}={value!r}: expected a number of seconds") from None
-    if not math.isfinite(x):
-        raise InputError(f"cloudwatch {name}={value!r}: expected a finite number")
-    return x
-
-
-def _flag(value: Any) -> bool:
-    return str(value).strip().lower() not in ("0", "false", "no", "off", "")
-
-
 class CloudWatchCollector(SeriesDiscovery, MetricDataReader, RemoteCollector):
     """GPU metrics of the CloudWatch agent (or Container Insights) for the run's window.
 
-    Options (all optional): ``source`` agent | container-insights | pod | neuron; ``namespace``;
-    ``host`` (agent: the ``host`` dimension; Container Insights: ``NodeName``); ``instance_id``;
-    ``cluster``; ``pod``, ``pod_namespace`` (source=pod); ``identity`` (auto: this machine from
-    instance metadata and the pod's environment when no host/instance_id/pod is given; none: off);
-    ``dimensions`` ("K=V;K=V", extra filters, or with ``discover=0`` the series' complete
-    dimensions); ``indices`` ("0;1", with ``discover=0``); ``period`` (auto or seconds);
-    ``all_hosts`` (allow series of several machines in one run); ``wait_s`` (how long after the
-    run's end to wait for late data, default 120; 0: don't) and ``poll_s``; ``agent_version`` and
-    ``power`` (auto | instant | average: what nvidia_smi_power_draw holds); ``region``,
-    ``endpoint_url``, ``profile``; ``max_retries``, ``backoff_s``; ``client_factory`` (Python only:
-    called like ``boto3.client``).
+    Its options are a :class:`CloudWatchOptions` (``options``, or the same names as keywords, as a
+    collector spec gives them); ``client_factory`` (Python only: called like ``boto3.client``) and
+    ``sleep`` replace the AWS client and the retry wait (tests).
     """
 
     name = "cloudwatch"
     metrics = ("power_w", "power_avg_w", "util_pct", "mem_util_pct", "temp_c", "mem_used_bytes", "mem_total_bytes",
                "sm_clock_mhz", "mem_clock_mhz")
 
-    def __init__(self, *, clock: Clock = SYSTEM_CLOCK, source: str = "agent", namespace: str | None = None,
-                 host: str | None = None, instance_id: str | None = None, cluster: str | None = None,
-                 pod: str | None = None, pod_namespace: str | None = None, identity: str = "auto",
-                 dimensions: str | Mapping[str, Any] | None = None, discover: bool | int | str = True,
-                 indices: str | int | None = None, period: int | str = "auto", all_hosts: bool | int | str = False,
-                 wait_s: float = DEFAULT_WAIT_S, poll_s: float = DEFAULT_POLL_S, agent_version: str | None = None,
-                 power: str = "auto", region: str | None = None, endpoint_url: str | None = None,
-                 profile: str | None = None, max_retries: int = 5, backoff_s: float = 0.5,
-                 client_factory: Callable[..., Any] | None = None,
-                 sleep: Callable[[float], None] | None = None) -> None:
+    options_class = CloudWatchOptions
+
+    def __init__(self, options: CloudWatchOptions | None = None, *, clock: Clock = SYSTEM_CLOCK,
+                 client_factory: Callable[..., Any] | None = None, sleep: Callable[[float], None] | None = None,
+                 **fields: Any) -> None:
         super().__init__(clock=clock)
-        spec = find_source(source)
+        if options is not None and fields:
+            raise TypeError("give CloudWatchCollector either options or keyword fields, not both")
+        o = (options if options is not None else CloudWatchOptions(**fields)).checked()
+        self.config = o
+        spec = find_source(o.source)
         if spec is None:
-            raise InputError(f"cloudwatch source {source!r}: expected one of agent, container-insights, pod, neuron")
+            raise InputError(f"cloudwatch source {o.source!r}: expected one of agent, container-insights, pod, neuron")
         self.spec: SourceSpec = spec
-        self.namespace = namespace or self.spec.namespace
-        self.host = None if host is None else str(host)
-        self.instance_id = None if instance_id is None else str(instance_id)
-        self.cluster = None if cluster is None else str(cluster)
-        self.pod = None if pod is None else str(pod)
-        self.pod_namespace = None if pod_namespace is None else str(pod_namespace)
-        if str(identity).lower() not in ("auto", "none"):
-            raise InputError(f"cloudwatch identity {identity!r}: expected auto or none")
-        self.identity = str(identity).lower()
-        self.extra_dims = parse_dims(dimensions)
-        self.discover = _flag(discover)
-        self.indices = [s.strip() for s in str(indices).split(";") if s.strip()] if indices is not None else []
+        self.namespace = o.namespace or self.spec.namespace
+        self.host, self.instance_id, self.cluster = o.host, o.instance_id, o.cluster
+        self.pod, self.pod_namespace, self.identity = o.pod, o.pod_namespace, o.identity
+        self.extra_dims = dict(o.dimensions)
+        self.discover, self.indices = o.discover, list(o.indices)
         if not self.discover and not self.indices and self.spec.device_dim not in self.extra_dims:
             raise InputError(f"cloudwatch discover=0 needs indices=0;1;... or dimensions naming {self.spec.device_dim}")
-        self.period = period
-        self.all_hosts = _flag(all_hosts)
-        self.wait_s = _number("wait_s", wait_s)
-        self.poll_s = _number("poll_s", poll_s)
-        if self.wait_s < 0 or self.poll_s <= 0:
-            raise InputError("cloudwatch wait_s must be >= 0 and poll_s > 0 (seconds)")
-        self.agent_version = None if agent_version is None else str(agent_version)
-        self.power = str(power).lower()
-        if self.power not in ("auto", "instant", "instantaneous", "average", "avg", "averaged"):
-            raise InputError(f"cloudwatch power {power!r}: expected auto, instant or average")
+        self.period, self.all_hosts, self.wait_s, self.poll_s = o.period, o.all_hosts, o.wait_s, o.poll_s
+        self.agent_version, self.power = o.agent_version, o.power
         self.power_semantics: PowerSemantics | None = (
             agent_power_semantics(self.agent_version, self.power) if self.spec.key == "agent" else None)
-        self.region = region
-        self.endpoint_url = endpoint_url
-        self.profile = profile
+        self.region, self.endpoint_url, self.profile = o.region, o.endpoint_url, o.profile
         self.client_factory = client_factory
-        self.retry = Retry(max_retries=int(_number("max_retries", max_retries)),
-                           backoff_s=_number("backoff_s", backoff_s), sleep=sleep or time.sleep)
+        self.retry = Retry(max_retries=o.max_retries, backoff_s=o.backoff_s, sleep=sleep or time.sleep)
         self._client: Any = None
         self._series: list[Series] = []
         self._devices: dict[str, dict[str, Any]] = {}
