@@ -26,8 +26,6 @@ row; both are said in :attr:`ParseResult.warnings` (conflicting duplicates count
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,91 +35,24 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..power_columns import MEASURED_POWER
 from ..schema import DEVICE, METRICS, T
-
-_MIB = 1024.0 * 1024.0
-_TS_FORMAT = "%Y/%m/%d %H:%M:%S.%f"
-_TS_RE = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$")
-_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
-_HEX_RE = re.compile(r"^0[xX][0-9a-fA-F]+$")
-_HEADER_UNIT_RE = re.compile(r"^(?P<name>[^\[\]]*?)\s*\[(?P<unit>[^\[\]]*)\]$")
-_MISSING = frozenset({"N/A", "Not Supported", "Unknown Error"})
-
-TIMESTAMP = "timestamp"
-INDEX = "index"
-#: Identity fields (name -> key in the devices table).
-IDENTITY: dict[str, str] = {"uuid": "uuid", "gpu_uuid": "uuid", "name": "name", "gpu_name": "name"}
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """How one nvidia-smi field becomes one schema column."""
-
-    column: str
-    #: Units nvidia-smi prints after the value (None: a bare number).
-    unit: str | None = None
-    #: Factor from nvidia-smi's unit to the schema column's unit.
-    scale: float = 1.0
-    #: Hexadecimal bitmask (``0x0000000000000004``) instead of a decimal number.
-    hex: bool = False
-
-    def convert(self, raw: str) -> float:
-        """One printed value -> float in the schema unit; NaN when nvidia-smi says not available."""
-        text = raw.strip()
-        if _is_missing(text):
-            return math.nan
-        number, _, unit = text.partition(" ")
-        unit = unit.strip()
-        if unit and unit != self.unit:
-            raise ValueError(f"unit {unit!r}, expected {self.unit or 'none'}")
-        if self.hex:
-            if not _HEX_RE.match(number) or len(number) > 18:
-                raise ValueError("expected a hexadecimal bitmask like 0x0000000000000004 (64 bits at most)")
-            return float(int(number, 16))
-        if not _NUMBER_RE.match(number):
-            raise ValueError(f"expected a number{' in ' + self.unit if self.unit else ''} or [N/A]")
-        value = float(number) * self.scale
-        if not math.isfinite(value):
-            raise ValueError("number too large")
-        if value < 0 and self.column != "temp_c":
-            raise ValueError("negative: power, utilisation, clocks and memory are never negative")
-        return value
-
-
-# Order matters: where several fields feed one column, the first listed wins (when not NaN).
-_SPECS: dict[str, _Spec] = {
-    "power.draw.instant": _Spec("power_w", "W"),
-    "gpu.power.draw.instant": _Spec("power_w", "W"),
-    "power.draw.average": _Spec("power_avg_w", "W"),
-    "gpu.power.draw.average": _Spec("power_avg_w", "W"),
-    # power.draw is the 1 s trailing average on Ampere and newer (instantaneous on older GPUs).
-    "power.draw": _Spec("power_avg_w", "W"),
-    "enforced.power.limit": _Spec("power_limit_w", "W"),
-    "gpu.power.current_limit": _Spec("power_limit_w", "W"),
-    "power.limit": _Spec("power_limit_w", "W"),
-    "gpu.power.requested_limit": _Spec("power_limit_w", "W"),
-    "utilization.gpu": _Spec("util_pct", "%"),
-    "utilization.memory": _Spec("mem_util_pct", "%"),
-    "memory.used": _Spec("mem_used_bytes", "MiB", _MIB),
-    "memory.total": _Spec("mem_total_bytes", "MiB", _MIB),
-    "clocks.current.sm": _Spec("sm_clock_mhz", "MHz"),
-    "clocks.sm": _Spec("sm_clock_mhz", "MHz"),
-    "clocks.current.memory": _Spec("mem_clock_mhz", "MHz"),
-    "clocks.mem": _Spec("mem_clock_mhz", "MHz"),
-    "temperature.gpu": _Spec("temp_c", "C"),
-    "clocks_event_reasons.active": _Spec("throttle_reasons", hex=True),
-    "clocks_throttle_reasons.active": _Spec("throttle_reasons", hex=True),
-}
-# nvidia-smi (driver 580) has no energy-counter query field: energy_j never comes from this format.
-
-#: nvidia-smi field name -> wattprof schema column (fields not listed are ignored).
-FIELD_MAP: dict[str, str] = {name: spec.column for name, spec in _SPECS.items()}
-_POWER_COLUMNS = MEASURED_POWER
-_KNOWN = frozenset(_SPECS) | frozenset(IDENTITY) | {TIMESTAMP, INDEX}
-_NAME_STARTS = frozenset(name[0] for name in _KNOWN)
-#: A line where some value starts like a field name: only those can be header lines.
-_MAYBE_HEADER_RE = re.compile(r"(?:^|,)\s*[" + "".join(sorted(_NAME_STARTS)) + "]")
+from .nvidia_smi_fields import (  # noqa: F401 - FIELD_MAP, check_utc_offset: re-exported
+    FIELD_MAP,
+    IDENTITY,
+    INDEX,
+    MAX_UTC_OFFSET_H,
+    MAYBE_HEADER_RE,
+    POWER_COLUMNS,
+    SPECS,
+    TIMESTAMP,
+    TS_RE,
+    check_utc_offset,
+    header_name,
+    is_header,
+    is_missing,
+    split_line,
+    to_unix,
+)
 
 
 @dataclass
@@ -139,56 +70,6 @@ class ParseResult:
 
 #: Lines converted at once by :func:`parse_csv` (bounds the memory of the text being converted).
 CHUNK_LINES = 8192
-#: Time zones are within UTC-12..UTC+14 (the vLLM reader takes the same range).
-MAX_UTC_OFFSET_H = 14.0
-
-
-def check_utc_offset(hours: float) -> float:
-    """``hours`` as a float if it is a UTC offset (finite, within +/-24 h), else :class:`InputError`."""
-    try:
-        h = float(hours)
-    except (TypeError, ValueError, OverflowError):
-        h = math.nan
-    if not (math.isfinite(h) and abs(h) <= MAX_UTC_OFFSET_H):
-        raise InputError(f"--utc-offset {str(hours)[:40]}: expected hours between {-MAX_UTC_OFFSET_H:g} and "
-                         f"{MAX_UTC_OFFSET_H:g} (local time = UTC + HOURS)")
-    return h
-
-
-# --- small helpers ----------------------------------------------------------------------------
-
-def _is_missing(text: str) -> bool:
-    return text in _MISSING or (text.startswith("[") and text.endswith("]"))
-
-
-def _split(line: str) -> list[str]:
-    return list(map(str.strip, line.split(",")))
-
-
-def _header_name(token: str) -> tuple[str, str | None]:
-    """``power.draw [W]`` -> (``power.draw``, ``W``); ``index`` -> (``index``, None)."""
-    m = _HEADER_UNIT_RE.match(token.strip())
-    if m:
-        return m["name"].strip(), m["unit"].strip()
-    return token.strip(), None
-
-
-def _is_header(values: Sequence[str]) -> bool:
-    # A field name starts with one of a few lowercase letters; data values (digits, "NVIDIA ...",
-    # "GPU-...", "[N/A]") almost never do, so the regex runs on a handful of tokens, not every one.
-    return any(v[:1] in _NAME_STARTS and _header_name(v)[0] in _KNOWN for v in values)
-
-
-def _to_unix(stamps: np.ndarray, utc_offset_h: float) -> np.ndarray:
-    """nvidia-smi timestamps -> Unix seconds (float64); NaN where unparseable."""
-    dt = pd.to_datetime(pd.Series(stamps, dtype=object), format=_TS_FORMAT, errors="coerce")
-    bad = dt.isna().to_numpy()
-    us = dt.to_numpy(dtype="datetime64[us]").astype(np.int64)
-    out = (us - round(utc_offset_h * 3600e6)) / 1e6
-    out[bad] = np.nan
-    return out
-
-
 # --- the shared conversion ----------------------------------------------------------------------
 
 class _Layout:
@@ -201,10 +82,10 @@ class _Layout:
         self._check()
         #: schema column -> positions of its source fields, preferred first.
         self.sources: dict[str, list[int]] = {}
-        order = list(_SPECS)
-        mapped = sorted((order.index(f), i) for i, f in enumerate(self.fields) if f in _SPECS)
+        order = list(SPECS)
+        mapped = sorted((order.index(f), i) for i, f in enumerate(self.fields) if f in SPECS)
         for _, i in mapped:
-            self.sources.setdefault(_SPECS[self.fields[i]].column, []).append(i)
+            self.sources.setdefault(SPECS[self.fields[i]].column, []).append(i)
         self.columns = [c for c in METRICS if c in self.sources]
         self._uuid_order: dict[str, int] = {}
 
@@ -214,14 +95,14 @@ class _Layout:
         if TIMESTAMP not in self.fields:
             raise InputError(f"no 'timestamp' field in {self.fields}; expected {expected}",
                              path=self.path, line=1)
-        if not any(FIELD_MAP.get(f) in _POWER_COLUMNS for f in self.fields):
+        if not any(FIELD_MAP.get(f) in POWER_COLUMNS for f in self.fields):
             raise InputError(f"no power field in {self.fields}; expected {expected}",
                              path=self.path, line=1)
 
     def check_units(self, units: Sequence[str | None]) -> None:
         """Header units (``[W]``) must be the ones the conversion expects."""
         for name, unit in zip(self.fields, units, strict=True):
-            spec = _SPECS.get(name)
+            spec = SPECS.get(name)
             if spec is not None and unit is not None and unit != spec.unit:
                 raise InputError(f"field {name} is in [{unit}], expected [{spec.unit}]",
                                  path=self.path, line=1)
@@ -245,7 +126,7 @@ class _Layout:
 
     def _times(self, cols: np.ndarray, lines: np.ndarray) -> np.ndarray:
         stamps = cols[self.fields.index(TIMESTAMP)]
-        t = _to_unix(stamps, self.utc_offset_h)
+        t = to_unix(stamps, self.utc_offset_h)
         bad = np.flatnonzero(np.isnan(t))
         if len(bad):
             raise InputError(f"timestamp {stamps[bad[0]]!r} is not YYYY/MM/DD HH:MM:SS.mmm",
@@ -254,7 +135,7 @@ class _Layout:
 
     def _metric(self, i: int, values: np.ndarray, lines: np.ndarray) -> np.ndarray:
         """Convert once per distinct value (fast on long captures), then spread to the rows."""
-        spec, name = _SPECS[self.fields[i]], self.fields[i]
+        spec, name = SPECS[self.fields[i]], self.fields[i]
         codes, uniques = pd.factorize(values)
         table = np.empty(len(uniques), dtype=np.float64)
         for j, v in enumerate(uniques):  # in order of first appearance: the first bad value is reported
@@ -289,7 +170,7 @@ def _collect_devices(devices: dict[str, dict], arrays: dict[str, np.ndarray]) ->
         rows = np.flatnonzero(dev == d)
         for key in ("name", "uuid"):
             if key in arrays and key not in entry:
-                known = [v for v in arrays[key][rows] if not _is_missing(v)]
+                known = [v for v in arrays[key][rows] if not is_missing(v)]
                 if known:
                     entry[key] = known[0]
         if "power_limit_w" in arrays and "power_limit_w" not in entry:
@@ -322,8 +203,8 @@ class LineParser:
         text = line.strip()
         if not text:
             return None
-        values = _split(text)
-        if _is_header(values):
+        values = split_line(text)
+        if is_header(values):
             return None
         _check_count(values, len(self.fields), self.source, self._line)
         arrays = self._layout.convert([values], np.array([self._line]))
@@ -350,8 +231,8 @@ def _numbered_lines(f: Any) -> Iterator[tuple[int, str]]:
 def _layout_for(first: list[str], fields: Sequence[str] | None, path: str,
                 utc_offset_h: float, warnings: list[str]) -> tuple[_Layout, bool]:
     """The layout from the header line, or from ``fields`` when the file has none."""
-    if _is_header(first):
-        names, units = zip(*(_header_name(v) for v in first), strict=True)
+    if is_header(first):
+        names, units = zip(*(header_name(v) for v in first), strict=True)
         layout = _Layout(names, path, utc_offset_h)
         layout.check_units(units)
         if fields is not None and [f.strip() for f in fields] != list(names):
@@ -449,7 +330,7 @@ def _parse_stream(lines: Iterator[tuple[int, str]], fields: Sequence[str] | None
     if first is None:
         raise InputError("empty file (expected nvidia-smi --query-gpu CSV output)", path=path)
     warnings: list[str] = []
-    layout, has_header = _layout_for(_split(first[1]), fields, path, utc_offset_h, warnings)
+    layout, has_header = _layout_for(split_line(first[1]), fields, path, utc_offset_h, warnings)
     n = len(layout.fields)
     store = _Columns(layout.columns, capacity)
     devices: dict[str, dict] = {}
@@ -482,8 +363,8 @@ def _parse_stream(lines: Iterator[tuple[int, str]], fields: Sequence[str] | None
 def _take_row(item: tuple[int, str], n: int, path: str, rows: list[list[str]], numbers: list[int], *,
               last: bool, warnings: list[str] | None = None) -> None:
     number, text = item
-    values = _split(text)
-    if _MAYBE_HEADER_RE.search(text) and _is_header(values):
+    values = split_line(text)
+    if MAYBE_HEADER_RE.search(text) and is_header(values):
         return
     if last and len(values) < n and warnings is not None:
         warnings.append(f"{path}:{number}: last line has {len(values)} of {n} values "
@@ -552,7 +433,7 @@ def sniff(path: str | Path) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     first = next((s.strip() for s in head.splitlines() if s.strip()), "")
-    values = _split(first)
-    if _is_header(values):
-        return TIMESTAMP in (_header_name(v)[0] for v in values)
-    return len(values) > 1 and any(_TS_RE.match(v) for v in values)
+    values = split_line(first)
+    if is_header(values):
+        return TIMESTAMP in (header_name(v)[0] for v in values)
+    return len(values) > 1 and any(TS_RE.match(v) for v in values)
