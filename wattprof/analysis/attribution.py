@@ -164,13 +164,7 @@ def agent_energy(steps: pd.DataFrame, curves: list[EnergyCurve], *, top: int = 5
         return None
     llm = st[st["call"] == "llm"].reset_index(drop=True)
     tool = st[st["call"] == "tool"].reset_index(drop=True)
-    g = st.groupby("task_id", sort=False)
-    tasks = pd.DataFrame({"t0": g["t_start"].min(), "t1": g["t_end"].max()})
-    for c, agg, col in (("k0", "min", "task_start"), ("k1", "max", "task_end")):
-        tasks[c] = g[col].agg(agg) if col in st.columns else np.nan
-    tasks["t0"] = np.fmin(tasks["t0"], tasks["k0"])  # a task spans its own span and all its calls
-    tasks["t1"] = np.fmax(tasks["t1"], tasks["k1"])
-    tasks["name"] = g["task_name"].first() if "task_name" in st.columns else tasks.index.astype(str)
+    tasks = _task_windows(st)
     sh = shares(curves, (llm["t_start"].to_numpy(float), llm["t_end"].to_numpy(float)),
                 (tool["t_start"].to_numpy(float), tool["t_end"].to_numpy(float)),
                 (tasks["t0"].to_numpy(float), tasks["t1"].to_numpy(float)), _col(llm, "t_first_token"))
@@ -178,6 +172,31 @@ def agent_energy(steps: pd.DataFrame, curves: list[EnergyCurve], *, top: int = 5
                      prompt_n=_col(llm, "prompt_tokens"), output_n=_col(llm, "output_tokens"))
     tool = tool.assign(energy_j=sh.tool_j)
     tasks["wait_j"] = sh.wait_j
+    u0, u1 = merge_intervals(tasks["t0"].to_numpy(float), tasks["t1"].to_numpy(float))
+    union = float(energy_over(curves, u0, u1).sum())
+    flags = []
+    if "output_tokens" not in llm.columns or llm["output_tokens"].isna().any():
+        n = int(llm["output_n"].isna().sum())
+        if n:
+            flags.append(f"{n} model call(s) without output token counts: J per output token leaves them out")
+    return AgentEnergy(_task_records(tasks, llm, tool), _model_records(llm), _costliest_calls(llm, top), union,
+                       flags=flags)
+
+
+def _task_windows(st: pd.DataFrame) -> pd.DataFrame:
+    """One row per task (index ``task_id``): ``t0``, ``t1`` (its own span and all its calls), ``name``."""
+    g = st.groupby("task_id", sort=False)
+    tasks = pd.DataFrame({"t0": g["t_start"].min(), "t1": g["t_end"].max()})
+    for c, agg, col in (("k0", "min", "task_start"), ("k1", "max", "task_end")):
+        tasks[c] = g[col].agg(agg) if col in st.columns else np.nan
+    tasks["t0"] = np.fmin(tasks["t0"], tasks["k0"])  # a task spans its own span and all its calls
+    tasks["t1"] = np.fmax(tasks["t1"], tasks["k1"])
+    tasks["name"] = g["task_name"].first() if "task_name" in st.columns else tasks.index.astype(str)
+    return tasks
+
+
+def _task_records(tasks: pd.DataFrame, llm: pd.DataFrame, tool: pd.DataFrame) -> list[TaskEnergy]:
+    """Each task's energy (its calls' shares + its waits), calls, tokens and costliest call, costliest first."""
     ids = tasks.index
     by_l = llm.groupby("task_id", sort=False)
     by_t = tool.groupby("task_id", sort=False)
@@ -197,23 +216,27 @@ def agent_energy(steps: pd.DataFrame, curves: list[EnergyCurve], *, top: int = 5
                            ids)
     top_rows = llm.loc[by_l["energy_j"].idxmax()] if len(llm) else llm
     top_of = {tid: {"span_id": sid, "model": str(m), "energy_j": float(e), "duration_s": float(b - a)}
-           for tid, sid, m, e, a, b in zip(top_rows["task_id"], top_rows.get("span_id", [None] * len(top_rows)),
-                                           top_rows["label"], top_rows["energy_j"], top_rows["t_start"],
-                                           top_rows["t_end"], strict=True)}
+              for tid, sid, m, e, a, b in zip(top_rows["task_id"], top_rows.get("span_id", [None] * len(top_rows)),
+                                              top_rows["label"], top_rows["energy_j"], top_rows["t_start"],
+                                              top_rows["t_end"], strict=True)}
     out: list[TaskEnergy] = []
     for i, (tid, row) in enumerate(zip(ids, tasks.itertuples(index=False), strict=True)):
         dur = float(row.t1 - row.t0)
         total = float(e_llm[i] + e_tool[i] + row.wait_j)
         o = None if np.isnan(p_out[i]) else float(p_out[i])
-        top_call = top_of.get(tid)
         out.append(TaskEnergy(
             id=str(tid), name=str(row.name), t_start=float(row.t0), t_end=float(row.t1), duration_s=dur,
             energy_j=total, llm_energy_j=float(e_llm[i]), tool_energy_j=float(e_tool[i]), wait_energy_j=float(row.wait_j),
             llm_calls=int(n_llm[i]), tool_calls=int(n_tool[i]),
             input_tokens=None if np.isnan(p_in[i]) else float(p_in[i]), output_tokens=o,
             j_per_output_token=total / o if o else None, tool_s=float(tool_s[i]),
-            wait_s=max(dur - float(busy_s[i]), 0.0), costliest_call=top_call))
+            wait_s=max(dur - float(busy_s[i]), 0.0), costliest_call=top_of.get(tid)))
     out.sort(key=lambda t: t.energy_j, reverse=True)
+    return out
+
+
+def _model_records(llm: pd.DataFrame) -> dict[str, ModelEnergy]:
+    """Per model: calls, energy, tokens, and the prefill/decode split where time to first token is known."""
     by_model: dict[str, ModelEnergy] = {}
     for model, mc in llm.groupby("label", sort=True):
         e = float(mc["energy_j"].sum())
@@ -228,20 +251,15 @@ def agent_energy(steps: pd.DataFrame, curves: list[EnergyCurve], *, top: int = 5
             j_per_output_token=((dec if dec is not None else e) / pout) if pout else None,
             note=None if split else "no time to first token on the spans: J per output token counts the whole "
                                     "call (prompt and output), J per input token not computed")
-    costly = llm.nlargest(top, "energy_j")
-    calls = [{"task": str(r["task_name"]) if "task_name" in llm.columns else str(r["task_id"]),
-              "model": str(r["label"]), "span_id": r.get("span_id"), "t_start": float(r["t_start"]),
-              "duration_s": float(r["t_end"] - r["t_start"]), "energy_j": float(r["energy_j"]),
-              "output_tokens": None if np.isnan(r["output_n"]) else float(r["output_n"])}
-             for _, r in costly.iterrows()]
-    u0, u1 = merge_intervals(tasks["t0"].to_numpy(float), tasks["t1"].to_numpy(float))
-    union = float(energy_over(curves, u0, u1).sum())
-    flags = []
-    if "output_tokens" not in llm.columns or llm["output_tokens"].isna().any():
-        n = int(llm["output_n"].isna().sum())
-        if n:
-            flags.append(f"{n} model call(s) without output token counts: J per output token leaves them out")
-    return AgentEnergy(out, by_model, calls, union, flags=flags)
+    return by_model
+
+
+def _costliest_calls(llm: pd.DataFrame, top: int) -> list[dict[str, Any]]:
+    return [{"task": str(r["task_name"]) if "task_name" in llm.columns else str(r["task_id"]),
+             "model": str(r["label"]), "span_id": r.get("span_id"), "t_start": float(r["t_start"]),
+             "duration_s": float(r["t_end"] - r["t_start"]), "energy_j": float(r["energy_j"]),
+             "output_tokens": None if np.isnan(r["output_n"]) else float(r["output_n"])}
+            for _, r in llm.nlargest(top, "energy_j").iterrows()]
 
 
 def distribution(values: list[float]) -> dict[str, float] | None:
