@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -89,14 +89,8 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
     curves = {dev: f.curve for dev, f in figures.items()}
     gaps = device_event_notes(run.events)
     devices = _device_reports(run, figures, gaps)
-    flags: list[str] = []
     chosen = boundary_devices(devices)
-    accel = [d for d in devices if d.kind != "host" and d.energy_source != "none"]
-    if chosen and not chosen[0].estimated and any(d.estimated for d in accel):
-        flags.append("some accelerators have only estimated power: they are reported per device, not in the totals")
-    kinds = sorted({d.kind.upper() if d.kind != "host" else "host" for d in chosen})
-    boundary = (f"{'+'.join(kinds) or 'no device'} only ({len(chosen)} device{'s' if len(chosen) != 1 else ''})"
-                if chosen else "no device with power data")
+    boundary, flags = _boundary_text(devices, chosen)
     estimated = bool(chosen) and all(d.estimated for d in chosen)
     sources = sorted({d.energy_source for d in chosen})
     used_curves = [curves[d.device] for d in chosen]
@@ -137,9 +131,7 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
     carbon_report = _carbon(carbon, float(sum(d.energy_j for d in chosen)), by_label, j_per_token, tokens) \
         if carbon is not None and measured_any else None
     return Report(
-        run={"id": meta.get("id"), "name": run.name, "path": str(run.path), "status": run.status,
-             "tags": meta.get("tags", {}), "command": meta.get("command"), "started_at": meta.get("started_at"),
-             "ended_at": meta.get("ended_at"), "exit_code": meta.get("exit_code")},
+        run=_run_record(run),
         boundary=boundary, energy_j=float(sum(d.energy_j for d in chosen)) if measured_any else None,  # type: ignore[arg-type]
         energy_source="+".join(sources) or "none",
         estimated=estimated, duration_s=float(duration) if not pd.isna(duration) else 0.0,
@@ -149,10 +141,34 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
         timeline=[_series(figures[d.device].series, d) for d in devices if d.kind != "host"],
         segments=segments, bottleneck_timeline=bt, nodes=nodes, tasks=agent_tasks, by_model=by_model,
         agents=agents, serving=serving, unlabelled=unlabelled,
-        step_clocks={k: {f: v[f] for f in ("offset_s", "offset_uncertainty_s", "offset_method", "offset_score",
-                                           "offset_signals") if f in v}
-                     for k, v in (meta.get("sources") or {}).items() if "offset_s" in v},
+        step_clocks=_step_clocks(meta),
     )
+
+
+def _boundary_text(devices: list[DeviceReport], chosen: list[DeviceReport]) -> tuple[str, list[str]]:
+    """The totals' boundary in words (``GPU only (8 devices)``) and the flag when estimates are left out."""
+    flags: list[str] = []
+    accel = [d for d in devices if d.kind != "host" and d.energy_source != "none"]
+    if chosen and not chosen[0].estimated and any(d.estimated for d in accel):
+        flags.append("some accelerators have only estimated power: they are reported per device, not in the totals")
+    kinds = sorted({d.kind.upper() if d.kind != "host" else "host" for d in chosen})
+    boundary = (f"{'+'.join(kinds) or 'no device'} only ({len(chosen)} device{'s' if len(chosen) != 1 else ''})"
+                if chosen else "no device with power data")
+    return boundary, flags
+
+
+def _run_record(run: Run) -> dict[str, Any]:
+    meta = run.meta
+    return {"id": meta.get("id"), "name": run.name, "path": str(run.path), "status": run.status,
+            "tags": meta.get("tags", {}), "command": meta.get("command"), "started_at": meta.get("started_at"),
+            "ended_at": meta.get("ended_at"), "exit_code": meta.get("exit_code")}
+
+
+def _step_clocks(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per step source: the clock offset measured against the samples (``wattprof import``)."""
+    return {k: {f: v[f] for f in ("offset_s", "offset_uncertainty_s", "offset_method", "offset_score",
+                                  "offset_signals") if f in v}
+            for k, v in (meta.get("sources") or {}).items() if "offset_s" in v}
 
 
 def _device_reports(run: Run, figures: dict[str, digest.DeviceFigures],
