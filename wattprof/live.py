@@ -332,6 +332,7 @@ def energy_so_far(run_dir: str | Path) -> EnergySoFar | None:
     two samples. Samples are flushed at least once a second, so this lags by up to a second."""
     from . import schema
     from .analysis import energy as energy_mod
+    from .analysis.boundary import boundary
     from .errors import WattprofError
     from .run import Run
 
@@ -340,10 +341,8 @@ def energy_so_far(run_dir: str | Path) -> EnergySoFar | None:
         curves = energy_mod.curves(samples)
     except (WattprofError, OSError, ValueError):
         return None
-    usable = {d: c for d, c in curves.items() if c.source != "none" and len(c.t) >= 2}
-    accel = {d: c for d, c in usable.items() if schema.device_kind(d) != "host"}
-    measured = {d: c for d, c in accel.items() if c.source != "estimate"}
-    chosen = measured or accel or usable
+    usable = {d: c for d, c in curves.items() if len(c.t) >= 2}
+    chosen = {d: usable[d] for d in boundary(usable, schema.device_kind, lambda d: usable[d].source)}
     if not chosen:
         return None
     return EnergySoFar(float(sum(c.total_j for c in chosen.values())),

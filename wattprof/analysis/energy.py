@@ -22,6 +22,7 @@ import pandas as pd
 
 from .. import schema
 from ..power_columns import POWER_PREFERENCE
+from .integrate import counter_increments, trapezoids
 
 
 @dataclass
@@ -69,10 +70,9 @@ def counter_curve(t: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, np.
     ok = ~np.isnan(counter_j)
     t, c = t[ok], counter_j[ok]  # a copy: the curve outlives the samples it came from
     notes: list[str] = []
-    d = np.diff(c)
-    if (d < 0).any():
-        notes.append(f"energy counter went backwards {int((d < 0).sum())} time(s) (reset?): those steps counted as 0")
-        d = np.clip(d, 0, None)
+    d, back = counter_increments(c)
+    if back:
+        notes.append(f"energy counter went backwards {back} time(s) (reset?): those steps counted as 0")
     e = np.concatenate([[0.0], np.cumsum(d)])
     return t, e, notes
 
@@ -118,7 +118,7 @@ def power_curve(t: np.ndarray, power_w: np.ndarray) -> tuple[np.ndarray, np.ndar
     parts = []
     for sl in segments(t):
         ts, ps = t[sl], p[sl]
-        parts.append((ts, np.concatenate([[0.0], np.cumsum(np.diff(ts) * (ps[1:] + ps[:-1]) / 2.0)])))
+        parts.append((ts, np.concatenate([[0.0], np.cumsum(trapezoids(ts, ps))])))
     return _join(parts)
 
 
@@ -176,7 +176,7 @@ def _deconvolve(t: np.ndarray, p_avg: np.ndarray, window_s: float, grid_s: float
     k = max(int(round(window_s / grid_s)), 1)
     dt = window_s / k
     if t[-1] - t[0] < window_s + dt:  # under one window: nothing to undo, integrate as it is
-        return t, np.concatenate([[0.0], np.cumsum(np.diff(t) * (p_avg[1:] + p_avg[:-1]) / 2.0)])
+        return t, np.concatenate([[0.0], np.cumsum(trapezoids(t, p_avg))])
     n = int(np.ceil((t[-1] - t[0]) / dt)) + 1
     n = ((n + k - 1) // k) * k
     g = t[0] + dt * np.arange(n)

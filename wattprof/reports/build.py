@@ -50,9 +50,9 @@ def boundary_devices(devices: list[DeviceReport]) -> list[DeviceReport]:
     """The devices a report's totals cover (its boundary): measured accelerators; else estimated
     ones (estimates are never summed with measurements); else the host, which is otherwise reported
     on its own."""
-    accel = [d for d in devices if d.kind != "host" and d.energy_source != "none"]
-    measured = [d for d in accel if not d.estimated]
-    return measured or accel or [d for d in devices if d.kind == "host" and d.energy_source != "none"]
+    from ..analysis.boundary import boundary
+
+    return boundary(devices, lambda d: d.kind, lambda d: d.energy_source)
 
 
 def sample_frames(run: Run, batch_rows: int | None = BATCH_ROWS) -> DeviceFrames:
