@@ -12,15 +12,8 @@ Each node records its own run (local rank 0 samples the node's GPUs, every rank 
 
 Clocks. Each node stamps its samples and steps with its own clock; a node whose clock is off by
 more than the sampling interval would have its energy attributed to the wrong steps. Offsets are
-measured against the reference node (the first shard):
-
-1. ``steps``: in synchronous data-parallel training every rank ends global step ``k`` at the
-   same moment (the gradient all-reduce synchronises them), so the median difference of the end
-   times of the same (label, step) on the two nodes is the clock offset; it is trusted when at
-   least 3 steps match and their differences agree (spread under a quarter of a step, or 50 ms).
-2. ``power``: otherwise, the lag that maximises the correlation of the node's total accelerator
-   power with the reference node's (nodes running the same synchronous job draw power in step),
-   trusted when the correlation exceeds 0.6.
+measured against the reference node (the first shard), from matching steps, else from correlated
+power (the methods: :mod:`wattprof.analysis.clock_offset.nodes`).
 
 An offset larger than ``threshold_s`` (default: the largest sampling interval of the shards) is
 reported in ``meta["merge"]["flags"]`` and, with ``correct=True`` (default), removed from that

@@ -120,3 +120,21 @@ class CallbackCore:
 
 
 __all__ = ["CallbackCore", "EnergySoFar"]
+
+
+class CoreAccess:
+    """What a framework callback built on a :class:`CallbackCore` (its ``core``) shows its user."""
+
+    core: CallbackCore
+
+    @property
+    def profile(self) -> Profile | None:
+        return self.core.profile
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.core.run_dir
+
+    @property
+    def info(self) -> distributed.DistInfo | None:
+        return self.core.info

@@ -41,10 +41,10 @@ from transformers import TrainerCallback
 
 from .. import distributed
 from ..options import DEFAULT_INTERVAL_S, profile_options
-from ._core import CallbackCore
+from ._core import CallbackCore, CoreAccess
 
 if TYPE_CHECKING:
-    from ..api import Profile
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _counts_tokens(args: Any) -> bool:
     return v not in (None, "no", "none", "false", "False")
 
 
-class WattprofCallback(TrainerCallback):
+class WattprofCallback(TrainerCallback, CoreAccess):
     """Record a wattprof run around ``Trainer.train()``: one step per optimizer step, with tokens.
 
     Args:
@@ -85,18 +85,6 @@ class WattprofCallback(TrainerCallback):
         self._tokens_seen = 0.0
         self._tokens_total = 0.0
         self._t_step: float | None = None
-
-    @property
-    def profile(self) -> Profile | None:
-        return self.core.profile
-
-    @property
-    def run_dir(self) -> Path | None:
-        return self.core.run_dir
-
-    @property
-    def info(self) -> distributed.DistInfo | None:
-        return self.core.info
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:

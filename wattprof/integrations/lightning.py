@@ -30,13 +30,13 @@ from lightning.pytorch.callbacks import Callback
 
 from .. import distributed
 from ..options import DEFAULT_INTERVAL_S, profile_options
-from ._core import CallbackCore
+from ._core import CallbackCore, CoreAccess
 
 if TYPE_CHECKING:
-    from ..api import Profile
+    pass
 
 
-class WattprofCallback(Callback):
+class WattprofCallback(Callback, CoreAccess):
     """Record a wattprof run around ``trainer.fit``'s training.
 
     Args:
@@ -69,18 +69,6 @@ class WattprofCallback(Callback):
         self._tokens: list[Any] = []
         self._global_step = 0
         self._batches = 0
-
-    @property
-    def profile(self) -> Profile | None:
-        return self.core.profile
-
-    @property
-    def run_dir(self) -> Path | None:
-        return self.core.run_dir
-
-    @property
-    def info(self) -> distributed.DistInfo | None:
-        return self.core.info
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
