@@ -1,7 +1,7 @@
 """The recorder's own cost and timing: 8 replayed GPUs (``nvml-replay:devices=8``) at 10 Hz and 100 Hz.
 
 Each trial runs in a fresh child process (as ``wattprof record`` and ``profile()``'s sampler do):
-it creates a run, starts the :class:`~wattprof.recorder.Recorder`, sleeps ``--seconds`` and stops.
+it creates a run, starts the :class:`~wattprof.recording.recorder.Recorder`, sleeps ``--seconds`` and stops.
 Measured in the child, in steady state: from just after ``start()`` (which opens the collectors:
 the replay backend parses its trace) to just before ``stop()``; start, stop and finalisation are
 timed on their own:
@@ -42,7 +42,7 @@ def child(rate: float, seconds: float, devices: int, read_timeout: str) -> dict:
     import numpy as np
 
     from wattprof.collectors.base import resolve
-    from wattprof.recorder import Recorder
+    from wattprof.recording.recorder import Recorder
     from wattprof.run import Run, RunWriter
 
     interval = 1.0 / rate

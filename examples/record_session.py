@@ -15,7 +15,7 @@ from pathlib import Path
 
 from wattprof.collectors.base import create
 from wattprof.options import RecordOptions
-from wattprof.session import RecordingSession
+from wattprof.recording.session import RecordingSession
 
 gpu = create("nvml").available()[0]
 options = RecordOptions(out=Path(sys.argv[1]) if len(sys.argv) > 1 else None, name="session-example",

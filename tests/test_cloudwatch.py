@@ -28,7 +28,7 @@ from wattprof.collectors import base  # noqa: E402
 from wattprof.collectors.cloudwatch import CloudWatchCollector, choose_period  # noqa: E402
 from wattprof.errors import CollectorError, InputError, WattprofError  # noqa: E402
 from wattprof.exporters.cloudwatch import MAX_DATA_PER_CALL, build_metric_data, export_cloudwatch  # noqa: E402
-from wattprof.recorder import Recorder  # noqa: E402
+from wattprof.recording.recorder import Recorder  # noqa: E402
 from wattprof.reports.build import build_report  # noqa: E402
 from wattprof.reports.model import LabelReport  # noqa: E402
 from wattprof.run import Run, RunWriter  # noqa: E402

@@ -48,7 +48,7 @@ from wattprof.collectors.cloudwatch import (  # noqa: E402
 from wattprof.collectors.cloudwatch.aws import aws_available  # noqa: E402
 from wattprof.errors import CollectorError, InputError  # noqa: E402
 from wattprof.exporters.cloudwatch import PartialExportError, export_cloudwatch, sanitize  # noqa: E402
-from wattprof.recorder import Recorder  # noqa: E402
+from wattprof.recording.recorder import Recorder  # noqa: E402
 from wattprof.run import Run, RunWriter  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "cloudwatch"

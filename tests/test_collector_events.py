@@ -20,7 +20,7 @@ from wattprof.collectors.base import Collector, Event, Reading
 from wattprof.collectors.neuron import NeuronCollector
 from wattprof.collectors.nvidia_smi import NvidiaSmiCollector
 from wattprof.collectors.nvml import NvmlCollector, ReplayNvml, ReplayNVMLError
-from wattprof.recorder import Recorder
+from wattprof.recording.recorder import Recorder
 from wattprof.run import Run, RunWriter
 
 BIN = Path(__file__).resolve().parent / "bin"

@@ -25,7 +25,7 @@ from wattprof.live import (
     render,
     start_live_status,
 )
-from wattprof.recorder import Recorder
+from wattprof.recording.recorder import Recorder
 from wattprof.run import JsonlAppender, RunWriter
 
 REPO = Path(__file__).resolve().parents[1]

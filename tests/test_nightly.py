@@ -17,7 +17,7 @@ from wattprof.clock import ManualClock
 from wattprof.collectors.nvml import NvmlReplayCollector
 from wattprof.data import path as data_path
 from wattprof.formats.steps_jsonl import read_steps_jsonl
-from wattprof.recorder import Recorder
+from wattprof.recording.recorder import Recorder
 from wattprof.reports.summary import load_history, write_summary
 from wattprof.run import JsonlAppender, RunWriter
 

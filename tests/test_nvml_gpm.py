@@ -24,7 +24,7 @@ from wattprof.collectors.nvml import (
 )
 from wattprof.errors import DeviceLostError, InputError
 from wattprof.formats.gpm_csv import CSV_COLUMN_MAP, GPM_COLUMN_MAP, read_gpm_csv
-from wattprof.recorder import Recorder
+from wattprof.recording.recorder import Recorder
 from wattprof.run import Run, RunWriter
 
 NVML_COLUMNS = ("energy_j", "power_w", "util_pct")

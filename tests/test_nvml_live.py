@@ -12,7 +12,7 @@ from nvml_strict import StrictNvml
 from wattprof.clock import ManualClock
 from wattprof.collectors.nvml import NvmlCollector, ReplayNvml
 from wattprof.errors import CollectorError, DeviceLostError
-from wattprof.recorder import Recorder
+from wattprof.recording.recorder import Recorder
 from wattprof.reports.build import build_report
 from wattprof.reports.text import render as render_text
 from wattprof.run import Run, RunWriter

@@ -11,7 +11,7 @@ import wattprof
 from wattprof.clock import ManualClock
 from wattprof.collectors.base import Collector
 from wattprof.errors import CollectorError
-from wattprof.recorder import Recorder
+from wattprof.recording.recorder import Recorder
 from wattprof.run import Run, RunWriter
 
 

@@ -7,7 +7,7 @@ import time
 
 import wattprof
 from wattprof.collectors.base import resolve
-from wattprof.recorder import Recorder
+from wattprof.recording.recorder import Recorder
 from wattprof.reports.build import build_report
 from wattprof.run import Run, RunWriter
 

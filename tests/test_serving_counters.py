@@ -18,7 +18,7 @@ from wattprof.clock import ManualClock
 from wattprof.collectors.nvml import NvmlReplayCollector
 from wattprof.collectors.prometheus import PrometheusCollector, parse_text
 from wattprof.errors import InputError
-from wattprof.recorder import Recorder
+from wattprof.recording.recorder import Recorder
 from wattprof.reports.build import build_report
 from wattprof.run import Run, RunWriter
 

@@ -17,8 +17,8 @@ from wattprof import api
 from wattprof.clock import ManualClock
 from wattprof.errors import InputError, WattprofError
 from wattprof.options import DEFAULT_INTERVAL_S, ProfileOptions, RecordOptions
+from wattprof.recording.session import RecordingSession
 from wattprof.run import Run, RunWriter
-from wattprof.session import RecordingSession
 
 
 def _replay(h100: Path) -> str:

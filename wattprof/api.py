@@ -25,10 +25,10 @@ from typing import Any, Literal
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import WattprofError
 from .options import DEFAULT_INTERVAL_S, ProfileOptions, profile_options
-from .recorder import Recorder
+from .recording.recorder import Recorder
+from .recording.sampler import SamplerProcess
+from .recording.session import RecordingSession
 from .run import JsonlAppender, RunWriter, default_run_dir
-from .sampler import SamplerProcess
-from .session import RecordingSession
 
 ENV_RUN_DIR = "WATTPROF_RUN_DIR"
 ENV_RUN_ID = "WATTPROF_RUN_ID"
@@ -87,7 +87,7 @@ class Profile:
         rank: the rank written on each step (default: ``$RANK``, ``$SLURM_PROCID``, else 0).
 
     As one value: :class:`~wattprof.options.ProfileOptions` (:meth:`Profile.from_options`). The recording
-    is a :class:`~wattprof.session.RecordingSession` (here with ``sampler="thread"``, else in the sampler process).
+    is a :class:`~wattprof.recording.session.RecordingSession` (here with ``sampler="thread"``, else in the sampler process).
     """
 
     def __init__(self, name: str | None = None, *, collectors: Sequence[str] | None = None,

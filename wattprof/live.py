@@ -7,7 +7,7 @@ on the bottom row, outside a scroll region that holds everything else (as apt do
 command's output scrolls above it and is never glued onto it. On a terminal of unknown size it is
 redrawn in place (``\\r`` and erase-to-end-of-line); elsewhere each refresh is a line of its own. What it shows
 comes from ``stats_fn``, a callable returning a :class:`LiveSnapshot`; :class:`RecorderStats`
-builds one from a :class:`~wattprof.recorder.Recorder`'s :class:`~wattprof.recorder.LiveStats`
+builds one from a :class:`~wattprof.recording.recorder.Recorder`'s :class:`~wattprof.recording.recorder.LiveStats`
 (last reading per device) plus the steps that the profiled processes write into the run
 directory (``steps-*.jsonl``, tailed incrementally: only new complete lines are read).
 
@@ -37,7 +37,7 @@ from .analysis.integrate import EnergyAccumulator, latest_power
 from .reports.format import fmt_j, fmt_jpt
 
 if TYPE_CHECKING:
-    from .recorder import Recorder
+    from .recording.recorder import Recorder
 
 #: Steps per second are counted over this window (seconds).
 RATE_WINDOW_S = 5.0
@@ -110,7 +110,7 @@ def _is_accel(device: str) -> bool:
 
 
 class RecorderStats:
-    """``stats_fn`` for :class:`LiveStatus` from a running :class:`~wattprof.recorder.Recorder`
+    """``stats_fn`` for :class:`LiveStatus` from a running :class:`~wattprof.recording.recorder.Recorder`
     (in this process) and its run directory."""
 
     def __init__(self, recorder: Recorder, run_dir: str | Path | None = None,

@@ -1,6 +1,6 @@
 """What a recording is asked to do, as plain data: the one home of the sampling interval's default.
 
-- :class:`RecordOptions`: what a :class:`~wattprof.session.RecordingSession` needs to record a run
+- :class:`RecordOptions`: what a :class:`~wattprof.recording.session.RecordingSession` needs to record a run
   (directory, name, tags, collectors, interval, command). It is the only thing that crosses into
   the sampler process (as one JSON object), so the interval takes one path:
   ``RecordOptions.interval_s`` -> ``RecordingSession`` -> ``Recorder`` -> ``meta.interval_s`` -> analysis.

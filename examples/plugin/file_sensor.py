@@ -82,7 +82,7 @@ def _writer(path: Path, stop: threading.Event) -> None:
 
 
 def main(run_dir: str) -> None:
-    from wattprof.recorder import Recorder
+    from wattprof.recording.recorder import Recorder
     from wattprof.run import Run, RunWriter
 
     sensor = Path(tempfile.mkdtemp()) / "pdu.txt"

@@ -14,7 +14,7 @@ import pytest
 from conftest import H100, fixture_dir, wattprof, wattprof_in_process
 
 from wattprof.collectors.nvml import NvmlReplayCollector
-from wattprof.recorder import CLOCK_JUMP_S, Recorder
+from wattprof.recording.recorder import CLOCK_JUMP_S, Recorder
 from wattprof.reports.build import build_report
 from wattprof.run import Run, RunWriter
 

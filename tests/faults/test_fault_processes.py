@@ -14,7 +14,7 @@ import pytest
 from conftest import wattprof_in_process
 from faultkit import max_gap, meta
 
-from wattprof.recorder import FLUSH_INTERVAL_S
+from wattprof.recording.recorder import FLUSH_INTERVAL_S
 from wattprof.run import Run
 
 INTERVAL = 0.02

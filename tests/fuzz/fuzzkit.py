@@ -507,7 +507,7 @@ def run_templates() -> dict[str, Path]:
     from wattprof.clock import ManualClock
     from wattprof.collectors.host import HostCollector
     from wattprof.collectors.nvml import NvmlReplayCollector
-    from wattprof.recorder import Recorder
+    from wattprof.recording.recorder import Recorder
     from wattprof.run import JsonlAppender, RunWriter
 
     root = Path(tempfile.mkdtemp(prefix="wattprof-fuzz-runs-"))

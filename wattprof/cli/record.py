@@ -1,5 +1,5 @@
 """``wattprof record -- CMD``: options -> :class:`~wattprof.options.RecordOptions`, a
-:class:`~wattprof.session.RecordingSession` around the command (:mod:`wattprof.command`), the live
+:class:`~wattprof.recording.session.RecordingSession` around the command (:mod:`wattprof.recording.command`), the live
 extras (status line, Prometheus metrics, OTLP receiver), and the summary at the end.
 
 Exit status: the command's (128+N if killed by signal N, 127 not found, 126 not executable), 2 for
@@ -20,8 +20,8 @@ from ..options import DEFAULT_INTERVAL_S
 from ._common import EXIT_USAGE, EXIT_WATTPROF_FAILED, guard, kv
 
 if TYPE_CHECKING:
-    from ..command import CommandResult
-    from ..session import RecordingSession
+    from ..recording.command import CommandResult
+    from ..recording.session import RecordingSession
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -69,9 +69,9 @@ def record(out: str | None, name: str | None, collectors: tuple[str, ...], inter
     # start and its first sample.
     from ..naming import default_run_name
     from ..options import RecordOptions
+    from ..recording.session import RecordingSession
     from ..reports import text  # noqa: F401
     from ..reports.build import build_report  # noqa: F401
-    from ..session import RecordingSession
 
     if quiet and progress:
         raise InputError("--quiet and --progress contradict each other: give one of them")
@@ -107,7 +107,7 @@ def _start_extras(extras: ExitStack, session: RecordingSession, *, metrics_port:
     """Start the metrics server and the OTLP receiver (stopped by ``extras`` when the command
     ends); the command's environment. One refusing to start (its port taken) ends the session as
     failed with exit status 2 before the command runs."""
-    from ..command import command_env
+    from ..recording.command import command_env
 
     env = command_env(session)
     try:
@@ -145,7 +145,7 @@ def _stop_receiver(receiver: Any, session: RecordingSession) -> None:
 def _run(session: RecordingSession, command: tuple[str, ...], env: dict[str, str], grace: float, *,
          name_given: bool) -> CommandResult:
     """The command, run to its end, and what it said about the run's name."""
-    from ..command import adopt_joined_identity, run_command
+    from ..recording.command import adopt_joined_identity, run_command
 
     result = run_command(command, session, env=env, grace=grace)
     if result.ran:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import ENV_RUN_DIR, ENV_RUN_ID
+from ..api import ENV_RUN_DIR, ENV_RUN_ID
 from .session import RecordingSession
 
 EXIT_NOT_EXECUTABLE = 126
@@ -77,7 +77,7 @@ def run_command(command: Sequence[str], session: RecordingSession, *, env: Mappi
 def adopt_joined_identity(session: RecordingSession, *, name_given: bool) -> list[str]:
     """The command's own ``wattprof.profile(name, tags=...)`` names the run (the command line wins
     conflicts); returns the notes about conflicts (also recorded as events)."""
-    from .naming import joined_profiles, merge_identity
+    from ..naming import joined_profiles, merge_identity
 
     inner = joined_profiles(session.run_dir)
     if not inner:

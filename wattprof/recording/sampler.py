@@ -3,7 +3,7 @@
 A sampling thread inside a CPU-bound Python training process costs that process far more than
 the sampler's own CPU time: every GIL hand-off stalls the loop (measured here: +6 % on a pure
 Python loop at 10 Hz, for ~0.1 % of a core of reads; benchmarks/overhead.py). So ``profile()``
-starts this small process, which creates the run, drives the :class:`~wattprof.recorder.Recorder`
+starts this small process, which creates the run, drives the :class:`~wattprof.recording.recorder.Recorder`
 and finalises the run; the profiled process only writes its step marks.
 
 Protocol (JSON lines): the profiled process writes its :class:`~wattprof.options.RecordOptions`
@@ -13,7 +13,7 @@ on every ``ps`` listing); the sampler prints ``{"ready": true, "id": ...}`` or `
 arrives on stdin, or when stdin closes without one (the profiled process died: status
 ``interrupted`` with an event saying so). It ignores SIGINT (a terminal's Ctrl-C goes to the whole
 process group; the profiled process decides) and finalises on SIGTERM. The recording itself is a
-:class:`~wattprof.session.RecordingSession`, as everywhere else.
+:class:`~wattprof.recording.session.RecordingSession`, as everywhere else.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import errors
+from .. import errors
 
 if TYPE_CHECKING:
-    from .options import RecordOptions
+    from ..options import RecordOptions
 
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .options import RecordOptions
+    from ..options import RecordOptions
     from .session import RecordingSession
 
     try:
@@ -88,7 +88,7 @@ class SamplerProcess:
     def __init__(self, options: RecordOptions) -> None:
         self.options = options
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, argv list
-            [sys.executable, "-m", "wattprof.sampler"],
+            [sys.executable, "-m", "wattprof.recording.sampler"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=False,
         )
         assert self.proc.stdin is not None
@@ -147,7 +147,7 @@ class SamplerProcess:
 
 def _finalise_here(run_dir: Path, status: str, exit_code: int | None, problem: str) -> str:
     """Finalise the run from the profiled process after its sampler died; the message to warn with."""
-    from .repair import finalise_abandoned
+    from ..repair import finalise_abandoned
 
     why = (f"{problem} before finalising the run; finalised by the profiled process: samples up to the "
            "sampler's last flush (at most ~1 s before it died) are kept, later ones were never taken")

@@ -23,7 +23,7 @@ Two ways to run:
 Each tick takes a :class:`~wattprof.collectors.base.Reading` from every collector
 (``collect()``: samples, device updates, events; remote collectors once, at the stop, with
 ``collect_window()``). What a reading gives goes into the run through
-:class:`~wattprof.recorder_intake.Intake`: events with their own kinds, device updates merged into
+:class:`~wattprof.recording.intake.Intake`: events with their own kinds, device updates merged into
 the run's devices, samples buffered and flushed.
 
 Failures are isolated per collector: an exception from ``read()`` is recorded (rate-limited
@@ -40,12 +40,12 @@ import logging
 import threading
 import time
 
-from .clock import SYSTEM_CLOCK, Clock
-from .collectors.base import Collector, RemoteCollector
-from .errors import WattprofError
-from .options import DEFAULT_INTERVAL_S
-from .recorder_intake import Intake, LiveStats, Slot, rate_limited
-from .run import RunWriter
+from ..clock import SYSTEM_CLOCK, Clock
+from ..collectors.base import Collector, RemoteCollector
+from ..errors import WattprofError
+from ..options import DEFAULT_INTERVAL_S
+from ..run import RunWriter
+from .intake import Intake, LiveStats, Slot, rate_limited
 
 __all__ = ["AUTO", "CLOCK_JUMP_S", "DEFAULT_INTERVAL_S", "FLUSH_INTERVAL_S", "READ_TIMEOUT_S", "LiveStats", "Recorder"]
 

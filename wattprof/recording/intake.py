@@ -1,7 +1,7 @@
 """What the sampling loop's reads give, into the Run: samples buffered per collector and flushed
 (a disk that refuses them is recorded, the samples kept in memory, bounded), each reading's events
 with their own kinds and its device updates merged into the run's devices, failures recorded
-(rate-limited) without ever stopping the loop. The loop itself is :mod:`wattprof.recorder`."""
+(rate-limited) without ever stopping the loop. The loop itself is :mod:`wattprof.recording.recorder`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .collectors.base import Collector, Event, Reading
-from .errors import DeviceLostError, RunError
-from .run import RunWriter, SampleStream
+from ..collectors.base import Collector, Event, Reading
+from ..errors import DeviceLostError, RunError
+from ..run import RunWriter, SampleStream
 
 log = logging.getLogger(__name__)
 

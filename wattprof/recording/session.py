@@ -1,13 +1,13 @@
 """One recording, start to end: options in, a finalised run out.
 
 :class:`RecordingSession` is the one place that does create the run -> choose the collectors ->
-start the :class:`~wattprof.recorder.Recorder` -> stop -> finalise -> write the run's summary.
+start the :class:`~wattprof.recording.recorder.Recorder` -> stop -> finalise -> write the run's summary.
 ``wattprof.profile()`` (in a thread of the profiled process, or in the sampler process of
-:mod:`wattprof.sampler`), ``wattprof record`` and the Hugging Face / Lightning callbacks (through
+:mod:`wattprof.recording.sampler`), ``wattprof record`` and the Hugging Face / Lightning callbacks (through
 ``profile()``) all record through it::
 
     from wattprof.options import RecordOptions
-    from wattprof.session import RecordingSession
+    from wattprof.recording.session import RecordingSession
 
     with RecordingSession(RecordOptions(out=Path("runs/x"), collectors=("host",))) as session:
         ...                                     # the recorded work
@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .clock import SYSTEM_CLOCK, Clock
-from .collectors import base as collectors_base
-from .errors import WattprofError
-from .options import RecordOptions
+from ..clock import SYSTEM_CLOCK, Clock
+from ..collectors import base as collectors_base
+from ..errors import WattprofError
+from ..options import RecordOptions
+from ..run import RunWriter, default_run_dir
 from .recorder import LiveStats, Recorder
-from .run import RunWriter, default_run_dir
 
 if TYPE_CHECKING:
-    from .analysed_run import AnalysedRun
-    from .collectors.base import Collector
+    from ..analysed_run import AnalysedRun
+    from ..collectors.base import Collector
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class SessionResult:
 
     def open(self) -> AnalysedRun:
         """The run, opened for reading and reporting."""
-        from .analysed_run import AnalysedRun
+        from ..analysed_run import AnalysedRun
 
         return AnalysedRun.open(self.run_dir)
 
@@ -111,7 +111,7 @@ class RecordingSession:
             log.warning("the run in %s could not be finalised: %s", self.run_dir, e)
         self.result = SessionResult(self.run_dir, status, exit_code, error)
         if summary and error is None:
-            from .reports.summary import try_write_summary
+            from ..reports.summary import try_write_summary
 
             try_write_summary(self.run_dir)
         return self.result
