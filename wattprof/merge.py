@@ -114,6 +114,7 @@ def _clock_offsets(runs: list[Run], nodes: list[str], threshold: float, correct:
                          + ("corrected: its samples, steps and events were shifted onto the reference clock"
                             if correct else "NOT corrected: its energy is attributed to shifted steps"))
         offsets[node] = est
+        r.release()  # memory: the reference and one other node at a time, never every node's tables
     return offsets
 
 
@@ -184,6 +185,7 @@ def merge_runs(shards: list[str | Path], out: str | Path, *, names: list[str] | 
         off = offsets[node]
         shift = off.offset_s if off.corrected else 0.0
         n_samples, n_steps = _copy_node(writer, node, r, shift)
+        r.release()  # copied: its tables are on disk in the merged run
         total_samples += n_samples
         total_steps += n_steps
         m = r.meta

@@ -95,6 +95,11 @@ class Run:
         return (f"<wattprof.Run {self.name!r} {self.status} id={self.meta.get('id')} devices={devices}"
                 + (f" tags: {tags}" if tags else "") + f" at {str(self.path)!r}>")
 
+    def release(self) -> None:
+        """Drop the tables read so far (samples, steps, events); a later access reads them again.
+        For code that walks many runs (``wattprof merge``) and must not hold them all."""
+        self._samples = self._steps = self._events = None
+
     @property
     def name(self) -> str:
         return str(self.meta.get("name") or self.path.name)
