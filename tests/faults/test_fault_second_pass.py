@@ -106,6 +106,20 @@ def _start_recording(run, seconds: float = 60.0) -> subprocess.Popen:
     return proc
 
 
+def _kill_recorder(proc: subprocess.Popen) -> None:
+    """``kill -9`` the recorder (a crash), then the command it ran, which would sleep on otherwise."""
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    try:
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        for c in children:
+            with contextlib.suppress(psutil.Error):
+                c.kill()
+
+
 @pytest.mark.slow  # seconds of real time are the point (a real record, killed or hanging)
 def test_import_into_a_run_being_recorded_is_refused_clearly(tmp_path, h100):
     """Item 8: `import` into a run while `record` writes it was a lost update (`finalize` rewrote
@@ -136,20 +150,14 @@ def test_repair_finalises_a_run_whose_recorder_was_killed_and_cleans_its_leftove
     """Item 14: a crashed run kept `.reserve` and `.tmp` files for ever and stayed `recording`.
     `wattprof repair RUN` finalises it: Parquet, status `interrupted`, an event and an error line
     saying why, leftovers removed; samples kept. Refused while the recorder is alive."""
-    import psutil
 
     run = tmp_path / "run"
     proc = _start_recording(run)
     try:
         alive = wattprof_in_process("repair", str(run))
         assert alive.returncode == 2 and "still being recorded" in alive.stderr, alive.stderr
-        children = psutil.Process(proc.pid).children(recursive=True)
-        proc.kill()
-        proc.wait(timeout=10)
     finally:
-        for c in locals().get("children", []):
-            with contextlib.suppress(psutil.Error):
-                c.kill()
+        _kill_recorder(proc)
     (run / ".meta.json.abc123.tmp").write_text("{")  # a write cut short by the crash
     assert (run / ".reserve").exists() and meta(run)["status"] == "recording"
     before = len(Run.open(run).samples)
@@ -173,7 +181,6 @@ def test_report_finalises_a_run_whose_recorder_is_gone_and_leaves_a_live_one_alo
     """Item 14: `wattprof report` on a crashed run reported it as unfinished and left its `.reserve`,
     `.tmp` and Arrow streams for ever. Now it finalises the run first, as `wattprof repair` does,
     and says so in one line on stderr; a run whose recorder is alive is reported read-only."""
-    import psutil
 
     run = tmp_path / "run"
     proc = _start_recording(run)
@@ -183,13 +190,8 @@ def test_report_finalises_a_run_whose_recorder_is_gone_and_leaves_a_live_one_alo
         assert "unfinished" in live.stdout and "never finished" in live.stdout
         assert meta(run)["status"] == "recording" and (run / ".reserve").exists()
         assert list(run.glob("samples-*.arrows")) and not list(run.glob("samples-*.parquet"))
-        children = psutil.Process(proc.pid).children(recursive=True)
-        proc.kill()
-        proc.wait(timeout=10)
     finally:
-        for c in locals().get("children", []):
-            with contextlib.suppress(psutil.Error):
-                c.kill()
+        _kill_recorder(proc)
     (run / ".meta.json.abc123.tmp").write_text("{")  # a write cut short by the crash
     before = len(Run.open(run).samples)
     p = wattprof_in_process("report", str(run))

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..power_columns import MEASURED_POWER
 from ..schema import DEVICE, METRICS, T
 from .nvidia_smi_fields import (  # noqa: F401 - FIELD_MAP, check_utc_offset: re-exported
     FIELD_MAP,
@@ -42,7 +43,6 @@ from .nvidia_smi_fields import (  # noqa: F401 - FIELD_MAP, check_utc_offset: re
     INDEX,
     MAX_UTC_OFFSET_H,
     MAYBE_HEADER_RE,
-    POWER_COLUMNS,
     SPECS,
     TIMESTAMP,
     TS_RE,
@@ -95,7 +95,7 @@ class _Layout:
         if TIMESTAMP not in self.fields:
             raise InputError(f"no 'timestamp' field in {self.fields}; expected {expected}",
                              path=self.path, line=1)
-        if not any(FIELD_MAP.get(f) in POWER_COLUMNS for f in self.fields):
+        if not any(FIELD_MAP.get(f) in MEASURED_POWER for f in self.fields):
             raise InputError(f"no power field in {self.fields}; expected {expected}",
                              path=self.path, line=1)
 

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..power_columns import MEASURED_POWER
 
 MIB = 1024.0 * 1024.0
 TS_FORMAT = "%Y/%m/%d %H:%M:%S.%f"
@@ -94,7 +93,6 @@ SPECS: dict[str, FieldSpec] = {
 
 #: nvidia-smi field name -> wattprof schema column (fields not listed are ignored).
 FIELD_MAP: dict[str, str] = {name: spec.column for name, spec in SPECS.items()}
-POWER_COLUMNS = MEASURED_POWER
 KNOWN_FIELDS = frozenset(SPECS) | frozenset(IDENTITY) | {TIMESTAMP, INDEX}
 NAME_STARTS = frozenset(name[0] for name in KNOWN_FIELDS)
 #: A line where some value starts like a field name: only those can be header lines.
