@@ -30,7 +30,6 @@ from ..power_columns import POWER_PREFERENCE, POWER_SOURCE
 #: (column, energy source) of a device's power readings, best first for "its power now"
 #: (the rule's one home: :mod:`wattprof.power_columns`)
 POWER_READINGS: tuple[tuple[str, str], ...] = tuple((c, POWER_SOURCE[c]) for c in POWER_PREFERENCE)
-POWER_COLUMNS: tuple[str, ...] = POWER_PREFERENCE
 
 
 def finite(x: Any) -> float | None:

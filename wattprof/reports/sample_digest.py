@@ -35,13 +35,12 @@ from ..analysis import bottleneck, quality
 from ..analysis import energy as energy_mod
 from ..analysis import idle as idle_mod
 from ..analysis.align import merge_intervals
-from ..power_columns import MEASURED_POWER, POWER_PREFERENCE, preferred_power_column
+from ..power_columns import MEASURED_POWER, preferred_power_column
 
 if TYPE_CHECKING:
     from ..analysis.align import LabelEnergy
 
 ENERGY_COLUMNS = tuple(schema.SOURCE_COLUMN[s] for s in schema.ENERGY_SOURCES)
-POWER_COLUMNS = POWER_PREFERENCE
 IDLE_COLUMNS = (*MEASURED_POWER, "util_pct", "sm_active_pct")
 T_ = TypeVar("T_")
 
