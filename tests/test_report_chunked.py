@@ -159,3 +159,27 @@ def test_steps_needing_checks_take_the_line_by_line_reader(tmp_path, line, why):
     f = tmp_path / "steps-0-1.jsonl"
     f.write_text('{"t_start": 1.0e9, "t_end": 1.1e9, "tokens": 3, "phase": "a"}\n' + line + "\n")
     assert read_steps_columnar([f]) is None, why
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_device_ranges_from_row_group_statistics_equal_the_device_column(tmp_path, statistics):
+    # row groups of one device are indexed from their statistics, mixed ones (and files written
+    # without statistics) from the device column: the same ranges either way
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from wattprof.run.scan import _device_ranges
+
+    devices = ["gpu:0"] * 25 + ["gpu:1"] * 7 + ["gpu:10"] * 30 + ["gpu:2"] * 3
+    t = pa.table({"t": np.arange(len(devices), dtype=float), "device": devices})
+    f = tmp_path / "samples-x.parquet"
+    pq.write_table(t, f, row_group_size=10, write_statistics=statistics)
+    got = _device_ranges(pq.ParquetFile(f, read_dictionary=["device"]), 4)
+    want: dict[str, list[tuple[int, int]]] = {}
+    start = 0
+    for i in range(1, len(devices) + 1):
+        if i == len(devices) or devices[i] != devices[start]:
+            want.setdefault(devices[start], []).append((start, i))
+            start = i
+    assert got == want

@@ -36,17 +36,21 @@ bottleneck cost.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from ..power_columns import MEASURED_POWER, preferred_power_column
 from ..schema import DEVICE, T, device_kind
+from ..threads import bounded_map
 from .bottleneck_rules import DEFAULT_THRESHOLDS, Basis, Thresholds, Verdict, VerdictName, classify
 from .neuron_evidence import annotate as annotate_neuron
 from .neuron_evidence import neuron_columns
+from .periods import scaled_median_or_floor
 from .segments import label_segments
 
 __all__ = ["DEFAULT_THRESHOLDS", "Basis", "Thresholds", "Verdict", "VerdictName", "classify", "classify_timeline",
@@ -81,8 +85,9 @@ class _Holds:
     """Where each sample's value holds: ``[lo_i, lo_i + w_i]``, sorted and disjoint. The
     cumulative integral of a column is then linear inside each hold and flat between holds, so
     its value at any time ``q`` is the sum over the holds before ``q`` plus the part of the hold
-    ``q`` falls in: evaluated at the windows' edges only (``k``: the hold each edge falls in),
-    shared by every column a device has at each sample."""
+    ``q`` falls in: evaluated at the windows' edges only, shared by every column a device has at
+    each sample. The sums over the holds before the edges are sums between consecutive edges
+    (``np.add.reduceat``) added up: no running sum over every sample."""
 
     w: np.ndarray
     #: per window edge (``a`` then ``b``): the index of the last hold starting at or before it, and
@@ -90,46 +95,67 @@ class _Holds:
     k: np.ndarray
     into: np.ndarray
     covered: np.ndarray
+    #: the distinct holds the edges fall in (``cuts``, sorted) and each edge's place among them
+    cuts: np.ndarray
+    where: np.ndarray
 
     @classmethod
     def of(cls, t: np.ndarray, a: np.ndarray, b: np.ndarray) -> _Holds:
         dt = np.diff(t)
-        pos = dt[dt > 0]
-        period = float(np.median(pos)) if pos.size else DEFAULT_PERIOD_S
-        half = np.minimum(dt / 2.0, max(HOLD_FACTOR * period, MIN_HOLD_S))
+        pos = dt if (dt > 0).all() else dt[dt > 0]
+        hold = scaled_median_or_floor(pos, HOLD_FACTOR, MIN_HOLD_S) if pos.size else \
+            max(HOLD_FACTOR * DEFAULT_PERIOD_S, MIN_HOLD_S)
+        half = np.minimum(dt / 2.0, hold, out=dt)
+        del pos
         # The first and last samples reach as far out as they reach in.
-        first = half[:1] if half.size else np.array([period / 2.0])
-        last = half[-1:] if half.size else np.array([period / 2.0])
-        lo = t - np.concatenate([first, half])
-        w = (t + np.concatenate([half, last])) - lo
+        first = half[0] if half.size else DEFAULT_PERIOD_S / 2.0
+        last = half[-1] if half.size else DEFAULT_PERIOD_S / 2.0
+        lo = np.empty(len(t))
+        lo[0] = t[0] - first
+        np.subtract(t[1:], half, out=lo[1:])
+        w = np.empty(len(t))  # (t + the half after) - lo
+        np.add(t[:-1], half, out=w[:-1])
+        w[-1] = t[-1] + last
+        np.subtract(w, lo, out=w)
+        del half
         q = np.concatenate([a, b])
         k = np.searchsorted(lo, q, "right") - 1
         kk = np.clip(k, 0, None)
         into = np.where(k >= 0, np.clip(q - lo[kk], 0.0, w[kk]), 0.0)
-        h = cls(w, k, into, np.empty(0))
-        h.covered = h._between(np.cumsum(w), np.ones(len(w)))
+        cuts, where = np.unique(kk, return_inverse=True)
+        h = cls(w, k, into, np.empty(0), cuts, where.ravel())
+        h.covered = h._between(w, None)
         return h
 
-    def _between(self, cum: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """F(b) - F(a) for each window, F the integral whose running sums over holds are ``cum``."""
+    def _between(self, vw: np.ndarray, v: np.ndarray | None) -> np.ndarray:
+        """F(b) - F(a) for each window, F the integral of held values ``v`` (``vw``: ``v`` times the
+        holds' widths; ``v`` None: 1 everywhere)."""
         k = self.k
         kk = np.clip(k, 0, None)
-        before = np.where(k >= 1, cum[np.clip(k - 1, 0, None)], 0.0)
-        f = np.where(k >= 0, before + v[kk] * self.into, 0.0)
+        # sum of vw over the holds before each distinct cut: the part before the first cut, then
+        # the sums between consecutive cuts added up
+        if len(self.cuts):
+            parts = np.add.reduceat(vw, self.cuts)[:-1]
+            head = float(vw[:self.cuts[0]].sum())
+            upto = head + np.concatenate([[0.0], np.cumsum(parts)])
+            before = np.where(k >= 1, upto[self.where], 0.0)
+        else:
+            before = np.zeros(len(k))
+        f = np.where(k >= 0, before + (self.into if v is None else v[kk] * self.into), 0.0)
         n = len(f) // 2
         return f[n:] - f[:n]
 
     def integral(self, v: np.ndarray) -> np.ndarray:
         """Integral of the held values ``v`` over each window."""
-        return self._between(np.cumsum(v * self.w), v)
+        return self._between(v * self.w, v)
 
 
 def _window_integrals(
     t: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray, shared: _Holds | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Integral of the held values and covered seconds over each window ``[a_i, b_i]``; ``shared``:
-    the holds of ``t`` itself, used when ``v`` has a value at every sample."""
-    ok = np.isfinite(v) & np.isfinite(t)
+    the holds of ``t`` itself (every time finite), used when ``v`` has a value at every sample."""
+    ok = np.isfinite(v) if shared is not None else np.isfinite(v) & np.isfinite(t)
     if not ok.any():
         z = np.zeros(len(a))
         return z, z.copy()
@@ -147,40 +173,61 @@ def _numbers(df: pd.DataFrame, c: str) -> np.ndarray:
     return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
 
 
-def _derived_columns(df: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
-    """Columns to average for one device, indicators included (NaN where the source is NaN); one
-    at a time (a week of one device is 6 M samples: 48 MB per column)."""
+def _derived_columns(df: pd.DataFrame) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
+    """Columns to average for one device, indicators included (NaN where the source is NaN), each
+    as a function that makes it from arrays already read from ``df`` (numpy only: a helper thread
+    may call it); one at a time (a week of one device is 6 M samples: 48 MB per column)."""
     for c in (*NVML_COLUMNS, *GPM_COLUMNS):
         if c in df.columns:
-            yield c, _numbers(df, c)
+            yield c, partial(_same, _numbers(df, c))
     power_col = preferred_power_column(df, measured_only=True)
     if power_col is not None:
-        yield "power_w", _numbers(df, power_col)
+        yield "power_w", partial(_same, _numbers(df, power_col))
     if "util_pct" in df.columns:
-        u = _numbers(df, "util_pct")
-        yield "busy_time_frac", np.where(np.isnan(u), np.nan, (u > 0).astype("float64"))
+        yield "busy_time_frac", partial(_busy, _numbers(df, "util_pct"))
     if "throttle_reasons" in df.columns:
         r = _numbers(df, "throttle_reasons")
-        bits = np.nan_to_num(r, nan=0.0).astype("int64")
-        nan = np.isnan(r)
-        yield "power_cap_frac", np.where(nan, np.nan, ((bits & POWER_CAP_BITS) != 0).astype("float64"))
-        yield "thermal_frac", np.where(nan, np.nan, ((bits & THERMAL_BITS) != 0).astype("float64"))
-    yield from neuron_columns(df).items()  # Neuron devices: core imbalance, runtime host overhead, errors
+        yield "power_cap_frac", partial(_any_bit, r, POWER_CAP_BITS)
+        yield "thermal_frac", partial(_any_bit, r, THERMAL_BITS)
+    for name, v in neuron_columns(df).items():  # Neuron devices: core imbalance, runtime host overhead, errors
+        yield name, partial(_same, v)
+
+
+def _same(v: np.ndarray) -> np.ndarray:
+    return v
+
+
+def _busy(util: np.ndarray) -> np.ndarray:
+    """1 where utilisation is above 0, else 0; NaN where it is NaN."""
+    out = (util > 0).astype("float64")
+    out[np.isnan(util)] = np.nan
+    return out
+
+
+def _any_bit(reasons: np.ndarray, bits: int) -> np.ndarray:
+    """1 where the throttle reasons have one of ``bits`` set, else 0; NaN where they are NaN."""
+    out = ((np.where(np.isfinite(reasons), reasons, 0.0).astype("int64") & bits) != 0).astype("float64")
+    out[np.isnan(reasons)] = np.nan
+    return out
 
 
 def _device_means(
-    df: pd.DataFrame, a: np.ndarray, b: np.ndarray, codes: np.ndarray, n_groups: int, min_coverage: float
+    df: pd.DataFrame, a: np.ndarray, b: np.ndarray, codes: np.ndarray, n_groups: int, min_coverage: float,
+    pool: ThreadPoolExecutor | None = None,
 ) -> dict[str, np.ndarray]:
     """Per group (label), the time-weighted mean of each column over its windows; NaN where the
-    column covers less than ``min_coverage`` of the group's time. Adds ``<col>:coverage``."""
+    column covers less than ``min_coverage`` of the group's time. Adds ``<col>:coverage``.
+    ``pool``: threads that integrate two columns at a time (this thread derives them)."""
     if len(df) > 1 and not (np.diff(df[T].to_numpy(dtype="float64")) >= 0).all():
         df = df.sort_values(T, kind="stable")
     t = df[T].to_numpy(dtype="float64")
     span = np.bincount(codes, weights=b - a, minlength=n_groups)
-    out: dict[str, np.ndarray] = {}
     shared = _Holds.of(t, a, b) if len(t) and np.isfinite(t).all() else None
-    for name, v in _derived_columns(df):
-        if v.strides == (0,) and len(v) and np.isnan(v[0]) or np.isnan(v).all():
+
+    def one(item: tuple[str, Callable[[], np.ndarray]]) -> tuple[str, np.ndarray, np.ndarray]:
+        name, make = item
+        v = make()
+        if v.strides == (0,) and len(v) and np.isnan(v[0]):
             # a column this device never filled: no integral to take
             iv = ic = np.zeros(len(a))
         else:
@@ -190,6 +237,10 @@ def _device_means(
         with np.errstate(invalid="ignore", divide="ignore"):
             cov = np.where(span > 0, sc / span, 0.0)
             mean = np.where((cov >= min_coverage) & (sc > 0), sv / sc, np.nan)
+        return name, mean, cov
+
+    out: dict[str, np.ndarray] = {}
+    for name, mean, cov in bounded_map(pool, one, _derived_columns(df)):
         out[name] = mean
         out[f"{name}:coverage"] = cov
     return out
@@ -240,24 +291,37 @@ def _gpu_devices(samples: pd.DataFrame, devices: Sequence[str] | None) -> list[s
     return gpus or present
 
 
-def _idle_floor(df: pd.DataFrame, limit: float, th: Thresholds) -> float:
+#: The idle floor is this percentile of a device's power readings (at most ``idle_floor_max_frac`` x its limit).
+IDLE_FLOOR_PERCENTILE = 2
+
+
+def low_power_reading(df: pd.DataFrame) -> float:
+    """The :data:`IDLE_FLOOR_PERCENTILE` th percentile of the device's measured power (NaN without one)."""
     col = preferred_power_column(df, measured_only=True)
     if col is None:
         return float("nan")
-    floor = float(np.nanpercentile(df[col].to_numpy(dtype="float64"), 2))
-    if np.isfinite(limit) and limit > 0:
+    return float(np.nanpercentile(df[col].to_numpy(dtype="float64"), IDLE_FLOOR_PERCENTILE))
+
+
+def idle_floor(df: pd.DataFrame, limit: float, th: Thresholds, low_reading_w: float | None = None) -> float:
+    """The device's idle power floor: its low power reading (:func:`low_power_reading`, or
+    ``low_reading_w`` when already taken), at most ``th.idle_floor_max_frac`` x ``limit``."""
+    floor = low_power_reading(df) if low_reading_w is None else float(low_reading_w)
+    if np.isfinite(floor) and np.isfinite(limit) and limit > 0:
         floor = min(floor, th.idle_floor_max_frac * limit)
     return floor
 
 
 def device_evidence(df: pd.DataFrame, a: np.ndarray, b: np.ndarray, codes: np.ndarray, n_groups: int,
                     power_limit_w: float = float("nan"), idle_power_w: float | None = None,
-                    th: Thresholds = DEFAULT_THRESHOLDS) -> dict[str, np.ndarray]:
+                    th: Thresholds = DEFAULT_THRESHOLDS, low_reading_w: float | None = None,
+                    pool: ThreadPoolExecutor | None = None) -> dict[str, np.ndarray]:
     """One device's evidence per group of windows ``[a_i, b_i]`` (group ``codes[i]``): each
     column's time-weighted mean and coverage, its power limit, power fraction and idle floor.
     ``df`` holds every sample of the device (the idle floor is a percentile of all of them);
-    :func:`combine_evidence` averages several devices."""
-    m = _device_means(df, a, b, codes, n_groups, th.min_coverage)
+    :func:`combine_evidence` averages several devices. ``low_reading_w``: the device's
+    :func:`low_power_reading` when already taken; ``pool``: helper threads (:mod:`wattprof.threads`)."""
+    m = _device_means(df, a, b, codes, n_groups, th.min_coverage, pool)
     lim = m.get("power_limit_w")
     lim_arr = np.where(np.isfinite(lim), lim, power_limit_w) if lim is not None else np.full(n_groups, power_limit_w)
     m["power_limit_w"] = lim_arr
@@ -268,7 +332,7 @@ def device_evidence(df: pd.DataFrame, a: np.ndarray, b: np.ndarray, codes: np.nd
             floor = float(idle_power_w)
         else:
             known = lim_arr[np.isfinite(lim_arr)]
-            floor = _idle_floor(df, float(known.max()) if known.size else power_limit_w, th)
+            floor = idle_floor(df, float(known.max()) if known.size else power_limit_w, th, low_reading_w)
         m["idle_power_w"] = np.full(n_groups, floor)
     return m
 

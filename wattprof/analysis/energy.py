@@ -23,6 +23,7 @@ import pandas as pd
 from .. import schema
 from ..power_columns import POWER_PREFERENCE
 from .integrate import counter_increments, trapezoids
+from .periods import gap_limit
 
 
 @dataclass
@@ -68,28 +69,27 @@ def choose_source(dev: pd.DataFrame) -> schema.EnergySource:
 
 def counter_curve(t: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
     ok = ~np.isnan(counter_j)
-    t, c = t[ok], counter_j[ok]  # a copy: the curve outlives the samples it came from
+    # a copy of the times: the curve outlives the samples it came from
+    t, c = (t.copy(), counter_j) if ok.all() else (t[ok], counter_j[ok])
     notes: list[str] = []
     d, back = counter_increments(c)
     if back:
         notes.append(f"energy counter went backwards {back} time(s) (reset?): those steps counted as 0")
-    e = np.concatenate([[0.0], np.cumsum(d)])
+    e = np.empty(len(d) + 1)
+    e[0] = 0.0
+    np.cumsum(d, out=e[1:])
     return t, e, notes
 
 
-#: Samples further apart than max(GAP_FACTOR x the median interval, GAP_MIN_S) bound a gap: power is
-#: not integrated across it (a DST jump in a log, a collector that stopped); energy stays flat there
-#: and the report flags the gap (analysis/quality.py uses the same rule).
-GAP_FACTOR = 5.0
-GAP_MIN_S = 1.0
 
 
 def segments(t: np.ndarray) -> list[slice]:
-    """Runs of sorted sample times with no gap (see :data:`GAP_FACTOR`) between neighbours."""
+    """Runs of sorted sample times with no gap (:func:`.periods.gap_limit`: power is not integrated
+    across a gap; energy stays flat there and the report flags it) between neighbours."""
     if len(t) < 3:
         return [slice(0, len(t))]
     d = np.diff(t)
-    limit = max(GAP_FACTOR * float(np.median(d)), GAP_MIN_S)
+    limit = gap_limit(d)
     cuts = np.flatnonzero(d > limit) + 1
     edges = np.concatenate([[0], cuts, [len(t)]])
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
@@ -97,6 +97,10 @@ def segments(t: np.ndarray) -> list[slice]:
 
 def _join(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate per-segment curves; energy is flat across the gaps between them."""
+    parts = [(tp, ep) for tp, ep in parts if len(tp)]
+    if len(parts) == 1 and parts[0][1][0] == 0.0:  # one segment starting at 0: as it is
+        tp, ep = parts[0]
+        return (tp.copy() if tp.base is not None else tp), ep  # never a view of the samples (they are freed)
     ts, es, base = [], [], 0.0
     for tp, ep in parts:
         if not len(tp):

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..power_columns import MEASURED_POWER
 from ..schema import DEVICE, T
-from .bottleneck import DEFAULT_THRESHOLDS, _idle_floor
+from .bottleneck import DEFAULT_THRESHOLDS, idle_floor
 
 POWER_RATIO = 1.3
 UTIL_PCT = 10.0
@@ -50,8 +50,12 @@ def _filled(v: np.ndarray) -> np.ndarray:
     return pd.Series(v).ffill().bfill().to_numpy()
 
 
-def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarray]:
-    """Idle intervals ``(t0, t1)`` of one device's samples (sorted by ``t``)."""
+def device_idle(df: pd.DataFrame, floor_w: float,
+                within: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Idle intervals ``(t0, t1)`` of one device's samples (sorted by ``t``). ``within``: sorted,
+    disjoint windows ``(w0, w1)``; only the samples whose time can overlap one of them are looked
+    at, so the intervals are exact where they overlap the windows (intersect them with the
+    windows) and cost nothing elsewhere."""
     t = df[T].to_numpy(dtype=float)
     if len(t) == 0:
         return np.empty(0), np.empty(0)
@@ -60,29 +64,46 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
     sm = _column(df, "sm_active_pct")
     if power is None and util is None:
         return np.empty(0), np.empty(0)
-    idle = np.ones(len(t), dtype=bool)
+    n = len(t)
+    # the samples looked at (all, or those whose time can reach a window) and the time each stands
+    # for: half-way to its neighbours, at most MAX_HOLD_S to either side
+    if within is None:
+        at = None
+        ts = t
+        half = np.minimum(np.diff(t) / 2.0, MAX_HOLD_S)
+        lo = t - np.concatenate([[0.0], half])
+        hi = t + np.concatenate([half, [0.0]])
+        del half
+        idle = np.ones(n, dtype=bool)
+    else:
+        w0, w1 = within
+        at = union_of_ranges(np.searchsorted(t, w0 - MAX_HOLD_S, "left"),
+                             np.searchsorted(t, w1 + MAX_HOLD_S, "right"), n)
+        ts = t[at]
+        lo = ts - np.where(at > 0, np.minimum((ts - t[np.maximum(at - 1, 0)]) / 2.0, MAX_HOLD_S), 0.0)
+        hi = ts + np.where(at < n - 1, np.minimum((t[np.minimum(at + 1, n - 1)] - ts) / 2.0, MAX_HOLD_S), 0.0)
+        idle = _overlapping(lo, hi, w0, w1)
+
+    def mine(v: np.ndarray) -> np.ndarray:
+        return v if at is None else v[at]
+
     if power is not None and np.isfinite(floor_w):
         # a row without a power reading (e.g. a GPM-only row) takes the last reading before it
-        p = _filled(power)
-        idle &= p <= POWER_RATIO * floor_w
+        idle &= mine(_filled(power)) <= POWER_RATIO * floor_w
         util_limit = UTIL_PCT
     else:
         util_limit = DEFAULT_THRESHOLDS.idle_util_pct
     if sm is not None:
-        s = _filled(sm)
-        idle &= ~(s >= SM_ACTIVE_PCT)
+        idle &= ~(mine(_filled(sm)) >= SM_ACTIVE_PCT)
     if util is not None:
         u = _filled(util)
-        idle &= u <= util_limit
+        idle &= mine(u) <= util_limit
         # kernels in most utilisation periods around the sample (batch-1 decoding) is work, not idle;
         # asked only where every other test says idle
-        at = np.flatnonzero(idle)
-        if len(at):
-            idle[at] = centred_mean((u > 0).astype(float), t, BUSY_WINDOW_S, at) < BUSY_FRAC
-    d = np.diff(t)
-    half = np.minimum(d / 2.0, MAX_HOLD_S)
-    lo = t - np.concatenate([[0.0], half])
-    hi = t + np.concatenate([half, [0.0]])
+        ask = np.flatnonzero(idle)
+        if len(ask):
+            busy = (u > 0).astype(float)
+            idle[ask] = centred_mean(busy, t, BUSY_WINDOW_S, ask if at is None else at[ask]) < BUSY_FRAC
     lo, hi = lo[idle], hi[idle]
     if not len(lo):
         return lo, hi
@@ -90,6 +111,29 @@ def device_idle(df: pd.DataFrame, floor_w: float) -> tuple[np.ndarray, np.ndarra
     new = np.concatenate([[True], lo[1:] > hi[:-1] + 1e-9])
     idx = np.flatnonzero(new)
     return lo[idx], np.maximum.reduceat(hi, idx)
+
+
+def _overlapping(lo: np.ndarray, hi: np.ndarray, w0: np.ndarray, w1: np.ndarray) -> np.ndarray:
+    """Which intervals ``[lo_i, hi_i]`` (both non-decreasing) overlap one of the sorted, disjoint
+    windows ``[w0_j, w1_j]`` by more than a point: per window a range of intervals."""
+    out = np.zeros(len(lo), dtype=bool)
+    out[union_of_ranges(np.searchsorted(hi, w0, "right"), np.searchsorted(lo, w1, "left"), len(lo))] = True
+    return out
+
+
+def union_of_ranges(first: np.ndarray, stop: np.ndarray, n: int) -> np.ndarray:
+    """The sorted indices (of ``0..n-1``) in any of the ranges ``[first_i, stop_i)``: listed when
+    they are few, else marked on the whole range."""
+    keep = stop > first
+    first, stop = first[keep], stop[keep]
+    total = int((stop - first).sum())
+    if total * 4 < n:
+        lengths = stop - first
+        starts = np.cumsum(lengths) - lengths
+        idx = np.arange(total) + np.repeat(first - starts, lengths)
+        return np.unique(idx)
+    marks = np.bincount(first, minlength=n + 1) - np.bincount(stop, minlength=n + 1)
+    return np.flatnonzero(np.cumsum(marks[:-1]) > 0)
 
 
 def _ticks(t: np.ndarray) -> tuple[np.ndarray, str]:
@@ -111,9 +155,15 @@ def _ticks(t: np.ndarray) -> tuple[np.ndarray, str]:
 
 def centred_mean(v: np.ndarray, t: np.ndarray, window_s: float, at: np.ndarray | None = None) -> np.ndarray:
     """Mean of ``v`` over the samples within ``(t_i - window_s / 2, t_i + window_s / 2]`` of each
-    (sorted) ``t_i`` (of the indices ``at`` only, when given), on the timestamps pandas would use:
-    what its centred time-based ``rolling(...).mean()`` gives for values without NaN, from two
-    ``searchsorted`` and a cumulative sum."""
+    (sorted) ``t_i`` (of the sorted indices ``at`` only, when given), on the timestamps pandas would
+    use: what its centred time-based ``rolling(...).mean()`` gives for values without NaN, from two
+    ``searchsorted`` and a cumulative sum. With ``at``, only the samples within ``window_s`` of
+    those asked take part: every window lies inside them, so the means are the same."""
+    if at is not None and len(at) and len(t):
+        near = union_of_ranges(np.searchsorted(t, t[at] - window_s, "left"),
+                               np.searchsorted(t, t[at] + window_s, "right"), len(t))
+        if len(near) < len(t):
+            return centred_mean(v[near], t[near], window_s, np.searchsorted(near, at))
     ticks, unit = _ticks(t)  # the index pandas would roll over, in its own unit
     width = pd.Timedelta(int(round(window_s * 1e9)), "ns").as_unit(unit)._value
     half = width // 2  # an odd width closes both ends (pandas GH 43997)
@@ -153,7 +203,7 @@ def idle_intervals(samples: pd.DataFrame, devices: list[str], power_limits: dict
             continue
         given = (idle_power_w or {}).get(dev)
         limit = float((power_limits or {}).get(dev, np.nan))
-        floor = float(given) if given is not None else _idle_floor(df, limit, DEFAULT_THRESHOLDS)
+        floor = float(given) if given is not None else idle_floor(df, limit, DEFAULT_THRESHOLDS)
         floors[dev] = floor
         iv = device_idle(df, floor)
         out = iv if out is None else intersect(*out, *iv)

@@ -4,7 +4,8 @@
   under ~1 s is uncertain by about 2 x power x 100 ms, REFERENCE.md);
 - energy from averaged power (deconvolved: within ~2 % on busy phases of >= 4 s on the H100
   traces) or from an estimate;
-- gaps in samples (longer than ``GAP_FACTOR`` sampling intervals and ``GAP_MIN_S``);
+- gaps in samples (longer than ``GAP_FACTOR`` median sampling intervals and ``GAP_MIN_S``:
+  :func:`.periods.gap_limit`);
 - clock skew suspected: steps outside, or partly outside, the samples' time range.
 """
 
@@ -14,10 +15,9 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from .periods import gap_limit
 
 COUNTER_RESOLUTION_S = 1.0
-GAP_FACTOR = 5.0
-GAP_MIN_S = 1.0
 
 
 def sample_gaps(t: np.ndarray) -> tuple[int, float, float]:
@@ -25,7 +25,7 @@ def sample_gaps(t: np.ndarray) -> tuple[int, float, float]:
     if len(t) < 3:
         return 0, 0.0, float("nan")
     d = np.diff(t)
-    limit = max(GAP_FACTOR * float(np.median(d)), GAP_MIN_S)
+    limit = gap_limit(d)
     big = d > limit
     if not big.any():
         return 0, 0.0, float("nan")

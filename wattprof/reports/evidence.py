@@ -63,9 +63,7 @@ def unlabelled_and_idle(steps: pd.DataFrame, chosen: list[DeviceReport], curves:
     idle_j = idle_s = 0.0
     floors: dict[str, float] = {}
     if accel and curves and math.isfinite(a.t_first):
-        segs = align_mod.label_segments(steps)
-        s0, s1 = align_mod.merge_intervals(segs["t_start"].to_numpy(float), segs["t_end"].to_numpy(float))
-        u0, u1 = idle_mod.unlabelled_windows(a.t_first, a.t_last, s0, s1)
+        u0, u1 = ev.idle_within if ev.idle_within is not None else unlabelled_time(steps, a)
         (i0, i1), floors = ev.idle, ev.idle_floors
         i0, i1 = idle_mod.intersect(u0, u1, i0, i1)
         idle_j = float(align_mod.energy_over(curves, i0, i1).sum()) if len(i0) else 0.0
@@ -77,6 +75,15 @@ def unlabelled_and_idle(steps: pd.DataFrame, chosen: list[DeviceReport], curves:
                       idle_power_floor_w={k: round(v, 2) for k, v in floors.items() if math.isfinite(v)},
                       rule=IDLE_RULE)
     return un, idle
+
+
+def unlabelled_time(steps: pd.DataFrame, a: align_mod.Alignment) -> tuple[np.ndarray, np.ndarray]:
+    """The windows of the run's time range outside every label's span (sorted, disjoint)."""
+    from ..analysis import idle as idle_mod
+
+    segs = align_mod.label_segments(steps)
+    s0, s1 = align_mod.merge_intervals(segs["t_start"].to_numpy(float), segs["t_end"].to_numpy(float))
+    return idle_mod.unlabelled_windows(a.t_first, a.t_last, s0, s1)
 
 
 def evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFrames, steps: pd.DataFrame,
@@ -92,6 +99,7 @@ def evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFra
     accel = [d.device for d in chosen if d.kind != "host"]
     if accel and math.isfinite(a.t_first):
         req.idle_devices = accel
+        req.idle_within = unlabelled_time(steps, a)  # the only idle time the report uses
         req.idle_power_w = {d: float(i["idle_power_w"]) for d, i in devices.items() if i.get("idle_power_w")}
     req.range_devices = [d.device for d in chosen]
     req.range_column = next((c for c in MEASURED_POWER if any(c in f.power_columns

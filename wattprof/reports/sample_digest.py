@@ -36,6 +36,7 @@ from ..analysis import energy as energy_mod
 from ..analysis import idle as idle_mod
 from ..analysis.align import merge_intervals
 from ..power_columns import MEASURED_POWER, preferred_power_column
+from ..threads import helpers, submit
 
 if TYPE_CHECKING:
     from ..analysis.align import LabelEnergy
@@ -113,22 +114,36 @@ def _each_device(frames: DeviceFrames, devices: list[str], fn: Callable[[str], T
 
 def energy_pass(frames: DeviceFrames, timeline_points: int) -> tuple[dict[str, DeviceFigures], pd.DataFrame]:
     """Pass 1 over every device; also returns the samples of serving engines (``serve:*``: token
-    counters, no power; few rows), whole, for the serving section."""
+    counters, no power; few rows), whole, for the serving section. Each device's frame is read
+    here; the gap check, the power timeline and the self-check's instant-power curve are numpy
+    work on helper threads while this thread builds the energy curve."""
+    with helpers() as pool:
 
-    def one(dev: str) -> tuple[DeviceFigures, pd.DataFrame | None]:
-        serve = schema.device_kind(dev) == "serve"
-        df = frames.frame(dev, frames.columns if serve else ENERGY_COLUMNS)
-        c = energy_mod.device_curve(df, dev)
-        mean_w, max_w = energy_mod.mean_power(df, dev)
-        t = df[schema.T].to_numpy(float)
-        return DeviceFigures(
-            device=dev, curve=c, mean_power_w=mean_w, max_power_w=max_w,
-            gap_note=quality.gap_flag(dev, np.sort(t)), self_check=self_check(df, dev, c),
-            t_min=float(np.nanmin(t)) if len(t) else float("nan"), t_max=float(np.nanmax(t)) if len(t) else float("nan"),
-            power_columns={p for p in MEASURED_POWER if p in df.columns and df[p].notna().any()},
-            series=power_series(df, timeline_points)), df if serve else None
+        def one(dev: str) -> tuple[DeviceFigures, pd.DataFrame | None]:
+            serve = schema.device_kind(dev) == "serve"
+            df = frames.frame(dev, frames.columns if serve else ENERGY_COLUMNS)
+            t = df[schema.T].to_numpy(float)
+            gap = submit(pool, _gap_note, dev, t)
+            col = preferred_power_column(df)
+            series = submit(pool, bin_means, t, df[col].to_numpy(float), timeline_points) if col else None
+            source = energy_mod.choose_source(df)
+            inst = submit(pool, energy_mod.power_curve, t, df["power_w"].to_numpy(float)) \
+                if source == "counter" and _readings(df, "power_w") >= 2 else None
+            c = energy_mod.device_curve(df, dev, source)
+            mean_w, max_w = energy_mod.mean_power(df, dev)
+            check = None
+            if inst is not None:
+                ti, ei = inst.result()
+                check = self_check(c, energy_mod.EnergyCurve(dev, "instant_power", ti, ei))
+            st, sv = series.result() if series is not None else (np.empty(0), np.empty(0))
+            return DeviceFigures(
+                device=dev, curve=c, mean_power_w=mean_w, max_power_w=max_w, gap_note=gap.result(), self_check=check,
+                t_min=float(np.nanmin(t)) if len(t) else float("nan"),
+                t_max=float(np.nanmax(t)) if len(t) else float("nan"),
+                power_columns={p for p in MEASURED_POWER if _readings(df, p)},
+                series=(st, sv, col)), df if serve else None
 
-    done = _each_device(frames, frames.devices, one)
+        done = _each_device(frames, frames.devices, one)
     out = {f.device: f for f, _ in done}
     serve = [df for _, df in done if df is not None]
     serve_df = pd.concat(serve, ignore_index=True) if serve else \
@@ -136,13 +151,21 @@ def energy_pass(frames: DeviceFrames, timeline_points: int) -> tuple[dict[str, D
     return out, serve_df
 
 
-def self_check(dev: pd.DataFrame, device: str, c: energy_mod.EnergyCurve) -> dict[str, float] | None:
-    """Counter vs integrated instant power over the whole run, for devices that have both."""
-    if c.source != "counter" or "power_w" not in dev.columns:
-        return None
-    if dev["power_w"].notna().sum() < 2:
-        return None
-    inst = energy_mod.device_curve(dev, device, "instant_power")
+def _readings(df: pd.DataFrame, col: str) -> int:
+    """How many readings column ``col`` of ``df`` has (0 without the column)."""
+    return int(df[col].notna().sum()) if col in df.columns else 0
+
+
+def _gap_note(dev: str, t: np.ndarray) -> str | None:
+    return quality.gap_flag(dev, t if _is_sorted(t) else np.sort(t))
+
+
+def _is_sorted(t: np.ndarray) -> bool:
+    return len(t) < 2 or bool((t[1:] >= t[:-1]).all())
+
+
+def self_check(c: energy_mod.EnergyCurve, inst: energy_mod.EnergyCurve) -> dict[str, float] | None:
+    """Counter (``c``) vs integrated instant power (``inst``) over the time both cover."""
     t0, t1 = max(c.t_first, inst.t_first), min(c.t_last, inst.t_last)
     if not t1 > t0:
         return None
@@ -151,22 +174,24 @@ def self_check(dev: pd.DataFrame, device: str, c: energy_mod.EnergyCurve) -> dic
             "difference_pct": 100 * (e_i / e_c - 1) if e_c > 0 else float("nan")}
 
 
-def power_series(dev: pd.DataFrame, points: int) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """The device's best power column, as the mean per time bin (``points`` bins) when longer."""
-    col = preferred_power_column(dev)
-    if col is None:
-        return np.empty(0), np.empty(0), None
-    d = dev[[schema.T, col]].dropna()
-    t = d[schema.T].to_numpy(float)
-    v = d[col].to_numpy(float)
-    if len(t) > points:  # mean per time bin: keeps energy-relevant shape, bounded size
-        span = t[-1] - t[0]
-        b = np.minimum(((t - t[0]) / span * points).astype(int), points - 1)
+def bin_means(t: np.ndarray, v: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The readings ``v`` at ``t`` (NaN dropped), as the mean time and value per time bin (``points``
+    equal bins over the time range, empty bins left out) when there are more than ``points``."""
+    ok = ~(np.isnan(t) | np.isnan(v))
+    if not ok.all():
+        t, v = t[ok], v[ok]
+    if len(t) <= points:  # mean per time bin: keeps energy-relevant shape, bounded size
+        return t.copy(), v.copy()
+    span = t[-1] - t[0]
+    b = np.minimum(((t - t[0]) / span * points).astype(int), points - 1)
+    if not _is_sorted(t):
         n = np.bincount(b, minlength=points)
-        ok = n > 0
-        t = (np.bincount(b, weights=t, minlength=points)[ok] / n[ok])
-        v = (np.bincount(b, weights=v, minlength=points)[ok] / n[ok])
-    return t, v, col
+        full = n > 0
+        return (np.bincount(b, weights=t, minlength=points)[full] / n[full],
+                np.bincount(b, weights=v, minlength=points)[full] / n[full])
+    first = np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))  # sorted: each bin is one run
+    n = np.diff(np.append(first, len(t)))
+    return np.add.reduceat(t, first) / n, np.add.reduceat(v, first) / n
 
 
 @dataclass
@@ -190,6 +215,8 @@ class EvidenceRequest:
     #: idle intervals: the accelerators, the idle power given per device
     idle_devices: list[str] = field(default_factory=list)
     idle_power_w: dict[str, float] = field(default_factory=dict)
+    #: the windows the idle intervals are wanted in (None: the whole run); see ``idle.device_idle``
+    idle_within: tuple[np.ndarray, np.ndarray] | None = None
     #: plausibility: the devices, the power column, each label's merged span ``(s0, s1)``
     range_devices: list[str] = field(default_factory=list)
     range_column: str | None = None
@@ -204,7 +231,8 @@ class Evidence:
 
     #: per window set, per group, the evidence averaged over the GPUs
     windows: dict[str, list[dict[str, float]]]
-    #: intervals where every idle device idles, and each device's idle floor (W)
+    #: intervals where every idle device idles (exact inside ``EvidenceRequest.idle_within``), and each
+    #: device's idle floor (W)
     idle: tuple[np.ndarray, np.ndarray]
     idle_floors: dict[str, float]
     #: per label, (sum over devices of the lowest reading in its span, sum of the highest), when
@@ -212,6 +240,8 @@ class Evidence:
     power_range: dict[str, tuple[float, float]]
     #: the window sets the evidence is for (``EvidenceRequest.windows``)
     sets: dict[str, WindowSet] = field(default_factory=dict)
+    #: the windows ``idle`` is exact in (``EvidenceRequest.idle_within``)
+    idle_within: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def evidence_pass(frames: DeviceFrames, req: EvidenceRequest) -> Evidence:
@@ -225,26 +255,32 @@ def evidence_pass(frames: DeviceFrames, req: EvidenceRequest) -> Evidence:
     has_range: set[str] = set()
     allw = _concat(req.windows)
 
-    def one(dev: str) -> None:
+    def one(dev: str, pool: ThreadPoolExecutor | None) -> None:
         # power: the device's first column with readings is the one every rule uses
         power = next((p for p in MEASURED_POWER if p in req.power_columns.get(dev, ())), None)
         df = frames.frame(dev, [c for c in cols if c not in MEASURED_POWER or c in (power,
                                                                                                req.range_column)])
+        # the device's low power reading (a percentile of every sample): taken once, for both rules
+        wants_low = (dev in req.gpus and allw is not None) or \
+            (dev in req.idle_devices and req.idle_power_w.get(dev) is None)
+        low = bottleneck.low_power_reading(df) if wants_low and len(df) else None
         if dev in req.gpus and allw is not None:
             per_gpu[dev] = bottleneck.device_evidence(df, allw.a, allw.b, allw.codes, allw.n,
-                                                      req.power_limits.get(dev, float("nan")))
+                                                      req.power_limits.get(dev, float("nan")), low_reading_w=low,
+                                                      pool=pool)
         if dev in req.idle_devices and len(df):
             given = req.idle_power_w.get(dev)
             limit = float(req.power_limits.get(dev, np.nan))
             floors[dev] = float(given) if given is not None else \
-                bottleneck._idle_floor(df, limit, bottleneck.DEFAULT_THRESHOLDS)
-            idle[dev] = idle_mod.device_idle(df, floors[dev])
+                bottleneck.idle_floor(df, limit, bottleneck.DEFAULT_THRESHOLDS, low)
+            idle[dev] = idle_mod.device_idle(df, floors[dev], req.idle_within)
         if dev in req.range_devices and req.range_column:
             ranges[dev], present = _label_power_range(df, req.range_column, req.label_spans)
             if present:
                 has_range.add(dev)
 
-    _each_device(frames, [d for d in frames.devices if d in wanted], one)
+    with helpers() as pool:  # the bottleneck evidence integrates two columns at a time
+        _each_device(frames, [d for d in frames.devices if d in wanted], lambda d: one(d, pool))
     out_idle: tuple[np.ndarray, np.ndarray] | None = None
     for dev in req.idle_devices:
         if dev in idle:
@@ -258,7 +294,7 @@ def evidence_pass(frames: DeviceFrames, req: EvidenceRequest) -> Evidence:
                                       float(pd.Series([g[1] for g in got]).sum()))
     return Evidence(windows=_split_evidence(req, per_gpu), idle=out_idle or (np.empty(0), np.empty(0)),
                     idle_floors={d: floors[d] for d in req.idle_devices if d in floors}, power_range=power_range,
-                    sets=req.windows)
+                    sets=req.windows, idle_within=req.idle_within)
 
 
 def _concat(sets: dict[str, WindowSet]) -> WindowSet | None:
@@ -283,18 +319,31 @@ def _split_evidence(req: EvidenceRequest, per_gpu: dict[str, dict[str, np.ndarra
 
 def _label_power_range(df: pd.DataFrame, col: str, spans: dict[str, tuple[np.ndarray, np.ndarray]]
                        ) -> tuple[dict[str, tuple[float, float]], bool]:
-    """Per label, the lowest and highest ``col`` reading of the device inside the label's span."""
+    """Per label, the lowest and highest ``col`` reading of the device inside the label's span
+    (``spans``: sorted, disjoint ``[s0_i, s1_i]``): the readings of each span are a range of the
+    sorted samples, reduced with ``np.minimum.reduceat`` / ``np.maximum.reduceat``."""
     if col not in df.columns:
         return {}, False
-    d = df[[schema.T, col]].dropna()
-    t = d[schema.T].to_numpy(float)
-    v = d[col].to_numpy(float)
+    t = df[schema.T].to_numpy(float)
+    v = df[col].to_numpy(float)
+    ok = ~(np.isnan(t) | np.isnan(v))
+    if not ok.all():
+        t, v = t[ok], v[ok]
+    if len(t) > 1 and not (np.diff(t) >= 0).all():
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
     out: dict[str, tuple[float, float]] = {}
     for label, (s0, s1) in spans.items():
-        i = np.searchsorted(s0, t, "right") - 1
-        m = (i >= 0) & (t <= s1[np.clip(i, 0, None)]) if len(s1) else np.zeros(len(t), bool)
-        if m.any():
-            out[label] = (float(v[m].min()), float(v[m].max()))
+        lo, hi = np.searchsorted(t, s0, "left"), np.searchsorted(t, s1, "right")
+        keep = hi > lo
+        if not keep.any():
+            continue
+        # reduceat over [lo_0, hi_0), [hi_0, lo_1), [lo_1, hi_1), ...: the spans are the even entries
+        edges = np.ravel(np.column_stack([lo[keep], hi[keep]]))
+        if edges[-1] == len(t):
+            edges = edges[:-1]
+        out[label] = (float(np.minimum.reduceat(v, edges)[0::2].min()),
+                      float(np.maximum.reduceat(v, edges)[0::2].max()))
     return out, len(t) > 0
 
 

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -132,8 +132,12 @@ class SampleScan:
         cols = [c for c in dict.fromkeys(columns) if c in self.columns and c not in (schema.T, schema.DEVICE)]
         n = self.rows(device)
         held = [f for f in self.files if f.ranges.get(device)]
-        # filled in place (no second copy); a column no file fills for this device costs no memory
-        data = {c: np.full(n, np.nan) if c == schema.T or any(c in f.columns and c not in f.all_null for f in held)
+        # filled in place (no second copy); a column no file fills for this device costs no memory,
+        # one every file fills needs no NaN first
+        def fills(f: _File, c: str) -> bool:
+            return c in f.columns and c not in f.all_null
+
+        data = {c: np.empty(n) if all(fills(f, c) for f in held) else np.full(n, np.nan) if any(fills(f, c) for f in held)
                 else np.broadcast_to(np.float64(np.nan), (n,)) for c in (schema.T, *cols)}
         at = 0
         for f in self.files:
@@ -168,25 +172,40 @@ def _all_null(reader: pq.ParquetFile) -> set[str]:
 
 
 def _device_ranges(reader: pq.ParquetFile, batch_rows: int) -> dict[str, list[tuple[int, int]]]:
-    """Row ranges of each device in one file, from its dictionary-encoded ``device`` column."""
+    """Row ranges of each device in one file: a row group whose statistics say it holds one device
+    (finalised files are sorted by device: nearly all of them) from its metadata, the others from
+    their dictionary-encoded ``device`` column."""
+    md = reader.metadata
+    j = reader.schema_arrow.get_field_index(schema.DEVICE)
     ids: dict[str, int] = {}
     starts: list[np.ndarray] = []
     codes: list[np.ndarray] = []
     offset = 0
     prev = -1
-    for batch in reader.iter_batches(batch_size=batch_rows, columns=[schema.DEVICE]):
-        col = batch.column(0)
-        if col.null_count:
-            raise NotScannable("samples without a device")
-        names = col.dictionary.to_pylist()
-        remap = np.array([ids.setdefault(str(n), len(ids)) for n in names], dtype=np.int64)
-        code = remap[col.indices.to_numpy(zero_copy_only=False)] if len(names) else np.empty(0, np.int64)
-        change = np.flatnonzero(np.diff(code, prepend=prev) != 0)
-        starts.append(change + offset)
-        codes.append(code[change])
-        if len(code):
-            prev = int(code[-1])
-        offset += len(code)
+    for g in range(md.num_row_groups):
+        rows = md.row_group(g).num_rows
+        one = _single_value(md.row_group(g).column(j).statistics, rows) if rows else None
+        if one is not None:
+            code = ids.setdefault(one, len(ids))
+            if code != prev:
+                starts.append(np.array([offset], np.int64))
+                codes.append(np.array([code], np.int64))
+                prev = code
+            offset += rows
+            continue
+        for batch in reader.iter_batches(batch_size=batch_rows, row_groups=[g], columns=[schema.DEVICE]):
+            col = batch.column(0)
+            if col.null_count:
+                raise NotScannable("samples without a device")
+            names = col.dictionary.to_pylist()
+            remap = np.array([ids.setdefault(str(n), len(ids)) for n in names], dtype=np.int64)
+            code_a = remap[col.indices.to_numpy(zero_copy_only=False)] if len(names) else np.empty(0, np.int64)
+            change = np.flatnonzero(np.diff(code_a, prepend=prev) != 0)
+            starts.append(change + offset)
+            codes.append(code_a[change])
+            if len(code_a):
+                prev = int(code_a[-1])
+            offset += len(code_a)
     s = np.concatenate(starts) if starts else np.empty(0, np.int64)
     c = np.concatenate(codes) if codes else np.empty(0, np.int64)
     e = np.append(s[1:], offset)
@@ -195,6 +214,17 @@ def _device_ranges(reader: pq.ParquetFile, batch_rows: int) -> dict[str, list[tu
     for start, end, code in zip(s.tolist(), e.tolist(), c.tolist(), strict=True):
         out.setdefault(names_by_id[code], []).append((start, end))
     return out
+
+
+def _single_value(stats: Any, rows: int) -> str | None:
+    """The one value of a string column chunk whose statistics show no null and min == max."""
+    if stats is None or not stats.has_min_max or not stats.has_null_count or stats.null_count \
+            or stats.num_values != rows:
+        return None
+    lo, hi = stats.min, stats.max
+    if isinstance(lo, bytes):
+        lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
+    return str(lo) if isinstance(lo, str) and lo == hi else None
 
 
 def _group_batches(f: _File, group: int, columns: list[str], batch_rows: int) -> list:
