@@ -7,7 +7,11 @@ fresh process and reports that process's peak resident memory (``ru_maxrss``), i
 the imports alone (the interpreter, pandas and pyarrow), and the time. Target: peak <= 2x the file
 and <= 1 GB for a 2 GB file.
 
-    python benchmarks/csv_memory.py [--mb 50 200 2048] [--keep DIR]   # 2048: ~15 min on 2 loaded cores
+``--import`` also times the whole ``wattprof import`` of each file in another fresh process
+(:func:`wattprof.importer.import_samples` into a new run: the reader, then the samples written to
+Parquet): ``import_peak_bytes`` and ``import_seconds`` (issue 19: imports in bounded memory).
+
+    python benchmarks/csv_memory.py [--mb 50 200 2048] [--import] [--keep DIR]   # 2048: ~15 min on 2 loaded cores
 """
 
 from __future__ import annotations
@@ -44,6 +48,25 @@ print(json.dumps({"rows": len(r.samples), "columns": len(r.samples.columns), "se
 """
 
 
+_IMPORT_CHILD = r"""
+import json, resource, sys, tempfile, time
+from pathlib import Path
+import numpy, pandas, pyarrow  # noqa: F401
+from wattprof.importer import import_samples, open_or_create, transaction
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with tempfile.TemporaryDirectory() as tmp:
+    run = Path(tmp) / "run"
+    t0 = time.perf_counter()
+    with transaction(run):
+        r = import_samples(open_or_create(run, name="import"), sys.argv[1])
+    took = time.perf_counter() - t0
+    parquet = sum(p.stat().st_size for p in run.glob("samples-*.parquet"))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"import_rows": r.rows, "import_seconds": took, "import_peak_bytes": peak,
+                  "import_base_bytes": base, "parquet_bytes": parquet}))
+"""
+
+
 def make_csv(path: Path, size: int) -> int:
     """Write about ``size`` bytes of nvidia-smi CSV; returns the number of data rows."""
     src = (FIXTURES / "nvidia-h100" / "nvidia-smi-query-100ms.csv").read_text().splitlines()
@@ -66,16 +89,18 @@ def make_csv(path: Path, size: int) -> int:
     return rows
 
 
-def measure(path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, check=False)
+def measure(path: Path, child: str = _CHILD) -> dict:
+    out = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(out.stdout)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, nargs="+", default=[200.0], help="file sizes in MB (default 200)")
+    ap.add_argument("--import", dest="whole_import", action="store_true",
+                    help="also time the whole import of each file into a run (reader + Parquet)")
     ap.add_argument("--keep", help="directory for the generated files (default: a temporary one, removed)")
     ap.add_argument("--json", help="where to write the results (default benchmarks/results/csv_memory.json)")
     args = ap.parse_args()
@@ -90,6 +115,8 @@ def main() -> None:
         print(f"  wrote {path.name}: {size / 1e6:.0f} MB, {rows:,} rows in {time.perf_counter() - t0:.0f} s",
               file=sys.stderr, flush=True)
         m = measure(path)
+        if args.whole_import:
+            m.update(measure(path, _IMPORT_CHILD))
         results.append({"file_bytes": size, "rows": rows, **m})
         if not args.keep:
             path.unlink()
@@ -103,6 +130,13 @@ def main() -> None:
                   f"{r['peak_bytes'] / r['file_bytes']:.2f}" if "peak_bytes" in r else "",
                   f"{r['seconds']:.0f}" if "seconds" in r else "",
                   "<= 2x file" + (", <= 1 GB" if r["file_bytes"] >= 1.9e9 else "")] for r in results]))
+    if args.whole_import:
+        print(table(["file MB", "rows", "import peak RSS MB", "peak / file", "import s", "Parquet MB"],
+                    [[f"{r['file_bytes'] / 1e6:.0f}", f"{r['rows']:,}",
+                      f"{r['import_peak_bytes'] / 1e6:.0f}" if "import_peak_bytes" in r else r.get("error", "?"),
+                      f"{r['import_peak_bytes'] / r['file_bytes']:.2f}" if "import_peak_bytes" in r else "",
+                      f"{r['import_seconds']:.0f}" if "import_seconds" in r else "",
+                      f"{r['parquet_bytes'] / 1e6:.1f}" if "parquet_bytes" in r else ""] for r in results]))
     path = write_json("csv_memory", {"args": vars(args), "results": results}, args.json)
     print(f"wrote {path}")
 

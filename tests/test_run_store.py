@@ -123,3 +123,28 @@ def test_a_profiled_process_killed_with_sigkill_gets_its_run_finalised_by_the_sa
     assert r.status == "interrupted"
     assert "profiled_process_gone" in set(r.events["kind"])
     assert len(r.samples) >= 50 and list(run.glob("samples-*.parquet"))
+
+
+@pytest.mark.parametrize("shuffled", [True, False])
+def test_parquet_is_written_by_device_then_time_a_row_group_at_a_time(tmp_path, monkeypatch, shuffled):
+    # a table out of order is written sorted, one row group of the sorted order at a time (never a
+    # sorted copy of the whole table); one already in order is written as it is
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from wattprof.run import stream, write_parquet
+
+    monkeypatch.setattr(stream, "PARQUET_ROW_GROUP", 7)
+    rng = np.random.default_rng(4)
+    devices = np.array(["gpu:0"] * 20 + ["gpu:1"] * 15 + ["host"] * 11)
+    t = np.concatenate([np.sort(rng.uniform(0, 9, 20)), np.sort(rng.uniform(0, 9, 15)), np.sort(rng.uniform(0, 9, 11))])
+    order = rng.permutation(len(t)) if shuffled else np.arange(len(t))
+    table = pa.table({"t": t[order], "device": devices[order], "power_w": np.arange(len(t), dtype=float)[order]})
+    write_parquet(table, tmp_path / "samples-x.parquet")
+    f = pq.ParquetFile(tmp_path / "samples-x.parquet")
+    assert f.metadata.num_row_groups == -(-len(t) // 7)
+    got = f.read()
+    assert got.column("device").to_pylist() == devices.tolist()
+    assert got.column("t").to_pylist() == t.tolist()
+    assert got.column("power_w").to_pylist() == list(map(float, range(len(t))))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import schema
@@ -33,23 +34,31 @@ class ImportResult:
     notes: list[str]
 
 
+#: readings replayed from an NVML trace between two conversions to columns
+CHUNK_ROWS = 65_536
+
+
 def _nvml_trace_samples(path: Path) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
     """Run the real NVML collector over the trace, one read per recorded row (manual clock)."""
     from .collectors.nvml import NvmlReplayCollector
 
     clock = ManualClock()
     collector = NvmlReplayCollector(clock=clock, trace=str(path), start="trace")
-    times = sorted({float(t) for df in collector.nvml.trace.gpus.values() for t in df["t"]})
-    clock.set(times[0])
+    times = np.unique(np.concatenate([df["t"].to_numpy(dtype=float) for df in collector.nvml.trace.gpus.values()]))
+    clock.set(float(times[0]))
     from .errors import CollectorError
 
-    rows = []
+    rows: list[dict] = []
+    chunks: list[pd.DataFrame] = []  # columnar every CHUNK_ROWS readings: no Python object per sample kept
     try:
         devices = collector.open()
         try:
-            for t in times:
+            for t in times.tolist():
                 clock.set(t)
                 rows.extend(collector.read())
+                if len(rows) >= CHUNK_ROWS:
+                    chunks.append(pd.DataFrame(rows))
+                    rows = []
         finally:
             collector.close()
     except CollectorError as e:  # the trace lacks what NVML would answer (a column missing or garbled)
@@ -67,7 +76,9 @@ def _nvml_trace_samples(path: Path) -> tuple[pd.DataFrame, dict[str, dict], list
             info["power_limit_w"] = float(trace_info["power_limit_mw"]) / 1000.0
         if str(info.get("gpm", "")).startswith("unsupported: replayed"):
             info["gpm"] = "not in the trace"
-    return pd.DataFrame(rows), devices, list(collector.nvml.trace.warnings)
+    chunks.append(pd.DataFrame(rows))
+    return (chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)), devices, \
+        list(collector.nvml.trace.warnings)
 
 
 @dataclass

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 #: instead of ~19 uncompressed, benchmarks/storage.py) and of the finalised Parquet files.
 STREAM_COMPRESSION = "zstd"
 PARQUET_COMPRESSION = "zstd"
+#: rows per row group of a finalised Parquet file (pyarrow's own default; readers scan by row group)
+PARQUET_ROW_GROUP = 1 << 20
 
 
 class _Spool:
@@ -245,13 +247,23 @@ def write_parquet(table: pa.Table, final: Path) -> None:
     """Write ``table`` to ``final`` atomically (:func:`~wattprof.run.durable.replace_atomically`),
     sorted by device then time (what readers want, and runs of one device compress better).
     :class:`RunError` when the disk refuses it; nothing is left behind then."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    order = None
     if table.num_rows > 1:
-        table = table.sort_by([(schema.DEVICE, "ascending"), (schema.T, "ascending")])
+        order = pc.sort_indices(table, [(schema.DEVICE, "ascending"), (schema.T, "ascending")]).to_numpy()
+        if (order[1:] > order[:-1]).all():  # already in order (imports, merges): no sorted copy
+            order = None
 
     def write(tmp: Path) -> None:
-        pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+        if order is None:
+            pq.write_table(table, tmp, compression=PARQUET_COMPRESSION, row_group_size=PARQUET_ROW_GROUP)
+            return
+        # the sorted table one row group at a time: memory is the table and one group, not two tables
+        with pq.ParquetWriter(tmp, table.schema, compression=PARQUET_COMPRESSION) as w:
+            for a in range(0, len(order), PARQUET_ROW_GROUP):
+                w.write_table(table.take(order[a:a + PARQUET_ROW_GROUP]), row_group_size=PARQUET_ROW_GROUP)
 
     replace_atomically(final, write, "samples")
 

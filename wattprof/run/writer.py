@@ -120,15 +120,20 @@ class RunWriter:
         return s
 
     def write_samples_frame(self, source_key: str, df: pd.DataFrame) -> None:
-        """Write a whole samples frame for one source (imports): straight to Parquet, atomically."""
+        """Write a whole samples frame for one source (imports, merge): straight to Parquet,
+        atomically. The Arrow columns are made from the frame's own arrays (float64 columns are
+        not copied; NaN is written as null), never from a copy of the frame."""
         import pyarrow as pa
 
-        cols = [schema.T, schema.DEVICE] + [c for c in df.columns if c in schema.METRICS]
-        out = df[cols].copy()
-        out[schema.T] = out[schema.T].astype("float64")
-        for c in cols[2:]:
-            out[c] = out[c].astype("float64")
-        write_parquet(pa.Table.from_pandas(out, preserve_index=False), self.path / f"samples-{source_key}.parquet")
+        def floats(c: str) -> pa.Array:
+            col = df[c]
+            v = col.to_numpy() if col.dtype == "float64" else col.astype("float64").to_numpy()
+            return pa.array(v, from_pandas=True)
+
+        metrics = [c for c in df.columns if c in schema.METRICS]
+        table = pa.table({schema.T: floats(schema.T), schema.DEVICE: pa.Array.from_pandas(df[schema.DEVICE]),
+                          **{c: floats(c) for c in metrics}})
+        write_parquet(table, self.path / f"samples-{source_key}.parquet")
 
     def events(self) -> JsonlAppender:
         """The events file of this process. Events are diagnostics: a disk that refuses them is
