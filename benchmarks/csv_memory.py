@@ -11,7 +11,12 @@ and <= 1 GB for a 2 GB file.
 (:func:`wattprof.importer.import_samples` into a new run: the reader, then the samples written to
 Parquet): ``import_peak_bytes`` and ``import_seconds`` (issue 19: imports in bounded memory).
 
-    python benchmarks/csv_memory.py [--mb 50 200 2048] [--import] [--keep DIR]   # 2048: ~15 min on 2 loaded cores
+``--nvml-rows N`` adds the import of an NVML trace CSV (``nvml-trace-csv``) of N rows per GPU x 8
+GPUs made from the real H100 trace (each GPU at another offset into it, counters kept rising),
+replayed through the NVML collector as ``wattprof import`` does.
+
+    python benchmarks/csv_memory.py [--mb 50 200 2048] [--import] [--nvml-rows 50000] [--keep DIR]
+    # 2048 MB: ~15 min on 2 loaded cores; 50,000 NVML rows: ~4 min
 """
 
 from __future__ import annotations
@@ -89,6 +94,27 @@ def make_csv(path: Path, size: int) -> int:
     return rows
 
 
+def make_nvml_trace(path: Path, rows: int) -> int:
+    """An ``nvml-trace-csv`` of ``rows`` rows per GPU x 8 GPUs; returns the number of data rows."""
+    import numpy as np
+    import pandas as pd
+
+    src = pd.read_csv(FIXTURES / "nvidia-h100" / "nvml_samples_10ms.csv")
+    m = len(src)
+    span = float(src["t"].iloc[-1] - src["t"].iloc[0]) + 0.01
+    rise = float(src["energy_mj"].iloc[-1] - src["energy_mj"].iloc[0]) + 5000.0
+    loops = np.arange(rows) // m
+    parts = []
+    for g in range(GPUS):
+        d = src.iloc[(np.arange(rows) + 37 * g) % m].reset_index(drop=True)
+        d = d.assign(t=d["t"] + loops * span + g * 1e-4, t_end=d["t_end"] + loops * span + g * 1e-4,
+                     energy_mj=d["energy_mj"] + loops * rise)
+        d.insert(0, "gpu", g)
+        parts.append(d)
+    pd.concat(parts).sort_values(["t", "gpu"], kind="stable").to_csv(path, index=False)
+    return rows * GPUS
+
+
 def measure(path: Path, child: str = _CHILD) -> dict:
     out = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -98,9 +124,11 @@ def measure(path: Path, child: str = _CHILD) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mb", type=float, nargs="+", default=[200.0], help="file sizes in MB (default 200)")
+    ap.add_argument("--mb", type=float, nargs="*", default=[200.0], help="file sizes in MB (default 200; none: no CSV)")
     ap.add_argument("--import", dest="whole_import", action="store_true",
                     help="also time the whole import of each file into a run (reader + Parquet)")
+    ap.add_argument("--nvml-rows", type=int, default=0,
+                    help="also import an NVML trace of this many rows per GPU (x 8 GPUs); 0: none")
     ap.add_argument("--keep", help="directory for the generated files (default: a temporary one, removed)")
     ap.add_argument("--json", help="where to write the results (default benchmarks/results/csv_memory.json)")
     args = ap.parse_args()
@@ -120,6 +148,13 @@ def main() -> None:
         results.append({"file_bytes": size, "rows": rows, **m})
         if not args.keep:
             path.unlink()
+    if args.nvml_rows:
+        path = work / f"nvml-trace-{args.nvml_rows}.csv"
+        rows = make_nvml_trace(path, args.nvml_rows)
+        m = measure(path, _IMPORT_CHILD)
+        results.append({"format": "nvml-trace-csv", "file_bytes": path.stat().st_size, "rows": rows, **m})
+        if not args.keep:
+            path.unlink()
     if not args.keep:
         work.rmdir()  # the temporary directory too, not only the files
     print(table(["file MB", "rows", "peak RSS MB", "after imports MB", "frame MB", "peak / file", "s", "target"],
@@ -129,14 +164,16 @@ def main() -> None:
                   f"{r['frame_bytes'] / 1e6:.0f}" if "frame_bytes" in r else "",
                   f"{r['peak_bytes'] / r['file_bytes']:.2f}" if "peak_bytes" in r else "",
                   f"{r['seconds']:.0f}" if "seconds" in r else "",
-                  "<= 2x file" + (", <= 1 GB" if r["file_bytes"] >= 1.9e9 else "")] for r in results]))
-    if args.whole_import:
-        print(table(["file MB", "rows", "import peak RSS MB", "peak / file", "import s", "Parquet MB"],
-                    [[f"{r['file_bytes'] / 1e6:.0f}", f"{r['rows']:,}",
+                  "<= 2x file" + (", <= 1 GB" if r["file_bytes"] >= 1.9e9 else "")]
+                 for r in results if r.get("format") != "nvml-trace-csv"]))
+    if args.whole_import or args.nvml_rows:
+        print(table(["format", "file MB", "rows", "import peak RSS MB", "peak / file", "import s", "Parquet MB"],
+                    [[r.get("format", "nvidia-smi-csv"), f"{r['file_bytes'] / 1e6:.0f}", f"{r['rows']:,}",
                       f"{r['import_peak_bytes'] / 1e6:.0f}" if "import_peak_bytes" in r else r.get("error", "?"),
                       f"{r['import_peak_bytes'] / r['file_bytes']:.2f}" if "import_peak_bytes" in r else "",
                       f"{r['import_seconds']:.0f}" if "import_seconds" in r else "",
-                      f"{r['parquet_bytes'] / 1e6:.1f}" if "parquet_bytes" in r else ""] for r in results]))
+                      f"{r['parquet_bytes'] / 1e6:.1f}" if "parquet_bytes" in r else ""]
+                     for r in results if "import_peak_bytes" in r or "error" in r]))
     path = write_json("csv_memory", {"args": vars(args), "results": results}, args.json)
     print(f"wrote {path}")
 
