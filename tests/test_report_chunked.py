@@ -183,3 +183,16 @@ def test_device_ranges_from_row_group_statistics_equal_the_device_column(tmp_pat
             want.setdefault(devices[start], []).append((start, i))
             start = i
     assert got == want
+
+
+@pytest.mark.parametrize("name", ["h100-gpm", "h100-serve", "neuron-neuron_monitor_trn1_2xlarge_replay"])
+def test_long_run_path_one_device_at_a_time_reading_ahead_equals_whole_table(runs, name, monkeypatch):
+    # long runs take devices one by one, the next one read on a thread while this one is reduced
+    from wattprof.reports import sample_digest
+
+    monkeypatch.setattr(sample_digest, "PARALLEL_MAX_ROWS", 0)
+    path = runs[name]
+    whole = json.loads(json_report.render(build_report(Run.open(path), batch_rows=None)))
+    ahead = json.loads(json_report.render(build_report(Run.open(path), batch_rows=max(5, len(
+        SampleScan.open(path).frame(SampleScan.open(path).devices[0], [])) // 7))))
+    _close(ahead, whole, name)

@@ -22,8 +22,9 @@ same either way.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -103,13 +104,47 @@ WORKERS = 2
 PARALLEL_MAX_ROWS = 2_000_000
 
 
+def _big(frames: DeviceFrames, devices: list[str]) -> bool:
+    return max((frames.rows(d) for d in devices), default=0) > PARALLEL_MAX_ROWS
+
+
 def _each_device(frames: DeviceFrames, devices: list[str], fn: Callable[[str], T_]) -> list[T_]:
     """``fn(device)`` for each device, in order; two at a time when the devices are small enough."""
-    big = max((frames.rows(d) for d in devices), default=0) > PARALLEL_MAX_ROWS
-    if big or not getattr(frames, "threads", False) or len(devices) < 2 or (os.cpu_count() or 1) < 2:
+    if _big(frames, devices) or not getattr(frames, "threads", False) or len(devices) < 2 \
+            or (os.cpu_count() or 1) < 2:
         return [fn(d) for d in devices]
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         return list(pool.map(fn, devices))
+
+
+@contextmanager
+def _reader(frames: DeviceFrames, devices: list[str], columns: Callable[[str], Iterable[str]],
+            ahead: bool) -> Iterator[Callable[[str], pd.DataFrame]]:
+    """``read(device)``: its frame of ``columns(device)``. ``ahead`` (devices taken one by one, in
+    ``devices``' order): the next device's frame is read on a thread of its own while this one is
+    reduced (Parquet decoding releases the GIL), so at most two frames are in memory."""
+    if not ahead or not getattr(frames, "threads", False) or (os.cpu_count() or 1) < 2:
+        yield lambda dev: frames.frame(dev, columns(dev))
+        return
+    order = {d: i for i, d in enumerate(devices)}
+    pending: dict[str, Future[pd.DataFrame]] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wattprof-read") as pool:
+
+        def ask(i: int) -> None:
+            if i < len(devices):
+                pending[devices[i]] = pool.submit(frames.frame, devices[i], columns(devices[i]))
+
+        def read(dev: str) -> pd.DataFrame:
+            got = pending.pop(dev, None)
+            ask(order[dev] + 1)  # queued behind this one: read while this one is reduced
+            return got.result() if got is not None else frames.frame(dev, columns(dev))
+
+        ask(0)
+        try:
+            yield read
+        finally:
+            for f in pending.values():
+                f.cancel()
 
 
 def energy_pass(frames: DeviceFrames, timeline_points: int) -> tuple[dict[str, DeviceFigures], pd.DataFrame]:
@@ -117,11 +152,16 @@ def energy_pass(frames: DeviceFrames, timeline_points: int) -> tuple[dict[str, D
     counters, no power; few rows), whole, for the serving section. Each device's frame is read
     here; the gap check, the power timeline and the self-check's instant-power curve are numpy
     work on helper threads while this thread builds the energy curve."""
-    with helpers() as pool:
+    def columns(dev: str) -> Iterable[str]:
+        return frames.columns if schema.device_kind(dev) == "serve" else ENERGY_COLUMNS
+
+    # long runs (one device at a time): the next device is read while this one is reduced; the
+    # energy columns of two devices stay well under the evidence pass's peak
+    with helpers() as pool, _reader(frames, frames.devices, columns, _big(frames, frames.devices)) as read:
 
         def one(dev: str) -> tuple[DeviceFigures, pd.DataFrame | None]:
             serve = schema.device_kind(dev) == "serve"
-            df = frames.frame(dev, frames.columns if serve else ENERGY_COLUMNS)
+            df = read(dev)
             t = df[schema.T].to_numpy(float)
             gap = submit(pool, _gap_note, dev, t)
             col = preferred_power_column(df)
