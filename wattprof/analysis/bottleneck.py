@@ -8,7 +8,7 @@ different rates (NVML every 10-100 ms, GPM every 0.5 s, as rows with the other c
 
 Averaging
 ---------
-Every mean is time-weighted: each sample holds its value from the half-way point to its
+Every mean is time-weighted (:mod:`.holds`): each sample holds its value from the half-way point to its
 previous sample to the half-way point to its next one, but no farther than
 max(``HOLD_FACTOR`` = 2.5 median sample periods, ``MIN_HOLD_S`` = 1 s) to either side (NVML
 utilisation and power readings are themselves averages over up to 1 s), so a real hole in the
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -48,20 +47,14 @@ from ..power_columns import MEASURED_POWER, preferred_power_column
 from ..schema import DEVICE, T, device_kind
 from ..threads import bounded_map
 from .bottleneck_rules import DEFAULT_THRESHOLDS, Basis, Thresholds, Verdict, VerdictName, classify
+from .holds import Holds, window_integrals
 from .neuron_evidence import annotate as annotate_neuron
 from .neuron_evidence import neuron_columns
-from .periods import scaled_median_or_floor
 from .segments import label_segments
 
 __all__ = ["DEFAULT_THRESHOLDS", "Basis", "Thresholds", "Verdict", "VerdictName", "classify", "classify_timeline",
            "classify_windows", "combine_evidence", "device_evidence", "gap_fractions", "timeline_windows",
            "verdicts", "windows_from_steps"]
-
-#: A sample holds its value at most max(HOLD_FACTOR median periods, MIN_HOLD_S) to either side.
-HOLD_FACTOR = 2.5
-MIN_HOLD_S = 1.0
-#: Spacing assumed for a column with a single sample (seconds).
-DEFAULT_PERIOD_S = 0.5
 
 #: Coverage reported in the evidence: share of the window with NVML utilisation / GPM samples.
 _COVERAGE_NAMES = {"util_pct:coverage": "nvml_coverage", "sm_active_pct:coverage": "gpm_coverage"}
@@ -75,94 +68,6 @@ NVML_COLUMNS = ("util_pct", "mem_util_pct", "sm_clock_mhz", "power_limit_w")
 EVIDENCE_COLUMNS = (*NVML_COLUMNS, *GPM_COLUMNS, *MEASURED_POWER, "throttle_reasons",
                     "core_util_min_pct", "core_util_max_pct", "latency_p50_s", "device_latency_p50_s",
                     "runtime_err_per_s")
-
-
-# --- time-weighted integration -----------------------------------------------------------------
-
-
-@dataclass
-class _Holds:
-    """Where each sample's value holds: ``[lo_i, lo_i + w_i]``, sorted and disjoint. The
-    cumulative integral of a column is then linear inside each hold and flat between holds, so
-    its value at any time ``q`` is the sum over the holds before ``q`` plus the part of the hold
-    ``q`` falls in: evaluated at the windows' edges only, shared by every column a device has at
-    each sample. The sums over the holds before the edges are sums between consecutive edges
-    (``np.add.reduceat``) added up: no running sum over every sample."""
-
-    w: np.ndarray
-    #: per window edge (``a`` then ``b``): the index of the last hold starting at or before it, and
-    #: how far into that hold it lies (0 before the first hold)
-    k: np.ndarray
-    into: np.ndarray
-    covered: np.ndarray
-    #: the distinct holds the edges fall in (``cuts``, sorted) and each edge's place among them
-    cuts: np.ndarray
-    where: np.ndarray
-
-    @classmethod
-    def of(cls, t: np.ndarray, a: np.ndarray, b: np.ndarray) -> _Holds:
-        dt = np.diff(t)
-        pos = dt if (dt > 0).all() else dt[dt > 0]
-        hold = scaled_median_or_floor(pos, HOLD_FACTOR, MIN_HOLD_S) if pos.size else \
-            max(HOLD_FACTOR * DEFAULT_PERIOD_S, MIN_HOLD_S)
-        half = np.minimum(dt / 2.0, hold, out=dt)
-        del pos
-        # The first and last samples reach as far out as they reach in.
-        first = half[0] if half.size else DEFAULT_PERIOD_S / 2.0
-        last = half[-1] if half.size else DEFAULT_PERIOD_S / 2.0
-        lo = np.empty(len(t))
-        lo[0] = t[0] - first
-        np.subtract(t[1:], half, out=lo[1:])
-        w = np.empty(len(t))  # (t + the half after) - lo
-        np.add(t[:-1], half, out=w[:-1])
-        w[-1] = t[-1] + last
-        np.subtract(w, lo, out=w)
-        del half
-        q = np.concatenate([a, b])
-        k = np.searchsorted(lo, q, "right") - 1
-        kk = np.clip(k, 0, None)
-        into = np.where(k >= 0, np.clip(q - lo[kk], 0.0, w[kk]), 0.0)
-        cuts, where = np.unique(kk, return_inverse=True)
-        h = cls(w, k, into, np.empty(0), cuts, where.ravel())
-        h.covered = h._between(w, None)
-        return h
-
-    def _between(self, vw: np.ndarray, v: np.ndarray | None) -> np.ndarray:
-        """F(b) - F(a) for each window, F the integral of held values ``v`` (``vw``: ``v`` times the
-        holds' widths; ``v`` None: 1 everywhere)."""
-        k = self.k
-        kk = np.clip(k, 0, None)
-        # sum of vw over the holds before each distinct cut: the part before the first cut, then
-        # the sums between consecutive cuts added up
-        if len(self.cuts):
-            parts = np.add.reduceat(vw, self.cuts)[:-1]
-            head = float(vw[:self.cuts[0]].sum())
-            upto = head + np.concatenate([[0.0], np.cumsum(parts)])
-            before = np.where(k >= 1, upto[self.where], 0.0)
-        else:
-            before = np.zeros(len(k))
-        f = np.where(k >= 0, before + (self.into if v is None else v[kk] * self.into), 0.0)
-        n = len(f) // 2
-        return f[n:] - f[:n]
-
-    def integral(self, v: np.ndarray) -> np.ndarray:
-        """Integral of the held values ``v`` over each window."""
-        return self._between(v * self.w, v)
-
-
-def _window_integrals(
-    t: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray, shared: _Holds | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Integral of the held values and covered seconds over each window ``[a_i, b_i]``; ``shared``:
-    the holds of ``t`` itself (every time finite), used when ``v`` has a value at every sample."""
-    ok = np.isfinite(v) if shared is not None else np.isfinite(v) & np.isfinite(t)
-    if not ok.any():
-        z = np.zeros(len(a))
-        return z, z.copy()
-    if shared is not None and ok.all():
-        return shared.integral(v), shared.covered
-    h = _Holds.of(t[ok], a, b)
-    return h.integral(v[ok]), h.covered
 
 
 def _numbers(df: pd.DataFrame, c: str) -> np.ndarray:
@@ -222,7 +127,7 @@ def _device_means(
         df = df.sort_values(T, kind="stable")
     t = df[T].to_numpy(dtype="float64")
     span = np.bincount(codes, weights=b - a, minlength=n_groups)
-    shared = _Holds.of(t, a, b) if len(t) and np.isfinite(t).all() else None
+    shared = Holds.of(t, a, b) if len(t) and np.isfinite(t).all() else None
 
     def one(item: tuple[str, Callable[[], np.ndarray]]) -> tuple[str, np.ndarray, np.ndarray]:
         name, make = item
@@ -231,7 +136,7 @@ def _device_means(
             # a column this device never filled: no integral to take
             iv = ic = np.zeros(len(a))
         else:
-            iv, ic = _window_integrals(t, v, a, b, shared)
+            iv, ic = window_integrals(t, v, a, b, shared)
         sv = np.bincount(codes, weights=iv, minlength=n_groups)
         sc = np.bincount(codes, weights=ic, minlength=n_groups)
         with np.errstate(invalid="ignore", divide="ignore"):
