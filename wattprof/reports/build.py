@@ -109,9 +109,9 @@ def _build(run: Run, frames: DeviceFrames, *, carbon: CarbonContext | None, carb
         flags.append(f"no energy measured for label(s) {', '.join(unmeasured)}: their figures are null, not 0")
     segments = [Segment(str(r.label), float(r.t_start), float(r.t_end))
                 for r in align_mod.label_segments(steps).itertuples(index=False)]
-    ev = digest.evidence_pass(frames, evidence.evidence_request(figures, frames, steps, run.devices, chosen, a, segments,
+    ev = digest.evidence_pass(frames, evidence.evidence_request(figures, frames, run.devices, chosen, a, segments,
                                                         bottlenecks))
-    unlabelled, idle = evidence.unlabelled_and_idle(steps, chosen, used_curves, a, ev)
+    unlabelled, idle = evidence.unlabelled_and_idle(used_curves, a, ev)
     flags += _run_flags(run, devices, by_label, a, ev, gaps)
     nodes = _nodes(meta, devices, chosen)
     host = next((d for d in devices if d.kind == "host"), None)

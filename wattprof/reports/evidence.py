@@ -51,19 +51,20 @@ IDLE_RULE = ("every accelerator within 1.3 x its idle power floor with utilisati
              "inside the unlabelled time")
 
 
-def unlabelled_and_idle(steps: pd.DataFrame, chosen: list[DeviceReport], curves: list[energy_mod.EnergyCurve],
-                         a: align_mod.Alignment, ev: digest.Evidence) -> tuple[UnlabelledReport, IdleReport]:
-    """Unlabelled time (outside every label's span) and, inside it, the time the accelerators idled."""
+def unlabelled_and_idle(curves: list[energy_mod.EnergyCurve], a: align_mod.Alignment,
+                        ev: digest.Evidence) -> tuple[UnlabelledReport, IdleReport]:
+    """Unlabelled time (outside every label's span) and, inside it, the time the accelerators idled
+    (asked of the evidence pass for the unlabelled time when the run has accelerators:
+    ``EvidenceRequest.idle_within``)."""
     from ..analysis import idle as idle_mod
 
     def mean(e: float, d: float) -> float | None:
         return e / d if d > 0 else None
 
-    accel = [d.device for d in chosen if d.kind != "host"]
     idle_j = idle_s = 0.0
     floors: dict[str, float] = {}
-    if accel and curves and math.isfinite(a.t_first):
-        u0, u1 = ev.idle_within if ev.idle_within is not None else unlabelled_time(steps, a)
+    if curves and ev.idle_within is not None:
+        u0, u1 = ev.idle_within
         (i0, i1), floors = ev.idle, ev.idle_floors
         i0, i1 = idle_mod.intersect(u0, u1, i0, i1)
         idle_j = float(align_mod.energy_over(curves, i0, i1).sum()) if len(i0) else 0.0
@@ -77,16 +78,16 @@ def unlabelled_and_idle(steps: pd.DataFrame, chosen: list[DeviceReport], curves:
     return un, idle
 
 
-def unlabelled_time(steps: pd.DataFrame, a: align_mod.Alignment) -> tuple[np.ndarray, np.ndarray]:
-    """The windows of the run's time range outside every label's span (sorted, disjoint)."""
+def unlabelled_time(segments: list[Segment], a: align_mod.Alignment) -> tuple[np.ndarray, np.ndarray]:
+    """The windows of the run's time range outside every label's segments (sorted, disjoint)."""
     from ..analysis import idle as idle_mod
 
-    segs = align_mod.label_segments(steps)
-    s0, s1 = align_mod.merge_intervals(segs["t_start"].to_numpy(float), segs["t_end"].to_numpy(float))
+    s0, s1 = align_mod.merge_intervals(np.array([s.t_start for s in segments], dtype=float),
+                                       np.array([s.t_end for s in segments], dtype=float))
     return idle_mod.unlabelled_windows(a.t_first, a.t_last, s0, s1)
 
 
-def evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFrames, steps: pd.DataFrame,
+def evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFrames,
                       devices: dict[str, dict], chosen: list[DeviceReport], a: align_mod.Alignment,
                       segments: list[Segment], bottlenecks: bool) -> digest.EvidenceRequest:
     """What the second pass over the samples computes: bottleneck evidence of the labels, the
@@ -97,9 +98,10 @@ def evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFra
     req = digest.EvidenceRequest(power_limits=limits,
                                  power_columns={d: f.power_columns for d, f in figures.items()})
     accel = [d.device for d in chosen if d.kind != "host"]
-    if accel and math.isfinite(a.t_first):
+    unlabelled = unlabelled_time(segments, a) if math.isfinite(a.t_first) else None
+    if accel and unlabelled is not None:
         req.idle_devices = accel
-        req.idle_within = unlabelled_time(steps, a)  # the only idle time the report uses
+        req.idle_within = unlabelled  # the only idle time the report uses
         req.idle_power_w = {d: float(i["idle_power_w"]) for d, i in devices.items() if i.get("idle_power_w")}
     req.range_devices = [d.device for d in chosen]
     req.range_column = next((c for c in MEASURED_POWER if any(c in f.power_columns
@@ -113,13 +115,9 @@ def evidence_request(figures: dict[str, digest.DeviceFigures], frames: DeviceFra
         windows = pd.DataFrame([{"label": s.label, "t_start": s.t_start, "t_end": s.t_end} for s in segments])
         codes, labels, w0, w1 = bottleneck.label_groups(windows)
         req.windows["labels"] = digest.WindowSet(w0, w1, codes, len(labels))
-    # unlabelled: the gaps of the run that no label's span covers
-    s0, s1 = align_mod.merge_intervals(np.array([s.t_start for s in segments]), np.array([s.t_end for s in segments]))
-    edges = np.concatenate([[a.t_first], np.ravel(np.column_stack([s0, s1])), [a.t_last]])
-    g0, g1 = np.clip(edges[0::2], a.t_first, a.t_last), np.clip(edges[1::2], a.t_first, a.t_last)
-    keep = g1 - g0 > 0
-    if keep.any():
-        req.windows["unlabelled"] = digest.WindowSet(g0[keep], g1[keep], np.zeros(int(keep.sum()), int), 1)
+    if unlabelled is not None and len(unlabelled[0]):  # the gaps of the run no label's span covers
+        u0, u1 = unlabelled
+        req.windows["unlabelled"] = digest.WindowSet(u0, u1, np.zeros(len(u0), int), 1)
     window = max(5.0, (a.t_last - a.t_first) / 60.0) if math.isfinite(a.t_last - a.t_first) else 5.0
     t0, t1 = bottleneck.timeline_windows(min(figures[d].t_min for d in gpus), max(figures[d].t_max for d in gpus),
                                          window)

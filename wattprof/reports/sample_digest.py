@@ -167,8 +167,9 @@ def energy_pass(frames: DeviceFrames, timeline_points: int) -> tuple[dict[str, D
             col = preferred_power_column(df)
             series = submit(pool, bin_means, t, df[col].to_numpy(float), timeline_points) if col else None
             source = energy_mod.choose_source(df)
+            readings = {p: _readings(df, p) for p in MEASURED_POWER}
             inst = submit(pool, energy_mod.power_curve, t, df["power_w"].to_numpy(float)) \
-                if source == "counter" and _readings(df, "power_w") >= 2 else None
+                if source == "counter" and readings.get("power_w", 0) >= 2 else None
             c = energy_mod.device_curve(df, dev, source)
             mean_w, max_w = energy_mod.mean_power(df, dev)
             check = None
@@ -180,7 +181,7 @@ def energy_pass(frames: DeviceFrames, timeline_points: int) -> tuple[dict[str, D
                 device=dev, curve=c, mean_power_w=mean_w, max_power_w=max_w, gap_note=gap.result(), self_check=check,
                 t_min=float(np.nanmin(t)) if len(t) else float("nan"),
                 t_max=float(np.nanmax(t)) if len(t) else float("nan"),
-                power_columns={p for p in MEASURED_POWER if _readings(df, p)},
+                power_columns={p for p, n in readings.items() if n},
                 series=(st, sv, col)), df if serve else None
 
         done = _each_device(frames, frames.devices, one)
@@ -369,7 +370,7 @@ def _label_power_range(df: pd.DataFrame, col: str, spans: dict[str, tuple[np.nda
     ok = ~(np.isnan(t) | np.isnan(v))
     if not ok.all():
         t, v = t[ok], v[ok]
-    if len(t) > 1 and not (np.diff(t) >= 0).all():
+    if not _is_sorted(t):
         order = np.argsort(t, kind="stable")
         t, v = t[order], v[order]
     out: dict[str, tuple[float, float]] = {}
