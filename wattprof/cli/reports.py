@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import InputError
+from ..reports.registry import Kind
 from ..reports.registry import names as format_names
 from ._common import carbon_context, carbon_options, emit, format_for, guard, print_report
+
+
+def output_options(kind: Kind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--format (the registered formats of ``kind``) / --output, shared by report and compare."""
+    def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--output", "-o", type=click.Path(dir_okay=False),
+                          help="Write to a file instead of stdout.")(fn)
+        return click.option("--format", "-f", "fmt", type=click.Choice(format_names(kind)), default=None,
+                            help="Output format (default: from -o's extension, else text).")(fn)
+    return add
+
 
 EXIT_REGRESSION = 1
 EXIT_NOTHING = 3
@@ -17,9 +31,7 @@ EXIT_NOTHING = 3
 
 @click.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "-f", "fmt", type=click.Choice(format_names("report")), default=None,
-              help="Output format (default: from -o's extension, else text).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@output_options("report")
 @carbon_options
 @guard
 def report(run_dir: str, fmt: str | None, output: str | None, region: str | None, country: str | None,
@@ -45,9 +57,7 @@ def report(run_dir: str, fmt: str | None, output: str | None, region: str | None
 @click.command()
 @click.argument("run_a", type=click.Path())
 @click.argument("run_b", type=click.Path())
-@click.option("--format", "-f", "fmt", type=click.Choice(format_names("compare")), default=None,
-              help="Output format (default: from -o's extension, else text).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@output_options("compare")
 @carbon_options
 @guard
 def compare(run_a: str, run_b: str, fmt: str | None, output: str | None, region: str | None, country: str | None,
